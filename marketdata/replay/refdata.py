@@ -1,0 +1,173 @@
+"""Recorded reference data: the real exchangeInfo and real depth snapshots.
+
+* ``exchangeInfo-2021-10-12.json.gz``: the complete ``GET /api/v3/exchangeInfo`` response Binance
+  served on 2021-10-12 (1,695 symbols). The replay serves the entries of the replayed symbols
+  verbatim (status, precisions, orderTypes, filters, permissions) and takes from them the
+  ``PRICE_FILTER.tickSize`` (price grid of every derived price) and ``LOT_SIZE.stepSize``
+  (grid of derived trade quantities). Newer filter names (``NOTIONAL``,
+  ``PERCENT_PRICE_BY_SIDE``) are read too when a newer file is dropped in.
+* ``depth/api_v1_depth_<SYMBOL>_limit1000_2021-04-04.json``: real 1000x1000 order-book snapshots.
+  Only their *shape* is used (Binance does not publish historical books): each level's distance
+  from the best price as a fraction of the snapshot's mid, each level's size, the best-bid/ask
+  spread in ticks, and the top-of-book sizes. See ``model.py`` for how the shape is re-centred.
+
+All prices are parsed as exact decimals (kept as E8 integers, units of 1e-8 of the quote asset);
+sizes are in the base asset.
+"""
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from .tape import DATA_DIR, E8, to_e8
+
+EXCHANGE_INFO_FILE = "exchangeInfo-2021-10-12.json.gz"
+
+#: symbol -> recorded depth snapshot used for the book's shape and spread (relative to DATA_DIR).
+DEPTH_FILES: dict[str, str] = {
+    "BTCUSDT": "depth/api_v1_depth_BTCUSDT_limit1000_2021-04-04.json",
+    "ETHUSDT": "depth/api_v1_depth_ETHUSDT_limit1000_2021-04-04.json",
+}
+#: snapshot used for a replayed symbol that has no snapshot of its own.
+FALLBACK_DEPTH_SYMBOL = "BTCUSDT"
+
+
+@lru_cache(maxsize=None)
+def _load_exchange_info(data_dir: str) -> dict:
+    with gzip.open(Path(data_dir) / EXCHANGE_INFO_FILE, "rt", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def exchange_info(data_dir: str | None = None) -> dict:
+    """The recorded full exchangeInfo document (a deep copy; safe to modify)."""
+    return copy.deepcopy(_load_exchange_info(str(data_dir or DATA_DIR)))
+
+
+@lru_cache(maxsize=None)
+def _symbol_entries(data_dir: str) -> dict[str, dict]:
+    return {s["symbol"]: s for s in _load_exchange_info(data_dir)["symbols"]}
+
+
+def symbol_entry(symbol: str, data_dir: str | None = None) -> dict:
+    """The recorded exchangeInfo ``symbols[]`` entry of ``symbol`` (deep copy). KeyError if absent."""
+    return copy.deepcopy(_symbol_entries(str(data_dir or DATA_DIR))[symbol])
+
+
+def _filter(entry: dict, ftype: str) -> dict | None:
+    for f in entry.get("filters", []):
+        if f.get("filterType") == ftype:
+            return f
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSpec:
+    """Trading rules of a replayed symbol, from the recorded exchangeInfo.
+
+    ``tick_size``: PRICE_FILTER.tickSize (quote asset); ``step_size``: LOT_SIZE.stepSize (base
+    asset); ``tick_e8``/``step_e8``: the same in units of 1e-8. ``min_notional``: MIN_NOTIONAL or
+    NOTIONAL ``minNotional`` (quote asset) or None.
+    """
+
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    tick_size: Decimal
+    step_size: Decimal
+    tick_e8: int
+    step_e8: int
+    min_notional: Decimal | None
+
+
+def symbol_spec(symbol: str, data_dir: str | None = None) -> SymbolSpec:
+    """Build the :class:`SymbolSpec` of ``symbol`` from the recorded exchangeInfo."""
+    entry = _symbol_entries(str(data_dir or DATA_DIR))[symbol]
+    pf = _filter(entry, "PRICE_FILTER")
+    lot = _filter(entry, "LOT_SIZE")
+    notional = _filter(entry, "MIN_NOTIONAL") or _filter(entry, "NOTIONAL")
+    tick = Decimal(pf["tickSize"]) if pf else Decimal("0.00000001")
+    step = Decimal(lot["stepSize"]) if lot else Decimal("0.00000001")
+    if tick <= 0:
+        tick = Decimal("0.00000001")
+    if step <= 0:
+        step = Decimal("0.00000001")
+    return SymbolSpec(
+        symbol=symbol,
+        base_asset=entry["baseAsset"],
+        quote_asset=entry["quoteAsset"],
+        tick_size=tick,
+        step_size=step,
+        tick_e8=to_e8(tick),
+        step_e8=to_e8(step),
+        min_notional=Decimal(notional["minNotional"]) if notional else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BookShape:
+    """Shape of a recorded order book, independent of its price level.
+
+    ``bid_offsets_e8``/``ask_offsets_e8``: per level, distance from that side's best price
+    (``best_bid - price`` for bids, ``price - best_ask`` for asks) in units of 1e-8 of the quote
+    asset, best level first (offset 0). ``mid2_e8``: twice the snapshot mid (``best_bid +
+    best_ask``) in 1e-8 units; an offset's fraction of the price is ``offset / (mid2 / 2)``.
+    ``bid_sizes_e8``/``ask_sizes_e8``: recorded level sizes (base asset, 1e-8 units).
+    ``spread_e8``: recorded ``best_ask - best_bid``. ``source``: file it came from;
+    ``last_update_id``: the snapshot's recorded ``lastUpdateId``.
+    """
+
+    source: str
+    last_update_id: int
+    bid_offsets_e8: tuple[int, ...]
+    ask_offsets_e8: tuple[int, ...]
+    bid_sizes_e8: tuple[int, ...]
+    ask_sizes_e8: tuple[int, ...]
+    mid2_e8: int
+    spread_e8: int
+
+    def spread_ticks(self, tick_e8: int) -> int:
+        """Recorded spread in ticks of ``tick_e8`` (rounded up, at least 1)."""
+        return max(1, -(-self.spread_e8 // tick_e8))
+
+
+@lru_cache(maxsize=None)
+def book_shape(symbol: str, data_dir: str | None = None) -> BookShape:
+    """Load the :class:`BookShape` for ``symbol`` (its own snapshot, else the fallback's)."""
+    rel = DEPTH_FILES.get(symbol) or DEPTH_FILES[FALLBACK_DEPTH_SYMBOL]
+    path = Path(data_dir or DATA_DIR) / rel
+    with open(path, encoding="utf-8") as fh:
+        snap = json.load(fh)
+    bids = [(to_e8(p), to_e8(q)) for p, q in snap["bids"]]
+    asks = [(to_e8(p), to_e8(q)) for p, q in snap["asks"]]
+    bids.sort(key=lambda x: -x[0])
+    asks.sort(key=lambda x: x[0])
+    b0, a0 = bids[0][0], asks[0][0]
+    if a0 <= b0:
+        raise ValueError(f"{path}: crossed snapshot (bid {b0} >= ask {a0})")
+    return BookShape(
+        source=rel,
+        last_update_id=int(snap["lastUpdateId"]),
+        bid_offsets_e8=tuple(b0 - p for p, _ in bids),
+        ask_offsets_e8=tuple(p - a0 for p, _ in asks),
+        bid_sizes_e8=tuple(q for _, q in bids),
+        ask_sizes_e8=tuple(q for _, q in asks),
+        mid2_e8=b0 + a0,
+        spread_e8=a0 - b0,
+    )
+
+
+__all__ = [
+    "DEPTH_FILES",
+    "E8",
+    "BookShape",
+    "SymbolSpec",
+    "book_shape",
+    "exchange_info",
+    "symbol_entry",
+    "symbol_spec",
+]

@@ -1,0 +1,548 @@
+"""MCP over WebSocket at ``/mcp/ws`` (subprotocol ``mcp``), with server push, as a raw ASGI app.
+
+Wire format: one JSON-RPC 2.0 message per text frame, both ways (what the mcp SDK's own, now
+deprecated, ``mcp.client.websocket`` transport and ``tradingmcp_client.websocket`` speak). Every
+request is answered by the **same** code as ``/mcp``: ``project.mcp_endpoint.MCPEndpoint.handle_request``
+(django-mcp-server's tool registry and the SDK's low-level handlers: ``initialize``, ``ping``,
+``tools/list`` filtered by the token's scopes, ``tools/call`` through ``risk.mcp_guard.guarded_tool``
+with its scope checks, typed errors and audit, ``resources/list|read|templates/list``). Nothing
+here implements a tool.
+
+Authentication (same tokens, same Redis-cached identity as ``/mcp``):
+
+- ``Authorization: Bearer tmcp_...`` on the handshake, or, when the client cannot set headers
+  (browsers), a first message ``{"jsonrpc": "2.0", "id": 0, "method": "authenticate", "params":
+  {"token": "tmcp_..."}}`` within ``AUTH_TIMEOUT_S``, answered ``{"authenticated": true,
+  "sessionId", "user", "scopes"}``.
+- A missing, bad, expired or revoked token closes the socket with code 4401 (reason says why).
+  The token is re-checked on every request (one Redis read, as ``/mcp`` does), so revoking it
+  closes the connection at its next request. The per-token rate limit applies per request:
+  JSON-RPC error ``-32029`` with ``data.retryAfter`` (seconds).
+
+Server push (MCP notifications, method ``notifications/resources/updated``; extra params are
+allowed by the spec's schema, so ``mcp.ClientSession`` passes them to its ``message_handler``):
+
+- after a successful ``subscribe_stream`` tool call on the connection, each update of that
+  stream: ``{"uri": "binance://stream/<stream>", "stream", "data" (Binance's payload, or our
+  bookTicker/kline shapes for those), "dropped" (updates of this stream dropped just before this
+  one), "droppedTotal" (on this connection)}``; ``unsubscribe_stream`` stops them. Updates come
+  from the ingester's Channels groups (``market.<SYMBOL>`` for bookTicker/kline_*,
+  ``stream.<name>`` for the others, see ``marketdata.ingester``).
+- order, balance and activity events of every account the token may read (``account.<id>``
+  groups, ``trading.events``): ``{"uri": "tradingmcp://account/<id>/<kind>", "account", "kind",
+  "data"}``.
+
+Backpressure: each connection has one sender task and an ``Outbox``. Responses and account
+events go to a priority queue that is never dropped (a client that lets more than
+``PRIORITY_LIMIT`` of them pile up is disconnected with 4408; it can reconnect and resume).
+Market updates go to a bounded FIFO of ``MARKET_QUEUE`` entries; when it is full a new update
+replaces the oldest queued update of the same stream (latest wins), else the oldest queued update
+of any stream is dropped; the dropped counts ride on the stream's next notification.
+
+Sessions: the accept carries ``Mcp-Session-Id``; ``initialize`` results carry it in
+``_meta["tradingmcp/sessionId"]``. A client that reconnects with ``Mcp-Session-Id: <id>`` (header or
+``?session_id=`` query) with the same token gets its pushed subscriptions back (kept in Redis for
+``SESSION_TTL_S`` after the last change); an id of another token is ignored (a new session starts).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import uuid
+from urllib.parse import parse_qs
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from mcp import types
+from pydantic import ValidationError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_and_count
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "mcp"
+AUTH_TIMEOUT_S = float(os.environ.get("MCP_WS_AUTH_TIMEOUT_S", "10"))
+MARKET_QUEUE = int(os.environ.get("MCP_WS_MARKET_QUEUE", "256"))
+PRIORITY_LIMIT = int(os.environ.get("MCP_WS_PRIORITY_LIMIT", "10000"))
+SESSION_TTL_S = int(os.environ.get("MCP_WS_SESSION_TTL_S", "3600"))
+MAX_CONCURRENT_REQUESTS = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
+RATE_LIMITED = -32029
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+
+
+def stream_uri(stream: str) -> str:
+    """The resource URI of a Binance stream in push notifications (``binance://stream/btcusdt@trade``)."""
+    return f"binance://stream/{stream}"
+
+
+def group_for_stream(stream: str) -> str:
+    """The Channels group the ingester pushes ``stream`` to (``marketdata.ingester.push``):
+    ``market.<SYMBOL>`` for ``<s>@bookTicker`` and ``<s>@kline_<i>``, else ``stream.<s>.<kind>``."""
+    from marketdata.ingester import market_group, stream_group
+
+    sym, _, kind = stream.partition("@")
+    if kind == "bookTicker" or kind.startswith("kline_"):
+        return market_group(sym.upper())
+    return stream_group(stream)
+
+
+def session_key(session_id: str) -> str:
+    """Redis key of a session's record: ``{token_id, user_id, streams}`` (``SESSION_TTL_S``)."""
+    return f"{settings.REDIS_KEY_PREFIX}mcpws:session:{session_id}"
+
+
+def _response_error(request_id, code: int, message: str, data=None) -> dict:
+    err = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": err}
+
+
+class Outbox:
+    """The send queue of one connection (see module docstring, "Backpressure").
+
+    ``put_priority(text)``: a frame that is never dropped. ``put_market(stream, params)``: a
+    market update (``params`` of its notification, without the drop counters). ``pop()`` returns
+    the next frame to send (priority first) or None; ``wait()`` blocks until there is one.
+    Counters: ``dropped_total``, ``market_in``.
+    """
+
+    def __init__(self, market_capacity: int = MARKET_QUEUE):
+        self.capacity = max(1, market_capacity)
+        self.priority: collections.deque = collections.deque()
+        self.market: collections.deque = collections.deque()  # [stream, params, dropped]
+        self.carry: dict[str, int] = {}
+        self.dropped_total = 0
+        self.market_in = 0
+        self._ready = asyncio.Event()
+
+    def put_priority(self, text: str) -> None:
+        self.priority.append(text)
+        self._ready.set()
+
+    def put_market(self, stream: str, params: dict) -> None:
+        self.market_in += 1
+        dropped = 0
+        if len(self.market) >= self.capacity:
+            victim = next((e for e in self.market if e[0] == stream), None)
+            if victim is not None:  # latest wins: the queued update of this stream is stale
+                self.market.remove(victim)
+                dropped = victim[2] + 1
+            else:
+                old = self.market.popleft()
+                self.carry[old[0]] = self.carry.get(old[0], 0) + old[2] + 1
+            self.dropped_total += 1
+        dropped += self.carry.pop(stream, 0)
+        self.market.append([stream, params, dropped])
+        self._ready.set()
+
+    def pop(self) -> str | None:
+        if self.priority:
+            return self.priority.popleft()
+        if self.market:
+            stream, params, dropped = self.market.popleft()
+            params = {**params, "dropped": dropped, "droppedTotal": self.dropped_total}
+            return orjson.dumps({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params}).decode()
+        return None
+
+    async def wait(self) -> None:
+        while not (self.priority or self.market):
+            self._ready.clear()
+            await self._ready.wait()
+
+    def __len__(self) -> int:
+        return len(self.priority) + len(self.market)
+
+
+class _Closed(Exception):
+    """The connection is over (client went away or we closed it)."""
+
+
+class Connection:
+    """One ``/mcp/ws`` connection: handshake, auth, request loop, push, cleanup."""
+
+    def __init__(self, app: "MCPWebSocketApp", scope, receive, send):
+        self.app, self.scope, self._receive, self._send = app, scope, receive, send
+        self.endpoint: MCPEndpoint = app.endpoint
+        self.layer = app.get_layer()
+        self.outbox = Outbox(app.market_queue)
+        self.identity: Identity | None = None
+        self.token_key = ""
+        self.session_id = ""
+        self.streams: set[str] = set()
+        self.groups: set[str] = set()
+        self.account_ids: set[int] = set()
+        self.channel: str | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.inflight: set[asyncio.Task] = set()
+        self.closed = False
+        self.slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+
+    # -- ASGI I/O -------------------------------------------------------------------------------
+    async def receive(self) -> dict:
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self.closed = True
+            raise _Closed()
+        return message
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+            except Exception:  # already gone
+                pass
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except _Closed:
+            pass
+        finally:
+            await self._cleanup()
+
+    async def _run(self) -> None:
+        message = await self.receive()
+        if message["type"] != "websocket.connect":
+            return
+        offered = self.scope.get("subprotocols") or []
+        if offered and SUBPROTOCOL not in offered:
+            await self._send({"type": "websocket.close", "code": 1002})  # refuses the handshake (HTTP 403)
+            self.closed = True
+            return
+        headers = dict(self.scope.get("headers") or [])
+        query = parse_qs((self.scope.get("query_string") or b"").decode("latin-1"))
+        wanted_session = headers.get(b"mcp-session-id", b"").decode("latin-1").strip() or (query.get("session_id") or [""])[0]
+        self.session_id = uuid.uuid4().hex
+        accept = {"type": "websocket.accept", "headers": []}
+        if offered:
+            accept["subprotocol"] = SUBPROTOCOL
+        raw_auth = headers.get(b"authorization", b"")
+        if raw_auth:
+            self.identity = await authenticate({b"authorization": raw_auth})
+            if self.identity is not None:
+                self.token_key = raw_auth.decode("latin-1").partition(" ")[2].strip()
+                await self._resume(wanted_session)
+        accept["headers"].append((b"mcp-session-id", self.session_id.encode()))
+        await self._send(accept)
+        if raw_auth and self.identity is None:
+            await self.close(CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token.")
+            return
+        if self.identity is None and not await self._first_message_auth(wanted_session):
+            return
+        await self._start()
+        while True:
+            message = await self.receive()
+            text = message.get("text")
+            if text is None and message.get("bytes") is not None:
+                text = message["bytes"].decode("utf-8", "replace")
+            if text is not None:
+                await self.slots.acquire()
+                task = asyncio.create_task(self._handle_frame(text))
+                self.inflight.add(task)
+                task.add_done_callback(self._request_done)
+
+    def _request_done(self, task: asyncio.Task) -> None:
+        self.inflight.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("mcp ws request failed", exc_info=task.exception())
+
+    async def _first_message_auth(self, wanted_session: str) -> bool:
+        try:
+            message = await asyncio.wait_for(self.receive(), AUTH_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await self.close(CLOSE_UNAUTHORIZED, f"No token: send Authorization: Bearer on the handshake or an 'authenticate' request within {AUTH_TIMEOUT_S:.0f} s.")
+            return False
+        try:
+            raw = orjson.loads(message.get("text") or message.get("bytes") or b"")
+        except orjson.JSONDecodeError:
+            raw = {}
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or raw.get("method") != "authenticate":
+            await self._send_now(_response_error(rid, CLOSE_UNAUTHORIZED, "Unauthorized: authenticate first (method 'authenticate', params {token})."))
+            await self.close(CLOSE_UNAUTHORIZED, "Authenticate first.")
+            return False
+        key = str((raw.get("params") or {}).get("token") or "")
+        self.identity = await authenticate({b"authorization": f"Bearer {key}".encode("latin-1", "replace")}) if key else None
+        if self.identity is None:
+            await self._send_now(_response_error(rid, CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token."))
+            await self.close(CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token.")
+            return False
+        self.token_key = key
+        await self._resume(wanted_session)
+        await self._send_now({"jsonrpc": "2.0", "id": rid, "result": self._auth_info()})
+        return True
+
+    def _auth_info(self) -> dict:
+        return {"authenticated": True, "sessionId": self.session_id, "user": self.identity.user.get_username(),
+                "scopes": list(self.identity.auth.scopes or [])}
+
+    async def _send_now(self, message: dict) -> None:
+        await self._send({"type": "websocket.send", "text": orjson.dumps(message).decode()})
+
+    async def _resume(self, wanted: str) -> None:
+        """Take over session ``wanted`` when it belongs to this token: its streams come back."""
+        if not wanted:
+            return
+        from marketdata.cache import async_redis_shared
+
+        try:
+            raw = await async_redis_shared().get(session_key(wanted))
+        except Exception as exc:
+            log.warning("mcp ws: session lookup failed: %s", exc)
+            return
+        record = orjson.loads(raw) if raw else None
+        if record and record.get("token_id") == self.identity.auth.pk:
+            self.session_id = wanted
+            self.streams = set(record.get("streams") or [])
+
+    async def _save_session(self) -> None:
+        from marketdata.cache import async_redis_shared
+
+        record = {"token_id": self.identity.auth.pk, "user_id": self.identity.user.pk, "streams": sorted(self.streams)}
+        try:
+            await async_redis_shared().set(session_key(self.session_id), orjson.dumps(record), ex=SESSION_TTL_S)
+        except Exception as exc:
+            log.warning("mcp ws: session save failed: %s", exc)
+
+    async def _start(self) -> None:
+        from risk.mcp_guard import tool_allowed
+
+        self.auth_header = {b"authorization": f"Bearer {self.token_key}".encode("latin-1", "replace")}
+
+        self.identity.META = {"REMOTE_ADDR": (self.scope.get("client") or ("", 0))[0], "MCP_TRANSPORT": "websocket"}
+        self.channel = await self.layer.new_channel(prefix="mcpws.")
+        if tool_allowed("get_account", self.identity.auth):
+            self.account_ids = set(await sync_to_async(_readable_account_ids)(self.identity))
+        for account_id in sorted(self.account_ids):
+            await self._join(f"account.{account_id}")
+        for stream in sorted(self.streams):
+            await self._join(group_for_stream(stream))
+        await self._save_session()
+        self.tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._layer_reader())]
+
+    async def _join(self, group: str) -> None:
+        if group not in self.groups:
+            await self.layer.group_add(group, self.channel)
+            self.groups.add(group)
+
+    async def _leave_unused(self) -> None:
+        needed = {f"account.{a}" for a in self.account_ids} | {group_for_stream(s) for s in self.streams}
+        for group in sorted(self.groups - needed):
+            await self.layer.group_discard(group, self.channel)
+            self.groups.discard(group)
+
+    async def _cleanup(self) -> None:
+        for task in list(self.inflight) + self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self.inflight, return_exceptions=True)
+        if self.channel is not None:
+            for group in list(self.groups):
+                try:
+                    await self.layer.group_discard(group, self.channel)
+                except Exception:
+                    pass
+            await self._save_session()
+
+    # -- requests ---------------------------------------------------------------------------------
+    async def _handle_frame(self, text: str) -> None:
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            self._reply(_response_error(None, types.PARSE_ERROR, f"Parse error: {exc}"))
+            return
+        try:
+            message = types.JSONRPCMessage.model_validate(raw)
+        except ValidationError as exc:
+            rid = raw.get("id") if isinstance(raw, dict) else None
+            self._reply(_response_error(rid, types.INVALID_REQUEST, f"Validation error: {exc}"))
+            return
+        root = message.root
+        if not isinstance(root, types.JSONRPCRequest):
+            return  # notifications (initialized, cancelled) and responses: nothing to answer
+        if root.method == "authenticate":
+            self._reply({"jsonrpc": "2.0", "id": root.id, "result": self._auth_info()})
+            return
+        # The token re-check and the rate-limit count: one Redis pipeline (``authenticate_and_count``).
+        identity, retry_after = await authenticate_and_count(self.auth_header)
+        if identity is None:
+            self._reply(_response_error(root.id, CLOSE_UNAUTHORIZED, "This token was revoked or has expired."))
+            await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token revoked or expired.")
+            return
+        if retry_after:
+            self._reply(_response_error(root.id, RATE_LIMITED, f"Too Many Requests: this token's rate limit is reached; retry in {retry_after} s.",
+                                        {"retryAfter": retry_after}))
+            return
+        identity.META = self.identity.META
+        if root.method == "resources/subscribe" or root.method == "resources/unsubscribe":
+            root = self._resource_subscription_as_tool_call(root)
+        response = await self.endpoint.handle_request(root, identity)
+        await self._after(root, response)
+        self._reply(response)
+
+    def _resource_subscription_as_tool_call(self, root: types.JSONRPCRequest) -> types.JSONRPCRequest:
+        """``resources/subscribe {uri: "binance://stream/<stream>"}`` is the ``subscribe_stream`` tool
+        (likewise unsubscribe): the same tool call, scope check and audit."""
+        uri = str((root.params or {}).get("uri") or "")
+        stream = uri.removeprefix("binance://stream/") if uri.startswith("binance://stream/") else uri
+        tool = "subscribe_stream" if root.method == "resources/subscribe" else "unsubscribe_stream"
+        return types.JSONRPCRequest(jsonrpc="2.0", id=root.id, method="tools/call",
+                                    params={"name": tool, "arguments": {"stream": stream}})
+
+    async def _after(self, root: types.JSONRPCRequest, response: dict) -> None:
+        """Connection state that follows a request: pushed subscriptions, the session id."""
+        result = response.get("result")
+        if result is None:
+            return
+        if root.method == "initialize":
+            meta = result.setdefault("_meta", {})
+            meta["tradingmcp/sessionId"] = self.session_id
+            return
+        if root.method != "tools/call" or result.get("isError"):
+            return
+        name = (root.params or {}).get("name")
+        if name not in ("subscribe_stream", "unsubscribe_stream"):
+            return
+        payload = result.get("structuredContent") or {}
+        if "result" in payload and isinstance(payload["result"], dict):
+            payload = payload["result"]
+        stream = payload.get("stream")
+        if not stream:
+            try:
+                payload = orjson.loads(result["content"][0]["text"])
+                stream = payload.get("stream")
+            except Exception:
+                return
+        if name == "subscribe_stream":
+            self.streams.add(stream)
+            await self._join(group_for_stream(stream))
+        else:
+            self.streams.discard(stream)
+            await self._leave_unused()
+        await self._save_session()
+
+    def _reply(self, message: dict) -> None:
+        self.outbox.put_priority(orjson.dumps(message).decode())
+        self._check_overflow()
+
+    def _check_overflow(self) -> None:
+        """A client that leaves more than ``PRIORITY_LIMIT`` responses/events unread is cut off
+        (4408) rather than have any of them dropped: nothing more is queued for it, and the close
+        frame goes out as soon as its socket takes writes again (it may resume with its session)."""
+        if len(self.outbox.priority) > PRIORITY_LIMIT and not getattr(self, "_overflowed", False):
+            self._overflowed = True
+            log.warning("mcp ws: closing session %s: %d responses/events unread", self.session_id, len(self.outbox.priority))
+            for task in self.tasks:
+                task.cancel()
+            self.outbox.priority.clear()
+            self.outbox.market.clear()
+            self.tasks.append(asyncio.create_task(self.close(
+                CLOSE_TOO_SLOW, "Client too slow: responses and account events are never dropped; reconnect with the session id.")))
+
+    async def _flush_then_close(self, code: int, reason: str) -> None:
+        for _ in range(100):
+            if not self.outbox.priority:
+                break
+            await asyncio.sleep(0.01)
+        await self.close(code, reason)
+
+    # -- push -------------------------------------------------------------------------------------
+    async def _sender(self) -> None:
+        outbox = self.outbox
+        while not self.closed:
+            await outbox.wait()
+            text = outbox.pop()
+            if text is not None:
+                await self._send({"type": "websocket.send", "text": text})
+
+    async def _layer_reader(self) -> None:
+        backoff = 0.1
+        while not self.closed:
+            try:
+                message = await self.layer.receive(self.channel)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except RedisTimeout:
+                # redis-py >= 6 raises on channels_redis's 5 s BZPOPMIN when the channel stays
+                # empty: nothing was popped, so simply wait again.
+                continue
+            except Exception as exc:
+                log.warning("mcp ws: channel layer receive failed: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self.deliver(message)
+
+    def deliver(self, message: dict) -> None:
+        """Queue one channel-layer message for the client (see module docstring, "Server push")."""
+        kind = message.get("type")
+        if kind == "market.update":
+            stream = f"{str(message.get('symbol', '')).lower()}@{message.get('stream')}"
+        elif kind == "stream.message":
+            stream = message.get("stream")
+        elif kind == "account.event":
+            account = message.get("account")
+            if account in self.account_ids:
+                params = {"uri": f"tradingmcp://account/{account}/{message.get('kind')}", "account": account,
+                          "kind": message.get("kind"), "data": message.get("data")}
+                self.outbox.put_priority(orjson.dumps(
+                    {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params}).decode())
+                self._check_overflow()
+            return
+        else:
+            return
+        if stream in self.streams:
+            self.outbox.put_market(stream, {"uri": stream_uri(stream), "stream": stream, "data": message.get("data")})
+
+
+def _readable_account_ids(identity: Identity) -> list[int]:
+    from django.db import connection
+
+    from trading.selectors import accounts_for_user
+
+    try:
+        return list(accounts_for_user(identity.user, need="read", token=identity.auth).values_list("id", flat=True))
+    finally:
+        connection.close()
+
+
+class MCPWebSocketApp:
+    """ASGI app for ``websocket`` scopes at ``/mcp/ws`` (see module docstring).
+
+    Args: ``endpoint``: the ``MCPEndpoint`` whose ``handle_request`` answers requests (default: a
+    new one over django-mcp-server's global server, i.e. the same registry as ``/mcp``); ``layer``:
+    a Channels layer (default ``channels.layers.get_channel_layer()``); ``market_queue``: the
+    bounded market-update queue length per connection.
+    """
+
+    def __init__(self, endpoint: MCPEndpoint | None = None, layer=None, market_queue: int = MARKET_QUEUE):
+        self.endpoint = endpoint or MCPEndpoint()
+        self._layer = layer
+        self.market_queue = market_queue
+        self.connections: set[Connection] = set()
+
+    def get_layer(self):
+        if self._layer is None:
+            from channels.layers import get_channel_layer
+
+            return get_channel_layer()
+        return self._layer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        conn = Connection(self, scope, receive, send)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)

@@ -1,0 +1,8 @@
+"""WebSocket URL routes (Channels)."""
+from django.urls import path
+
+from trading.consumers import DashboardConsumer
+
+websocket_urlpatterns = [
+    path("ws/dashboard/", DashboardConsumer.as_asgi()),
+]

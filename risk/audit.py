@@ -1,0 +1,296 @@
+"""The only writer of ``AuditEvent``: every action by every person, agent and the system."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from risk.models import AuditEvent
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through Django's JSON encoder so Decimals, datetimes and UUIDs become strings,
+    and make every string storable (see ``_storable``)."""
+    if value is None:
+        return None
+    return _storable(json.loads(json.dumps(value, cls=DjangoJSONEncoder, default=str)))
+
+
+def _storable(value: Any) -> Any:
+    """Replace NUL characters, which PostgreSQL's text and jsonb cannot hold, by the visible
+    escape ``\\x00`` in every string of a JSON-like value (keys included), and integers beyond 64
+    bits by their digits as a string. Hostile input is audited as it came, minus what the
+    database cannot store."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00") if "\x00" in value else value
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return str(value)  # JSON encoders and bigint columns stop at 64 bits; the digits are kept
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def audit_record(
+    *,
+    channel: str,
+    action: str,
+    outcome: str,
+    actor_user=None,
+    actor_token=None,
+    account=None,
+    params: dict | None = None,
+    message: str = "",
+    result: dict | None = None,
+    risk_decision: dict | None = None,
+    latency_ms: float | None = None,
+    request_id: str = "",
+) -> AuditEvent:
+    """Append one audit event and return it.
+
+    Args:
+        channel: ``risk.models.Channel`` value (mcp, api, dashboard, admin, system).
+        action: dotted verb, e.g. ``"order.place"``, ``"mcp.get_ticker"``.
+        outcome: ``risk.models.Outcome`` value (ok, rejected, error).
+        actor_user / actor_token: who acted (the token when an agent did).
+        account: the ``trading.Account`` acted on, if any.
+        params: the call's arguments; result: what it returned or the error's ``as_dict()``.
+        risk_decision: the risk check's ``as_dict()`` when an order was checked.
+        latency_ms: wall time the action took, in ms.
+
+    The event is also pushed to the account's dashboard group after the transaction commits.
+    """
+    event = AuditEvent.objects.create(
+        channel=channel,
+        action=action,
+        outcome=outcome,
+        actor_user=actor_user if getattr(actor_user, "pk", None) else None,
+        actor_token=actor_token,
+        account=account,
+        params=_jsonable(params or {}),
+        message=_storable(message[:2000]),
+        result=_jsonable(result or {}),
+        risk_decision=_jsonable(risk_decision),
+        latency_ms=latency_ms,
+        request_id=request_id,
+    )
+    from trading.events import publish_account_event, publish_user_event
+
+    if account is not None:
+        publish_account_event(account.pk, "activity", audit_event_payload(event))
+    elif event.actor_user_id is not None:  # account-less actions reach the acting user's own dashboard
+        publish_user_event(event.actor_user_id, "activity", audit_event_payload(event))
+    return event
+
+
+def audit_event_payload(event: AuditEvent) -> dict:
+    """The JSON shape of an audit event on the dashboard's activity feed."""
+    return {
+        "id": event.pk,
+        "time": event.created_at.isoformat(),
+        "channel": event.channel,
+        "action": event.action,
+        "outcome": event.outcome,
+        "message": event.message,
+        "token": event.actor_token.name if event.actor_token_id else None,
+        "params": event.params,
+        "account": event.account_id,
+        "risk": ({"allowed": event.risk_decision.get("allowed"), "reason": event.risk_decision.get("reason", "")}
+                 if event.risk_decision else None),
+    }
+
+
+# --- The audit write-ahead log -------------------------------------------------------------------
+#
+# Reads on the MCP hot path (get_ticker, get_klines, …) must not wait for a database INSERT, yet no
+# audit event may be lost. They append to a Redis stream (XADD, ~0.1 ms); ``audit_drain`` moves the
+# entries into ``AuditEvent`` rows in batches (a Celery beat task every second) and acknowledges
+# them only after the rows are committed, so a crashed drainer's entries are re-read
+# (XAUTOCLAIM of entries pending for more than ``AUDIT_CLAIM_IDLE_MS``). If Redis refuses the
+# append, the event is written to the database at once instead.
+
+AUDIT_GROUP = "drain"
+AUDIT_CLAIM_IDLE_MS = 30_000
+
+
+def audit_stream_key() -> str:
+    from django.conf import settings
+
+    return f"{settings.REDIS_KEY_PREFIX}audit:wal"
+
+
+def audit_enqueue(**event) -> None:
+    """Append one audit event (``audit_record``'s keyword arguments, with ``actor_user``/
+    ``actor_token``/``account`` given as objects or ids) to the write-ahead stream."""
+    from marketdata.cache import get_redis
+
+    payload = _wal_payload(event)
+    try:
+        get_redis().xadd(audit_stream_key(), {"e": payload})
+    except Exception:  # Redis down: never lose the event, pay for the INSERT instead
+        _write_records([_loads(payload)])
+
+
+async def audit_enqueue_async(**event) -> None:
+    """``audit_enqueue`` for async callers; returns once the entry is in the write-ahead stream.
+
+    Group commit: the entries of the calls running concurrently on this event loop are appended in
+    one pipelined round trip (XADD each) by a flusher task; each caller waits for its batch. If
+    Redis refuses the batch, its rows are written at once in a worker thread (never lost)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    batch = _wal_batches.get(loop)
+    if batch is None:
+        for dead in [lp for lp in _wal_batches if lp.is_closed()]:
+            del _wal_batches[dead]
+        batch = _wal_batches[loop] = {"items": [], "task": None}
+    done = loop.create_future()
+    batch["items"].append((_wal_payload(event), done))
+    if batch["task"] is None:
+        batch["task"] = loop.create_task(_wal_flush(batch))
+    await asyncio.shield(done)
+
+
+_wal_batches: dict = {}  # event loop → {"items": [(payload, future)], "task": the running flusher}
+
+
+async def _wal_flush(batch: dict) -> None:
+    from asgiref.sync import sync_to_async
+
+    from marketdata.cache import async_redis_shared
+
+    try:
+        while batch["items"]:
+            items, batch["items"] = batch["items"], []
+            try:
+                async with async_redis_shared().pipeline(transaction=False) as pipe:
+                    for payload, _ in items:
+                        pipe.xadd(audit_stream_key(), {"e": payload})
+                    await pipe.execute()
+                error = None
+            except Exception:  # Redis down: never lose the events, pay for the INSERTs instead
+                try:
+                    await sync_to_async(_write_records)([_loads(p) for p, _ in items])
+                    error = None
+                except Exception as exc:
+                    error = exc
+            for _, done in items:
+                if not done.done():
+                    done.set_exception(error) if error is not None else done.set_result(None)
+    finally:
+        batch["task"] = None
+
+
+def _loads(payload: bytes):
+    import orjson
+
+    return orjson.loads(payload)
+
+
+def _wal_payload(event: dict) -> bytes:
+    """One write-ahead entry (JSON) of an ``audit_enqueue`` event."""
+    import orjson
+
+    record = {
+        "created_at": timezone.now().isoformat(),
+        "actor_user_id": _pk(event.pop("actor_user", None)),
+        "actor_token_id": _pk(event.pop("actor_token", None)),
+        "account_id": _pk(event.pop("account", None)),
+        **event,
+    }
+    # orjson writes dicts, lists, str, numbers and datetimes natively; Decimals and other values
+    # go through Django's encoder (Decimal → "0.001"), as in ``audit_record``.
+    try:
+        return orjson.dumps(record, default=_json_default)
+    except TypeError:  # an integer beyond 64 bits (hostile input): store its digits
+        return orjson.dumps(_storable(record), default=_json_default)
+
+
+_encoder = DjangoJSONEncoder()
+
+
+def _json_default(value):
+    try:
+        return _encoder.default(value)
+    except TypeError:
+        return str(value)
+
+
+def _pk(obj):
+    if obj is None or isinstance(obj, int):
+        return obj
+    return getattr(obj, "pk", None)
+
+
+def _write_records(records: list[dict]) -> list[AuditEvent]:
+    from datetime import datetime
+
+    records = [_storable(r) for r in records]
+    events = [
+        AuditEvent(
+            created_at=datetime.fromisoformat(r["created_at"]),
+            actor_user_id=r.get("actor_user_id"),
+            actor_token_id=r.get("actor_token_id"),
+            account_id=r.get("account_id"),
+            channel=r["channel"],
+            action=r["action"],
+            outcome=r["outcome"],
+            params=r.get("params") or {},
+            message=(r.get("message") or "")[:2000],
+            result=r.get("result") or {},
+            risk_decision=r.get("risk_decision"),
+            latency_ms=r.get("latency_ms"),
+            request_id=r.get("request_id") or "",
+        )
+        for r in records
+    ]
+    return AuditEvent.objects.bulk_create(events)
+
+
+def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
+    """Move pending write-ahead entries into ``AuditEvent`` rows; return how many were written.
+
+    Entries are acknowledged (XACK + XDEL) only after their rows are committed; entries another
+    consumer left pending for over 30 s are claimed and written too.
+    """
+    import orjson
+    import redis as redis_lib
+    from django.db import transaction
+
+    from marketdata.cache import get_redis
+
+    r = get_redis()
+    key = audit_stream_key()
+    try:
+        r.xgroup_create(key, AUDIT_GROUP, id="0", mkstream=True)
+    except redis_lib.ResponseError:
+        pass  # BUSYGROUP: exists already
+    total = 0
+    while True:
+        entries = []
+        claimed = r.xautoclaim(key, AUDIT_GROUP, consumer, AUDIT_CLAIM_IDLE_MS, start_id="0-0", count=batch)
+        entries.extend(claimed[1] if claimed else [])
+        read = r.xreadgroup(AUDIT_GROUP, consumer, {key: ">"}, count=batch)
+        for _, items in read or []:
+            entries.extend(items)
+        entries = [(eid, fields) for eid, fields in entries if fields]
+        if not entries:
+            return total
+        records = [orjson.loads(fields[b"e"]) for _, fields in entries]
+        with transaction.atomic():
+            events = _write_records(records)
+        ids = [eid for eid, _ in entries]
+        r.xack(key, AUDIT_GROUP, *ids)
+        r.xdel(key, *ids)
+        total += len(events)
+        from trading.events import publish_account_event, publish_user_event
+
+        for event in events:
+            if event.account_id is not None:
+                publish_account_event(event.account_id, "activity", audit_event_payload(event))
+            elif event.actor_user_id is not None:
+                publish_user_event(event.actor_user_id, "activity", audit_event_payload(event))

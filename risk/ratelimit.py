@@ -1,0 +1,61 @@
+"""Per-token rate limits for MCP and REST: a fixed one-minute window counted in Redis.
+
+Each call INCRs ``ratelimit:<token id>:<minute>`` (with a 61 s expiry) in one pipeline round trip;
+over the limit, the caller answers HTTP 429 with ``Retry-After`` = seconds to the next window.
+The limit is the token's ``rate_limit_per_minute``, else ``settings.TOKEN_RATE_LIMIT_PER_MINUTE``;
+0 means unlimited. If Redis cannot be reached the call is allowed (the limit protects the
+service, and refusing every call while Redis restarts would be worse) and a warning is logged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+
+def limit_for(token) -> int:
+    """Calls per minute allowed to ``token`` (0 = unlimited)."""
+    own = getattr(token, "rate_limit_per_minute", None)
+    return settings.TOKEN_RATE_LIMIT_PER_MINUTE if own is None else own
+
+
+def _key(token_id: int, now: float) -> tuple[str, int]:
+    window = int(now // 60)
+    return f"{settings.REDIS_KEY_PREFIX}ratelimit:{token_id}:{window}", 60 - int(now % 60)
+
+
+async def check_async(token) -> int:
+    """Count one call of ``token``; return 0 if allowed, else the seconds to wait (Retry-After)."""
+    limit = limit_for(token)
+    if not limit:
+        return 0
+    from marketdata.cache import async_redis_shared
+
+    key, retry = _key(token.pk, time.time())
+    try:
+        async with async_redis_shared().pipeline(transaction=False) as pipe:
+            count, _ = await pipe.incr(key).expire(key, 61).execute()
+    except Exception as exc:
+        log.warning("rate limit not enforced (Redis: %s)", exc)
+        return 0
+    return 0 if count <= limit else max(1, retry)
+
+
+def check(token) -> int:
+    """Synchronous ``check_async`` (for DRF views)."""
+    limit = limit_for(token)
+    if not limit:
+        return 0
+    from marketdata.cache import get_redis
+
+    key, retry = _key(token.pk, time.time())
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        count, _ = pipe.incr(key).expire(key, 61).execute()
+    except Exception as exc:
+        log.warning("rate limit not enforced (Redis: %s)", exc)
+        return 0
+    return 0 if count <= limit else max(1, retry)

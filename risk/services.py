@@ -1,0 +1,386 @@
+"""Risk checks and agent tokens.
+
+``risk_check`` runs inside the order's transaction, after the account row is locked, so the check
+and the booking are atomic: two orders racing on one account are checked one after the other.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from decimal import Decimal
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from risk.models import AgentToken, RiskLimit
+
+TOKEN_PREFIX = "tmcp_"
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+# --- Agent tokens ----------------------------------------------------------------------------------
+
+def agent_token_create(*, user, name: str, expires_at: datetime | None = None,
+                       scopes: list[str] | None = None, confirm_orders: bool = False) -> tuple[AgentToken, str]:
+    """Create a token for ``user`` and return ``(row, plain_token)``.
+
+    ``scopes``: any of ``risk.models.ALL_SCOPES`` (default: all). ``confirm_orders``: confirm mode
+    (its orders wait for a person's approval, ``trading.approvals``). The plain token (``tmcp_`` + 43
+    URL-safe characters, 256 bits) is returned only here; only its SHA-256 is stored.
+    Raises ``InvalidInput`` for an unknown scope.
+    """
+    from risk.models import ALL_SCOPES
+    from trading.errors import InvalidInput
+
+    scopes = list(ALL_SCOPES) if scopes is None else list(dict.fromkeys(scopes))
+    unknown = [s for s in scopes if s not in ALL_SCOPES]
+    if unknown:
+        raise InvalidInput(f"Unknown scope(s) {', '.join(unknown)}; valid: {', '.join(ALL_SCOPES)}.")
+    key = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = AgentToken.objects.create(
+        user=user, name=name, prefix=key[:12], key_hash=AgentToken.hash_key(key), expires_at=expires_at, scopes=scopes,
+        confirm_orders=confirm_orders,
+    )
+    return token, key
+
+
+def agent_token_authenticate(*, key: str) -> AgentToken | None:
+    """Return the active ``AgentToken`` for a plain token, or None (unknown, expired, revoked,
+    or its user inactive). Updates ``last_used_at`` at most once a minute per token."""
+    if not key.startswith(TOKEN_PREFIX) or len(key) > 128:
+        return None
+    token = (
+        AgentToken.objects.select_related("user")
+        .filter(key_hash=AgentToken.hash_key(key))
+        .first()
+    )
+    if token is None or not token.is_active or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+def agent_token_revoke(*, token: AgentToken) -> AgentToken:
+    """Revoke a token at once; it authenticates nothing afterwards."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+# --- Risk checks -----------------------------------------------------------------------------------
+
+@dataclass
+class RiskCheck:
+    """One limit as checked: ``limit`` (null = unlimited), the order's ``value``, the ``usage``
+    before the order, all in the account's quote asset."""
+
+    name: str
+    limit: Decimal | None
+    value: Decimal
+    usage: Decimal
+    passed: bool
+
+
+@dataclass
+class RiskDecision:
+    """The verdict on one order: ``allowed``, each check, and the reason of a refusal."""
+
+    allowed: bool
+    checks: list[RiskCheck] = field(default_factory=list)
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        """JSON-friendly form (Decimals as strings) for the audit log and tool results."""
+        return {
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "checks": [{k: (format(v, "f") if isinstance(v, Decimal) else v) for k, v in asdict(c).items()} for c in self.checks],
+        }
+
+
+def utc_day_start(now: datetime | None = None) -> datetime:
+    """Midnight UTC of the current day (the daily-loss window starts there)."""
+    now = now or timezone.now()
+    return now.astimezone(dt_timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def daily_loss(*, account) -> Decimal:
+    """Loss of the current UTC day in the quote asset: −(realized P&L − fees) of today's fills,
+    floored at 0 (a profitable day has no loss)."""
+    from trading.models import Fill
+
+    agg = Fill.objects.filter(account=account, time__gte=utc_day_start()).aggregate(
+        pnl=Sum("realized_pnl"), fees=Sum("commission_quote")
+    )
+    net = (agg["pnl"] or Decimal("0")) - (agg["fees"] or Decimal("0"))
+    return max(Decimal("0"), -net)
+
+
+def next_utc_midnight(now: datetime | None = None) -> datetime:
+    """00:00 UTC of the next day (when the daily-loss breaker lifts itself)."""
+    return utc_day_start(now) + timedelta(days=1)
+
+
+STOP_AND_LIMIT_TYPES = {"LIMIT", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"}
+
+
+def _fmt(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
+def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Decimal,
+               order_type: str = "MARKET", reference_price: Decimal | None = None,
+               limits: RiskLimit | None = None) -> RiskDecision:
+    """Check one order against the account's ``RiskLimit`` and trading state.
+
+    Args:
+        account: ``trading.Account``; its row must be locked by the caller's transaction
+            (``select_for_update``), which makes check-then-book atomic: concurrent orders on one
+            account are checked one after another and can never together exceed a limit.
+        symbol: e.g. "BTCUSDT"; side: "BUY" | "SELL"; order_type: Binance ``type``.
+        quantity: base-asset quantity; price: the price the order is valued at (quote asset):
+            best ask/bid for MARKET, the limit or stop price otherwise.
+        reference_price: last/mid price (quote asset) the price band is measured from.
+        limits: the account's ``RiskLimit`` when the caller read it with the locked account row
+            (an unsaved default row when it has none); read here when None.
+
+    Returns a ``RiskDecision`` naming every limit checked with its value and usage; it never raises
+    for a refusal (the caller books the rejection). When the daily-loss breaker trips, the
+    account's state is set to HALTED until 00:00 UTC in the caller's transaction.
+    Checks, in order: trading state (HALTED refuses all, REDUCING allows only a SELL no larger
+    than the position), protection locks for BUYs (``risk.protections``: freqtrade's CooldownPeriod,
+    StoplossGuard, MaxDrawdown, LowProfitPairs; a tripped protection's lock is written here), allowed_symbols, max_order_notional, price_band_pct, max_orders_per_minute,
+    max_open_orders (orders that can rest), max_position_notional and max_total_exposure (BUYs),
+    max_daily_loss.
+    """
+    from trading.models import Order, Position
+
+    if limits is None:
+        limits = RiskLimit.objects.filter(account=account).first() or RiskLimit(account=account)
+    notional = quantity * price
+    quote = account.quote_asset
+    checks: list[RiskCheck] = []
+    zero = Decimal("0")
+
+    def refuse(name, limit, value, usage, reason):
+        checks.append(RiskCheck(name, limit, value, usage, False))
+        return RiskDecision(allowed=False, checks=checks, reason=reason)
+
+    def passed(name, limit, value, usage=zero):
+        checks.append(RiskCheck(name, limit, value, usage, True))
+
+    # 1. Trading state.
+    now = timezone.now()
+    if limits.trading_state == "HALTED" and limits.halted_until is not None and now >= limits.halted_until:
+        limits.trading_state, limits.halted_reason, limits.halted_until = "ACTIVE", "", None
+        limits.save(update_fields=["trading_state", "halted_reason", "halted_until", "updated_at"])
+    position = None
+    if limits.trading_state == "HALTED":
+        until = f" until {limits.halted_until:%Y-%m-%d %H:%M} UTC" if limits.halted_until else " until an admin resumes it"
+        return refuse("trading_state", None, notional, zero,
+                      f"trading_state: account is HALTED{until} ({limits.halted_reason or 'kill switch'})")
+    if limits.trading_state == "REDUCING":
+        position = Position.objects.filter(account=account, symbol=symbol).first()
+        held = position.quantity if position else zero
+        if side != "SELL" or quantity > held:
+            return refuse("trading_state", held, quantity, held,
+                          f"trading_state: account is REDUCING: only SELL orders up to the position "
+                          f"({_fmt(held)} of {symbol}) are allowed")
+    passed("trading_state", None, notional)
+
+    # 1b. Protections (freqtrade-style locks, risk.protections): BUYs only.
+    if side == "BUY":
+        from risk.protections import protections_check
+
+        lock = protections_check(account=account, symbol=symbol, side=side, now=now)
+        if lock is not None:
+            return refuse("protections", None, notional, zero,
+                          f"protections: {'the account' if not lock.symbol else lock.symbol} is locked until "
+                          f"{lock.until:%Y-%m-%d %H:%M:%S} UTC by {lock.protection.kind} ({lock.reason})")
+
+    # 2. Symbols.
+    if limits.allowed_symbols and symbol not in limits.allowed_symbols:
+        return refuse("allowed_symbols", None, notional, zero,
+                      f"allowed_symbols: {symbol} is not allowed on this account (allowed: {', '.join(limits.allowed_symbols)})")
+
+    # 3. Order size.
+    if limits.max_order_notional is not None and notional > limits.max_order_notional:
+        return refuse("max_order_notional", limits.max_order_notional, notional, zero,
+                      f"max_order_notional: order notional {_fmt(notional)} {quote} exceeds the limit of "
+                      f"{_fmt(limits.max_order_notional)} {quote}")
+    passed("max_order_notional", limits.max_order_notional, notional)
+
+    # 4. Price band for priced orders.
+    if limits.price_band_pct is not None and order_type in STOP_AND_LIMIT_TYPES and reference_price:
+        off = abs(price - reference_price) / reference_price * 100
+        if off > limits.price_band_pct:
+            return refuse("price_band_pct", limits.price_band_pct, off.quantize(Decimal("0.0001")), zero,
+                          f"price_band_pct: price {_fmt(price)} is {off:.2f} % from the last price "
+                          f"{_fmt(reference_price)}; the band is {_fmt(limits.price_band_pct)} %")
+        passed("price_band_pct", limits.price_band_pct, off.quantize(Decimal("0.0001")))
+
+    # 5. Order rate.
+    if limits.max_orders_per_minute is not None:
+        recent = Order.objects.filter(account=account, created_at__gte=now - timedelta(seconds=60)).count()
+        if recent >= limits.max_orders_per_minute:
+            return refuse("max_orders_per_minute", Decimal(limits.max_orders_per_minute), Decimal(1), Decimal(recent),
+                          f"max_orders_per_minute: {recent} orders in the last 60 s; the limit is "
+                          f"{limits.max_orders_per_minute}; retry in a few seconds")
+        passed("max_orders_per_minute", Decimal(limits.max_orders_per_minute), Decimal(1), Decimal(recent))
+
+    # 6. Resting orders.
+    if limits.max_open_orders is not None and order_type != "MARKET":
+        open_count = Order.objects.filter(account=account, status__in=("NEW", "PARTIALLY_FILLED")).count()
+        if open_count >= limits.max_open_orders:
+            return refuse("max_open_orders", Decimal(limits.max_open_orders), Decimal(1), Decimal(open_count),
+                          f"max_open_orders: {open_count} orders are open; the limit is {limits.max_open_orders}")
+        passed("max_open_orders", Decimal(limits.max_open_orders), Decimal(1), Decimal(open_count))
+
+    # 7./8. Position and exposure (a BUY grows them; a SELL of a long position only shrinks them).
+    if side == "BUY" and (limits.max_position_notional is not None or limits.max_total_exposure is not None):
+        positions = {p.symbol: p for p in Position.objects.filter(account=account).exclude(quantity=0)}
+        held = positions[symbol].quantity if symbol in positions else zero
+        if limits.max_position_notional is not None:
+            usage = held * price
+            after = usage + notional
+            if after > limits.max_position_notional:
+                return refuse("max_position_notional", limits.max_position_notional, notional, usage,
+                              f"max_position_notional: the {symbol} position would be worth {_fmt(after)} {quote}, "
+                              f"over the limit of {_fmt(limits.max_position_notional)} {quote}")
+            passed("max_position_notional", limits.max_position_notional, notional, usage)
+        if limits.max_total_exposure is not None:
+            usage = sum((_mark(p.symbol, price if p.symbol == symbol else None, p.avg_entry_price) * p.quantity
+                         for p in positions.values()), zero)
+            if usage + notional > limits.max_total_exposure:
+                return refuse("max_total_exposure", limits.max_total_exposure, notional, usage,
+                              f"max_total_exposure: positions would be worth {_fmt(usage + notional)} {quote}, "
+                              f"over the limit of {_fmt(limits.max_total_exposure)} {quote}")
+            passed("max_total_exposure", limits.max_total_exposure, notional, usage)
+
+    # 9. The daily-loss circuit breaker.
+    if limits.max_daily_loss is not None:
+        loss = daily_loss(account=account)
+        if loss >= limits.max_daily_loss:
+            limits.trading_state = "HALTED"
+            limits.halted_until = next_utc_midnight(now)
+            limits.halted_reason = (f"daily loss {_fmt(loss)} {quote} reached max_daily_loss "
+                                    f"{_fmt(limits.max_daily_loss)} {quote}")
+            if limits.pk:
+                limits.save(update_fields=["trading_state", "halted_reason", "halted_until", "updated_at"])
+            return refuse("max_daily_loss", limits.max_daily_loss, notional, loss,
+                          f"max_daily_loss: today's loss {_fmt(loss)} {quote} has reached the limit of "
+                          f"{_fmt(limits.max_daily_loss)} {quote}; the account is HALTED until 00:00 UTC")
+        passed("max_daily_loss", limits.max_daily_loss, notional, loss)
+    else:
+        passed("max_daily_loss", None, notional)
+
+    return RiskDecision(allowed=True, checks=checks)
+
+
+def _mark(symbol: str, price: Decimal | None, fallback: Decimal) -> Decimal:
+    """Value of one unit of ``symbol`` for exposure: the given price, else the cached best bid,
+    else the position's average entry price."""
+    if price is not None:
+        return price
+    try:
+        from marketdata.selectors import quote_get
+
+        return quote_get(symbol).bid_price
+    except Exception:
+        return fallback
+
+
+# --- Kill switch -----------------------------------------------------------------------------------
+
+def account_halt(*, account, actor_user, channel: str, reason: str = "kill switch", cancel_open_orders: bool = True,
+                 actor_token=None) -> dict:
+    """The kill switch: HALT ``account`` at once (no new order passes ``risk_check``) and, by
+    default, cancel every open order. Returns ``{"state", "canceled": [order dicts]}``.
+
+    Audited as ``risk.halt`` with the state before and after.
+    """
+    from django.db import transaction
+
+    from risk.audit import audit_record
+    from risk.models import Outcome
+    from trading.models import Order
+    from trading.services import order_cancel_all
+
+    with transaction.atomic():
+        limits, _ = RiskLimit.objects.select_for_update().get_or_create(account=account)
+        before = limits.trading_state
+        limits.trading_state, limits.halted_reason, limits.halted_until = "HALTED", reason, None
+        limits.save(update_fields=["trading_state", "halted_reason", "halted_until", "updated_at"])
+        audit_record(channel=channel, action="risk.halt", outcome=Outcome.OK, actor_user=actor_user, actor_token=actor_token,
+                     account=account, params={"reason": reason, "cancel_open_orders": cancel_open_orders},
+                     result={"before": before, "after": "HALTED"})
+    canceled = []
+    if cancel_open_orders:
+        symbols = Order.objects.filter(account=account, status__in=("NEW", "PARTIALLY_FILLED")).values_list("symbol", flat=True).distinct()
+        for symbol in sorted(set(symbols)):
+            canceled += order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=symbol, actor_token=actor_token)
+    return {"state": "HALTED", "canceled": canceled}
+
+
+def account_set_state(*, account, actor_user, channel: str, state: str, reason: str = "") -> RiskLimit:
+    """Set the trading state (ACTIVE resumes a halted account, REDUCING allows only reducing
+    orders). Audited as ``risk.state`` with before/after. Raises ``InvalidInput`` for an unknown state."""
+    from django.db import transaction
+
+    from risk.audit import audit_record
+    from risk.models import Outcome, TradingState
+    from trading.errors import InvalidInput
+
+    if state not in TradingState.values:
+        raise InvalidInput(f"state must be one of {', '.join(TradingState.values)}, got {state!r}.")
+    with transaction.atomic():
+        limits, _ = RiskLimit.objects.select_for_update().get_or_create(account=account)
+        before = limits.trading_state
+        limits.trading_state = state
+        limits.halted_reason = reason if state != "ACTIVE" else ""
+        limits.halted_until = None
+        limits.save(update_fields=["trading_state", "halted_reason", "halted_until", "updated_at"])
+        audit_record(channel=channel, action="risk.state", outcome=Outcome.OK, actor_user=actor_user, account=account,
+                     params={"state": state, "reason": reason}, result={"before": before, "after": state})
+    return limits
+
+
+# --- Exchange credentials --------------------------------------------------------------------------
+
+def exchange_credential_set(*, account, api_key: str, secret: str | None, actor_user, channel: str):
+    """Store ``account``'s Binance API key and (when ``secret`` is given) its secret, encrypted with
+    Fernet (``risk.secrets``). Returns the ``ExchangeCredential``. Raises ``InvalidInput`` for an
+    empty key, or an empty secret when none is stored yet. Audited as ``exchange_credential.set``
+    with the key's first 6 characters and whether the secret changed, never the secret."""
+    from django.db import transaction
+
+    from risk.audit import audit_record
+    from risk.models import ExchangeCredential, Outcome
+    from trading.errors import InvalidInput
+
+    api_key = (api_key or "").strip()
+    if not api_key or len(api_key) > 128:
+        raise InvalidInput("api_key must be 1-128 characters.")
+    with transaction.atomic():
+        cred = ExchangeCredential.objects.select_for_update().filter(account=account).first()
+        if cred is None and not secret:
+            raise InvalidInput("The API secret is required for a new key pair.")
+        before = cred.api_key[:6] + "…" if cred else None
+        cred = cred or ExchangeCredential(account=account)
+        cred.api_key = api_key
+        if secret:
+            cred.set_secret(secret)
+        cred.save()
+        audit_record(channel=channel, action="exchange_credential.set", outcome=Outcome.OK, actor_user=actor_user,
+                     account=account, params={"api_key_prefix": api_key[:6] + "…", "secret_changed": bool(secret)},
+                     result={"before": {"api_key_prefix": before}, "after": {"api_key_prefix": api_key[:6] + "…"}})
+    from trading.venues import binance
+
+    binance._clients.clear()  # no client keeps a replaced secret
+    return cred

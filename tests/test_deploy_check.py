@@ -1,0 +1,29 @@
+"""Production settings pass Django's deployment checklist (``manage.py check --deploy``)."""
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    env = {
+        **os.environ, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "trading.example.com",
+        "SECRETS_ENCRYPTION_KEY": Fernet.generate_key().decode(), "TRADINGMCP_DATA_DIR": str(tmp_path),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    out = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no issues" in out.stdout
+
+
+def test_debug_off_without_secret_key_refuses_to_start(tmp_path):
+    env = {**os.environ, "DEBUG": "0", "TRADINGMCP_DATA_DIR": str(tmp_path)}
+    env.pop("SECRET_KEY", None)
+    out = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "SECRET_KEY must be set" in out.stderr

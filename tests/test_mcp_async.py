@@ -1,0 +1,294 @@
+"""The MCP hot path's dispatch (``risk.mcp_guard.install_dispatch``): async tools awaited on the
+event loop, sync tools in a bounded worker pool instead of django-mcp-server's one shared thread,
+and the pool threads' database connections reused or closed as Django's settings say.
+
+These tests drive ``project.mcp_endpoint.MCPEndpoint`` in-process from ``asyncio.run`` (as an ASGI
+server does: no ``async_to_sync`` caller thread), so the pool is what runs the sync tools; the
+database is transactional so the worker threads see the test's rows.
+"""
+import asyncio
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+
+import pytest
+
+from conftest import wait_until
+from asgiref.sync import async_to_sync
+from django.db import connection, connections
+
+from marketdata import selectors
+from risk import mcp_guard
+from risk.audit import audit_drain
+from risk.models import AuditEvent, Outcome
+from risk.services import agent_token_create
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+async def _post(endpoint, token, name, arguments):
+    """One ``tools/call`` through the endpoint's ASGI interface → (is_error, payload)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": name, "arguments": arguments}}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "client": ("127.0.0.1", 1), "headers": [
+        (b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json"),
+        (b"accept", b"application/json, text/event-stream"), (b"mcp-protocol-version", b"2025-06-18")]}
+    out = {"body": b""}
+    sent = []
+
+    async def receive():
+        if sent:
+            await asyncio.sleep(3600)
+        sent.append(1)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+        else:
+            out["body"] += message.get("body", b"")
+
+    await endpoint(scope, receive, send)
+    assert out["status"] == 200, out
+    result = json.loads(out["body"])["result"]
+    text = result["content"][0]["text"]
+    return result["isError"], (text if result["isError"] else json.loads(text))
+
+
+def run_on_loop(coro_fn, timeout=60):
+    """Run ``coro_fn()`` on a fresh event loop in this thread (no ``async_to_sync`` caller), then
+    close the loop's shared Redis client."""
+    from marketdata.cache import async_redis_shared_close
+
+    async def main():
+        try:
+            return await asyncio.wait_for(coro_fn(), timeout)
+        finally:
+            await async_redis_shared_close()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def endpoint():
+    from project.mcp_endpoint import MCPEndpoint
+
+    yield MCPEndpoint()
+    mcp_guard.close_tool_connections()
+
+
+@pytest.fixture
+def reader(trader):
+    """A market:read token of the trader (user, plain token)."""
+    user, _, _ = trader
+    _, key = agent_token_create(user=user, name="reader", scopes=["market:read"])
+    return user, key
+
+
+def test_hot_reads_are_async_and_the_rest_run_in_the_pool(endpoint):
+    tools = {t.name: t for t in endpoint.fastmcp._tool_manager.list_tools()}
+    assert tools["get_ticker"].fn.async_impl is not None
+    assert tools["get_market_data"].fn.async_impl is not None
+    assert tools["get_klines"].fn.async_impl is None and not tools["get_klines"].fn.serial
+    assert all(isinstance(tools[n].fn, mcp_guard.GuardedCaller) for n in ("get_ticker", "place_order", "list_pending_orders"))
+
+
+def test_async_tool_answers_while_every_pool_thread_is_busy(endpoint, quotes, reader, monkeypatch):
+    """get_ticker does not wait for a thread: with all pool workers held inside list_markets, it
+    still answers (with the old one-thread dispatch it would wait behind them); then the held calls
+    finish too."""
+    _, token = reader
+    release = threading.Event()
+    inside = threading.Semaphore(0)
+    real = selectors.markets_list
+
+    def held(**kwargs):
+        inside.release()
+        assert release.wait(20), "never released"
+        return real(**kwargs)
+
+    monkeypatch.setattr(selectors, "markets_list", held)
+
+    async def scenario():
+        # Warm up: the token identity and the Symbol row are cached as in a running server (a cold
+        # Symbol cache would send its one DB lookup to the pool too).
+        assert not (await _post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"}))[0]
+        held_calls = [asyncio.create_task(_post(endpoint, token, "list_markets", {"page_size": 2}))
+                      for _ in range(mcp_guard.TOOL_THREADS)]
+        for _ in range(mcp_guard.TOOL_THREADS):  # every worker is inside list_markets
+            while not inside.acquire(blocking=False):
+                await asyncio.sleep(0.01)
+        ticker = await _post(endpoint, token, "get_ticker", {"symbol": "btcusdt"})
+        release.set()
+        return ticker, await asyncio.gather(*held_calls)
+
+    try:
+        (is_error, ticker), listed = run_on_loop(scenario)
+    finally:
+        release.set()
+    assert not is_error, ticker
+    assert ticker["bidPrice"] == quotes["BTCUSDT"]["bidPrice"] and ticker["askPrice"] == quotes["BTCUSDT"]["askPrice"]
+    assert all(not err and len(payload["markets"]) == 2 for err, payload in listed)
+
+
+def test_sync_tools_overlap_in_the_pool(endpoint, symbols, reader, monkeypatch):
+    """N sync calls are inside the tool at the same time (a barrier of N that would time out if the
+    calls ran one after another, as on django-mcp-server's single thread)."""
+    _, token = reader
+    n = min(3, mcp_guard.TOOL_THREADS)
+    barrier = threading.Barrier(n, timeout=20)
+    threads = set()
+    real = selectors.markets_list
+
+    def meet(**kwargs):
+        threads.add(threading.current_thread().name)
+        barrier.wait()
+        return real(**kwargs)
+
+    monkeypatch.setattr(selectors, "markets_list", meet)
+
+    async def scenario():
+        return await asyncio.gather(*[_post(endpoint, token, "list_markets", {"page_size": 1}) for _ in range(n)])
+
+    results = run_on_loop(scenario)
+    assert all(not err and payload["total"] > 1 for err, payload in results), results
+    assert len(threads) == n and all(t.startswith("mcp-tool") for t in threads)
+
+
+def test_async_path_keeps_scopes_symbol_limits_errors_and_audit(endpoint, quotes, trader):
+    user, _, _ = trader
+    token_obj, token = agent_token_create(user=user, name="eth-only", scopes=["market:read"])
+    token_obj.symbols = ["ETHUSDT"]
+    token_obj.save()
+    _, no_market = agent_token_create(user=user, name="account-only", scopes=["account:read"])
+
+    async def scenario():
+        return (await _post(endpoint, token, "get_ticker", {"symbol": "ETHUSDT"}),
+                await _post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"}),
+                await _post(endpoint, token, "get_market_data", {"symbols": ["ETHUSDT", "NOPEUSDT"]}),
+                await _post(endpoint, no_market, "get_ticker", {"symbol": "ETHUSDT"}))
+
+    ok, other_symbol, unknown, no_scope = run_on_loop(scenario)
+    assert not ok[0] and ok[1]["symbol"] == "ETHUSDT"
+    assert other_symbol[0] and "only ETHUSDT" in other_symbol[1]
+    assert unknown[0] and "NOPEUSDT" in unknown[1]
+    assert no_scope[0] and "market:read" in no_scope[1]
+    audit_drain()
+    events = list(AuditEvent.objects.filter(action__in=["mcp.get_ticker", "mcp.get_market_data"]).order_by("id"))
+    assert [(e.action, e.outcome, e.actor_token_id) for e in events if e.actor_token_id == token_obj.pk] == [
+        ("mcp.get_ticker", Outcome.OK, token_obj.pk), ("mcp.get_ticker", Outcome.REJECTED, token_obj.pk),
+        ("mcp.get_market_data", Outcome.REJECTED, token_obj.pk)]
+    assert all(e.actor_user_id == user.pk and e.request_id and e.latency_ms is not None for e in events)
+    assert sum(1 for e in events if e.actor_token_id not in (token_obj.pk,) and e.outcome == Outcome.REJECTED) == 1
+
+
+def test_async_and_sync_selectors_agree(quotes):
+    assert async_to_sync(selectors.quote_get_async)("BTCUSDT") == selectors.quote_get("BTCUSDT")
+    assert async_to_sync(selectors.market_data_async)(["BTCUSDT", "ETHUSDT"]) == selectors.market_data(["BTCUSDT", "ETHUSDT"])
+    assert [s.symbol for s in async_to_sync(selectors.symbols_check_async)("ethusdt, btcusdt,ETHUSDT")] == ["ETHUSDT", "BTCUSDT"]
+    for bad in ("BTCUSDX", "", "BTC-USDT"):
+        with pytest.raises(Exception) as sync_err:
+            selectors.symbol_get(bad)
+        with pytest.raises(Exception) as async_err:
+            async_to_sync(selectors.symbol_get_async)(bad)
+        assert type(async_err.value) is type(sync_err.value) and str(async_err.value) == str(sync_err.value)
+
+
+def test_async_tool_is_still_a_plain_method_for_sync_callers(quotes, reader):
+    """The registered method of an async tool works from sync code (through async_to_sync), with
+    the same guard."""
+    from marketdata.mcp import MarketDataTools
+    from project.mcp_endpoint import authenticate
+
+    identity = async_to_sync(authenticate)({b"authorization": f"Bearer {reader[1]}".encode()})
+    out = MarketDataTools(request=identity).get_ticker("ETHUSDT")
+    assert out["symbol"] == "ETHUSDT" and out["askPrice"] == quotes["ETHUSDT"]["askPrice"]
+
+
+def _worker_connections_open() -> list[bool]:
+    """Whether each tool worker thread holds an open DB connection (one probe per thread)."""
+    n = mcp_guard.TOOL_THREADS
+    barrier = threading.Barrier(n, timeout=10)
+
+    def probe():
+        is_open = connections["default"].connection is not None
+        barrier.wait()
+        return is_open
+
+    futures = [mcp_guard._pool.submit(probe) for _ in range(n)]
+    futures_wait(futures, 15)
+    return [f.result() for f in futures]
+
+
+def _server_connections() -> int | None:
+    """Open server connections to the test database (PostgreSQL), else None."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return cur.fetchone()[0]
+
+
+def _count_and_close():
+    try:
+        return _server_connections()
+    finally:
+        connections.close_all()
+
+
+@pytest.mark.parametrize("max_age", [0, 60])
+def test_pool_threads_do_not_leak_database_connections(endpoint, symbols, reader, monkeypatch, max_age):
+    """40 concurrent DB-reading calls use at most one connection per worker thread; with
+    CONN_MAX_AGE=0 each is closed after its call, with 60 they stay for reuse until
+    ``close_tool_connections``. On PostgreSQL the server's own count is checked too."""
+    _, token = reader
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", max_age)
+    mcp_guard.close_tool_connections()
+    baseline = _server_connections()
+    peak = []
+    probe = ThreadPoolExecutor(max_workers=1)  # one thread: the probe adds at most one connection
+
+    async def scenario():
+        async def one():
+            out = await _post(endpoint, token, "list_markets", {"page_size": 2})
+            peak.append(await asyncio.get_running_loop().run_in_executor(probe, _count_and_close))
+            return out
+
+        return await asyncio.gather(*[one() for _ in range(40)])
+
+    try:
+        results = run_on_loop(scenario)
+    finally:
+        probe.shutdown()
+    assert all(not err and len(payload["markets"]) == 2 for err, payload in results), results[:3]
+    still_open = _worker_connections_open()
+    if max_age == 0:
+        assert not any(still_open)
+    else:
+        assert any(still_open)
+    if baseline is not None:  # the probe's own thread adds one connection
+        assert max(peak) <= baseline + mcp_guard.TOOL_THREADS + 1, (baseline, peak)
+    mcp_guard.close_tool_connections()
+    assert not any(_worker_connections_open())
+    if baseline is not None:  # the server sees the closes a moment later; other tests' processes may still be leaving
+        wait_until(lambda: _server_connections() <= baseline, timeout=15, what="the pool's connections to close")
+
+
+def test_concurrent_async_calls_are_each_audited_once(endpoint, quotes, reader):
+    """The async audit path appends the entries of concurrent calls in shared batches (group
+    commit): every call still gets exactly one write-ahead entry, hence one AuditEvent."""
+    user, token = reader
+    n = 25
+
+    async def scenario():
+        return await asyncio.gather(*[_post(endpoint, token, "get_ticker", {"symbol": s})
+                                      for s in ["BTCUSDT", "ETHUSDT", "NOPE"] * (n // 3) + ["BTCUSDT"]])
+
+    results = run_on_loop(scenario)
+    assert len(results) == n and sum(1 for err, _ in results if err) == n // 3
+    audit_drain()
+    events = list(AuditEvent.objects.filter(action="mcp.get_ticker", actor_user=user))
+    assert len(events) == n and len({e.request_id for e in events}) == n
+    assert sorted(e.outcome for e in events).count(Outcome.REJECTED) == n // 3
+    assert {e.params["symbol"] for e in events if e.outcome == Outcome.OK} == {"BTCUSDT", "ETHUSDT"}

@@ -1,0 +1,355 @@
+"""MCP over WebSocket (``/mcp/ws``): the same tools, auth, scopes and audit as ``/mcp``, pushed
+market data and account events, backpressure, and session resume.
+
+The stack tests run the production web server and the ingester as real processes against the
+replay exchange (``conftest.stack``) and talk to them with the ``mcp`` SDK's ``ClientSession``
+over ``tradingmcp_client.websocket``. The backpressure test drives ``project.mcp_ws`` in-process
+with a client that stops reading (an ASGI ``send`` that blocks), a real Redis channel layer and
+a real token.
+"""
+import asyncio
+import json
+import uuid
+
+import httpx
+import mcp.types as mt
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from mcp import ClientSession
+
+from conftest import wait_until
+from marketdata.cache import book_key, get_redis
+from marketdata.services import exchange_info_sync
+from risk.models import AuditEvent
+from risk.services import agent_token_create, agent_token_revoke
+from tradingmcp_client import websocket_client
+from trading.models import Order
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def ws_url(stack) -> str:
+    return stack.base_url.replace("http://", "ws://") + "/mcp/ws"
+
+
+def http_rpc(stack, token, method, params=None):
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+    resp = httpx.post(stack.base_url + "/mcp", json=body, timeout=30, headers={
+        "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+async def raw_ws_rpc(ws, method, params=None, id=1):
+    """Send one request frame and return its response, skipping pushed notifications."""
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params or {}}))
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        if msg.get("id") == id:
+            return msg
+
+
+def run(coro, timeout=60):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def live(stack, trader):
+    """The stack with exchangeInfo stored and the ingester's first quote cached.
+
+    ``md:streams:version`` starts at a value the ingester has never seen: conftest's Redis clean-up
+    deletes it between tests, so a counter restarting at 1 could equal the last version the ingester
+    saw and hide this test's subscriptions from it."""
+    import time
+
+    from marketdata.cache import streams_version_key
+
+    get_redis().set(streams_version_key(), time.time_ns())
+    exchange_info_sync()
+    wait_until(lambda: get_redis().get(book_key("BTCUSDT")), timeout=30, what="the ingester's first BTCUSDT quote")
+    return stack
+
+
+def test_tools_list_and_calls_equal_those_over_http(live, trader):
+    _, _, token = trader
+    url = ws_url(live)
+    args = {"symbol": "BTCUSDT", "interval": "1m", "limit": 5}
+
+    async def scenario():
+        async with websockets.connect(url, subprotocols=["mcp"], additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            assert ws.subprotocol == "mcp"
+            init = await raw_ws_rpc(ws, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                        "clientInfo": {"name": "t", "version": "1"}}, id=1)
+            tools = await raw_ws_rpc(ws, "tools/list", id=2)
+            klines = await raw_ws_rpc(ws, "tools/call", {"name": "get_klines", "arguments": {**args, "end_time": end}}, id=3)
+            bad = await raw_ws_rpc(ws, "tools/call", {"name": "get_ticker", "arguments": {"symbol": "BTCUSD"}}, id=4)
+            ping = await raw_ws_rpc(ws, "ping", id=5)
+            resources = await raw_ws_rpc(ws, "resources/list", id=6)
+            return init, tools, klines, bad, ping, resources
+
+    end = live.replay.clock.now_ms() - 10 * 60_000
+    init, tools, klines, bad, ping, resources = run(scenario())
+    assert init["result"]["serverInfo"]["name"] == "TradingMCP" and init["result"]["_meta"]["tradingmcp/sessionId"]
+    assert tools["result"] == http_rpc(live, token, "tools/list")["result"]
+    assert len(tools["result"]["tools"]) >= 20
+    assert klines["result"] == http_rpc(live, token, "tools/call", {"name": "get_klines", "arguments": {**args, "end_time": end}})["result"]
+    assert not klines["result"]["isError"] and len(json.loads(klines["result"]["content"][0]["text"])["klines"]) == 5
+    http_bad = http_rpc(live, token, "tools/call", {"name": "get_ticker", "arguments": {"symbol": "BTCUSD"}})
+    assert bad["result"]["isError"] and bad["result"] == http_bad["result"]
+    assert "Closest valid symbols: BTCUSDT" in bad["result"]["content"][0]["text"]
+    assert ping["result"] == {}
+    assert resources["result"] == http_rpc(live, token, "resources/list")["result"]
+    # Audited like /mcp: the WAL holds mcp.get_klines entries of this token (the drainer is Celery's).
+    from risk.audit import audit_drain
+
+    audit_drain()
+    assert AuditEvent.objects.filter(action="mcp.get_klines", actor_token__isnull=False).count() == 2
+
+
+def test_subscriber_receives_pushed_stream_updates_and_order_events(live, trader):
+    user, account, token = trader
+    url = ws_url(live)
+
+    async def scenario():
+        pushes: list = []
+        got_trades = asyncio.Event()
+        got_order = asyncio.Event()
+
+        async def on_message(message):
+            if isinstance(message, mt.ServerNotification) and isinstance(message.root, mt.ResourceUpdatedNotification):
+                params = message.root.params.model_dump(mode="json")
+                pushes.append(params)
+                if sum(1 for p in pushes if p.get("stream") == "btcusdt@trade") >= 3:
+                    got_trades.set()
+                if p_kind(params) == "order":
+                    got_order.set()
+
+        async with websocket_client(url, token=token) as (read, write, info):
+            async with ClientSession(read, write, message_handler=on_message) as session:
+                await session.initialize()
+                sub = await session.call_tool("subscribe_stream", {"stream": "btcusdt@trade"})
+                assert not sub.isError, sub
+                await asyncio.wait_for(got_trades.wait(), 30)
+                order = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                                                "client_order_id": "ws-buy-1"})
+                assert not order.isError, order
+                await asyncio.wait_for(got_order.wait(), 20)
+                unsub = await session.call_tool("unsubscribe_stream", {"stream": "btcusdt@trade"})
+                assert not unsub.isError
+                return pushes, json.loads(order.content[0].text), info.session_id
+
+    def p_kind(params):
+        return params.get("kind")
+
+    pushes, order, session_id = run(scenario())
+    trades = [p for p in pushes if p.get("stream") == "btcusdt@trade"]
+    assert all(p["uri"] == "binance://stream/btcusdt@trade" and p["data"]["e"] == "trade" and p["data"]["s"] == "BTCUSDT" for p in trades)
+    ids = [p["data"]["t"] for p in trades]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    pushed_orders = [p for p in pushes if p.get("kind") == "order"]
+    assert pushed_orders[-1]["account"] == account.pk and pushed_orders[-1]["data"]["orderId"] == order["orderId"]
+    assert pushed_orders[-1]["data"]["status"] == Order.objects.get(client_order_id="ws-buy-1").status
+    assert session_id
+
+
+def test_reconnect_with_session_id_restores_subscriptions(live, trader, make_user):
+    _, _, token = trader
+    url = ws_url(live)
+
+    async def first():
+        async with websocket_client(url, token=token) as (read, write, info):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                assert not (await session.call_tool("subscribe_stream", {"stream": "ethusdt@trade"})).isError
+                return info.session_id
+
+    async def second(session_id, key):
+        got = asyncio.Event()
+        seen = []
+
+        async def on_message(message):
+            if isinstance(message, mt.ServerNotification) and isinstance(message.root, mt.ResourceUpdatedNotification):
+                params = message.root.params.model_dump(mode="json")
+                if params.get("stream") == "ethusdt@trade":
+                    seen.append(params)
+                    got.set()
+
+        async with websocket_client(url, token=key, session_id=session_id) as (read, write, info):
+            async with ClientSession(read, write, message_handler=on_message) as session:
+                await session.initialize()  # no subscribe_stream call on this connection
+                try:
+                    await asyncio.wait_for(got.wait(), 8)
+                except asyncio.TimeoutError:
+                    pass
+                return info.session_id, seen
+
+    session_id = run(first())
+    resumed_id, seen = run(second(session_id, token))
+    assert resumed_id == session_id and seen and seen[0]["data"]["s"] == "ETHUSDT"
+    # Another user's token cannot take the session over: it gets a new one and no pushes.
+    other = make_user("mallory")
+    _, other_key = agent_token_create(user=other, name="m")
+    other_id, other_seen = run(second(session_id, other_key))
+    assert other_id != session_id and other_seen == []
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer tmcp_forged0000000000000000000000000000000000"])
+def test_connections_without_a_valid_token_are_closed_4401(live, header):
+    url = ws_url(live)
+
+    async def scenario():
+        headers = {"Authorization": header} if header else {}
+        async with websockets.connect(url, subprotocols=["mcp"], additional_headers=headers) as ws:
+            if header is None:  # the first message must authenticate
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+                answer = json.loads(await ws.recv())
+                assert answer["error"]["code"] == 4401
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 15)
+            return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    code, reason = run(scenario())
+    assert code == 4401 and reason
+
+
+def test_first_message_auth_scopes_and_revocation(live, trader):
+    user, _, _ = trader
+    row, read_only = agent_token_create(user=user, name="reader", scopes=["market:read"])
+    url = ws_url(live)
+
+    async def scenario():
+        async with websockets.connect(url, subprotocols=["mcp"]) as ws:
+            auth = await raw_ws_rpc(ws, "authenticate", {"token": read_only}, id="a")
+            tools = await raw_ws_rpc(ws, "tools/list", id=2)
+            refused = await raw_ws_rpc(ws, "tools/call", {"name": "place_order", "arguments": {
+                "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}}, id=3)
+            await sync_to_async(agent_token_revoke)(token=row)
+            after = await raw_ws_rpc(ws, "tools/list", id=4)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 15)
+            return auth, tools, refused, after, closed.value.rcvd.code
+
+    auth, tools, refused, after, code = run(scenario())
+    assert auth["result"]["authenticated"] and auth["result"]["scopes"] == ["market:read"]
+    names = {t["name"] for t in tools["result"]["tools"]}
+    assert "get_ticker" in names and "place_order" not in names and "get_account" not in names
+    assert refused["result"]["isError"] and "lacks the 'trade' scope" in refused["result"]["content"][0]["text"]
+    assert Order.objects.count() == 0
+    assert after["error"]["code"] == 4401 and code == 4401
+
+
+# --- backpressure, in-process ----------------------------------------------------------------------
+
+class SlowClient:
+    """Drives ``MCPWebSocketApp`` as an ASGI server would; ``send`` blocks while ``reading`` is clear."""
+
+    def __init__(self, app, token):
+        self.app = app
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.frames: list[dict] = []
+        self.reading = asyncio.Event()
+        self.reading.set()
+        self.accepted = asyncio.Event()
+        self.closed: dict | None = None
+        self.scope = {"type": "websocket", "path": "/mcp/ws", "headers": [(b"authorization", f"Bearer {token}".encode())],
+                      "subprotocols": ["mcp"], "query_string": b"", "client": ("127.0.0.1", 1)}
+
+    async def receive(self):
+        return await self.inbox.get()
+
+    async def send(self, message):
+        if message["type"] == "websocket.accept":
+            self.accepted.set()
+        elif message["type"] == "websocket.send":
+            await self.reading.wait()
+            self.frames.append(json.loads(message["text"]))
+        elif message["type"] == "websocket.close":
+            self.closed = message
+
+    async def request(self, id, method, params=None):
+        await self.inbox.put({"type": "websocket.receive", "text": json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params or {}})})
+        while not any(f.get("id") == id for f in self.frames):
+            await asyncio.sleep(0.01)
+        return next(f for f in self.frames if f.get("id") == id)
+
+
+def test_slow_reader_gets_coalesced_market_data_but_every_order_event(symbols, trader):
+    from channels_redis.core import RedisChannelLayer
+
+    from project.mcp_ws import MCPWebSocketApp
+
+    _, account, token = trader
+    n_trades, n_events, queue = 390, 30, 16  # an order event every 13th trade
+
+    async def scenario():
+        # A channel layer of our own (unique prefix): nothing else publishes into it.
+        layer = RedisChannelLayer(hosts=[settings.REDIS_URL], prefix=f"{settings.REDIS_KEY_PREFIX}t-{uuid.uuid4().hex[:6]}", capacity=5000)
+        app = MCPWebSocketApp(layer=layer, market_queue=queue)
+        client = SlowClient(app, token)
+        await client.inbox.put({"type": "websocket.connect"})
+        server = asyncio.create_task(app(client.scope, client.receive, client.send))
+        await asyncio.wait_for(client.accepted.wait(), 10)
+        sub = await client.request(1, "tools/call", {"name": "subscribe_stream", "arguments": {"stream": "btcusdt@trade"}})
+        assert not sub["result"]["isError"], sub
+        conn = next(iter(app.connections))
+        client.reading.clear()  # the client stops reading
+        for i in range(n_trades):
+            await layer.group_send("stream.btcusdt.trade", {"type": "stream.message", "stream": "btcusdt@trade", "data": {"e": "trade", "t": i}})
+            if i % (n_trades // n_events) == 0:
+                await layer.group_send(f"account.{account.pk}", {"type": "account.event", "kind": "order", "account": account.pk,
+                                                                 "data": {"seq": i // (n_trades // n_events)}})
+        while conn.outbox.market_in < n_trades:  # everything reached the connection's outbox
+            await asyncio.sleep(0.01)
+        stuck = len(conn.outbox.market)
+        client.reading.set()
+        while len(conn.outbox):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await client.inbox.put({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(server, 10)
+        await layer.flush()
+        return client.frames, stuck, conn.outbox.dropped_total
+
+    frames, stuck, dropped_total = asyncio.run(scenario())
+    trades = [f["params"] for f in frames if f.get("params", {}).get("stream") == "btcusdt@trade"]
+    events = [f["params"]["data"]["seq"] for f in frames if f.get("params", {}).get("kind") == "order"]
+    assert stuck == queue  # the market queue stayed bounded while the client did not read
+    assert events == list(range(n_events))  # every order event, in order
+    assert len(trades) < n_trades and dropped_total > 0  # market data was coalesced ...
+    assert len(trades) + sum(t["dropped"] for t in trades) == n_trades  # ... and every drop was reported
+    assert trades[-1]["data"]["t"] == n_trades - 1  # latest wins
+    assert trades[-1]["droppedTotal"] == dropped_total == n_trades - len(trades)
+
+
+def test_a_client_that_never_reads_is_cut_off_rather_than_losing_order_events(symbols, trader, monkeypatch):
+    from channels_redis.core import RedisChannelLayer
+
+    import project.mcp_ws as mcp_ws
+
+    _, account, token = trader
+    monkeypatch.setattr(mcp_ws, "PRIORITY_LIMIT", 5)
+
+    async def scenario():
+        layer = RedisChannelLayer(hosts=[settings.REDIS_URL], prefix=f"{settings.REDIS_KEY_PREFIX}t-{uuid.uuid4().hex[:6]}")
+        app = mcp_ws.MCPWebSocketApp(layer=layer)
+        client = SlowClient(app, token)
+        await client.inbox.put({"type": "websocket.connect"})
+        server = asyncio.create_task(app(client.scope, client.receive, client.send))
+        await asyncio.wait_for(client.accepted.wait(), 10)
+        await client.request(1, "ping")
+        client.reading.clear()
+        for i in range(10):
+            await layer.group_send(f"account.{account.pk}", {"type": "account.event", "kind": "order", "account": account.pk, "data": {"seq": i}})
+        for _ in range(500):
+            if client.closed:
+                break
+            await asyncio.sleep(0.01)
+        await client.inbox.put({"type": "websocket.disconnect", "code": 1006})
+        await asyncio.wait_for(server, 10)
+        await layer.flush()
+        return client.closed
+
+    closed = asyncio.run(scenario())
+    assert closed is not None and closed["code"] == 4408 and "reconnect" in closed["reason"]

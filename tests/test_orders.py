@@ -1,0 +1,217 @@
+"""The order service on the paper venue, priced by quotes from the replay exchange."""
+from decimal import Decimal
+
+import pytest
+
+from risk.models import AuditEvent, RiskLimit
+from trading.errors import FilterFailure, InvalidInput, OrderRejected, RiskRejected, UnknownSymbol
+from trading.models import Balance, Fill, Order, Position
+from trading.services import order_place
+
+E8 = Decimal("0.00000001")
+
+
+def balances(account) -> dict:
+    return {b.asset: b.free for b in Balance.objects.filter(account=account)}
+
+
+def place(account, user, **kw):
+    args = {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002", "channel": "api"}
+    args.update(kw)
+    return order_place(account=account, actor_user=user, **args)
+
+
+def test_market_buy_fills_at_best_ask_with_taker_fee_in_base(quotes, trader):
+    user, account, _ = trader
+    ask = Decimal(quotes["BTCUSDT"]["askPrice"])
+    result = place(account, user, client_order_id="buy-1")
+
+    order = Order.objects.get(account=account, client_order_id="buy-1")
+    fill = Fill.objects.get(order=order)
+    cost = (ask * Decimal("0.002")).quantize(E8)
+    assert order.status == "FILLED" and order.executed_qty == Decimal("0.002")
+    assert fill.price == ask and fill.qty == Decimal("0.002") and fill.quote_qty == cost
+    assert fill.commission == Decimal("0.00000200") and fill.commission_asset == "BTC"
+    assert balances(account) == {"USDT": Decimal("10000") - cost, "BTC": Decimal("0.00199800")}
+    assert result.order["status"] == "FILLED" and result.order["fills"][0]["price"] == format(ask, "f")
+    event = AuditEvent.objects.get(action="order.place", account=account)
+    assert event.outcome == "ok" and event.actor_user == user and event.risk_decision["allowed"] is True
+
+
+def test_sell_realizes_pnl_and_pays_fee_in_quote(quotes, trader):
+    user, account, _ = trader
+    bid, ask = Decimal(quotes["BTCUSDT"]["bidPrice"]), Decimal(quotes["BTCUSDT"]["askPrice"])
+    place(account, user, quantity="0.004")
+    place(account, user, side="SELL", quantity="0.002")
+    sell = Fill.objects.get(side="SELL", account=account)
+    proceeds = (bid * Decimal("0.002")).quantize(E8)
+    assert sell.price == bid and sell.commission == (proceeds * Decimal("0.001")).quantize(E8)
+    assert sell.commission_asset == "USDT"
+    assert sell.realized_pnl == ((bid - ask) * Decimal("0.002")).quantize(E8)
+    pos = Position.objects.get(account=account, symbol="BTCUSDT")
+    assert pos.quantity == Decimal("0.004") - Decimal("0.000004") - Decimal("0.002")
+    assert balances(account)["BTC"] == pos.quantity
+
+
+def test_idempotent_by_client_order_id(quotes, trader):
+    user, account, _ = trader
+    first = place(account, user, client_order_id="same-id")
+    again = place(account, user, client_order_id="same-id")
+    assert again.duplicate and again.order["orderId"] == first.order["orderId"]
+    assert Order.objects.filter(account=account).count() == 1
+    assert Fill.objects.filter(account=account).count() == 1
+
+
+def test_risk_max_order_notional_rejects_and_books_nothing(quotes, trader):
+    user, account, _ = trader
+    RiskLimit.objects.filter(account=account).update(max_order_notional=Decimal("5"))
+    before = balances(account)
+    with pytest.raises(RiskRejected) as exc:
+        place(account, user, client_order_id="too-big")
+    assert "max_order_notional" in exc.value.msg and "exceeds the limit of 5 USDT" in exc.value.msg
+    notional = Decimal(quotes["BTCUSDT"]["askPrice"]) * Decimal("0.002")
+    assert f"{notional.normalize():f}" in exc.value.msg
+    order = Order.objects.get(client_order_id="too-big")
+    assert order.status == "REJECTED" and "max_order_notional" in order.reject_reason
+    assert balances(account) == before and not Fill.objects.exists()
+    event = AuditEvent.objects.get(action="order.place")
+    assert event.outcome == "rejected"
+    check = event.risk_decision["checks"][-1]  # the refusing check comes last
+    assert check["name"] == "max_order_notional" and check["limit"] == "5.00000000" and not check["passed"]
+
+
+def test_daily_loss_breaker_trips_once_loss_reaches_limit(quotes, trader):
+    user, account, _ = trader
+    # The buy's taker fee alone is ~0.0144 USDT (< 0.02, so the sell passes); the round trip of
+    # 0.002 BTC loses the spread plus two taker fees (~0.029 USDT at ~7.2k) and trips the breaker.
+    RiskLimit.objects.filter(account=account).update(max_daily_loss=Decimal("0.02"))
+    place(account, user, quantity="0.002")
+    place(account, user, side="SELL", quantity="0.00199")
+    with pytest.raises(RiskRejected) as exc:
+        place(account, user, quantity="0.002")
+    assert "max_daily_loss" in exc.value.msg
+
+
+def test_insufficient_balance_is_rejected_with_binance_code(quotes, trader):
+    user, account, _ = trader
+    with pytest.raises(OrderRejected) as exc:
+        place(account, user, quantity="10", client_order_id="whale")
+    assert exc.value.code == -2010 and "insufficient balance" in exc.value.msg
+    assert Order.objects.get(client_order_id="whale").status == "REJECTED"
+    assert balances(account) == {"USDT": Decimal("10000")}
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, text",
+    [
+        ({"symbol": "BTCUSD"}, UnknownSymbol, "Closest valid symbols: BTCUSDT"),
+        ({"symbol": "<script>"}, UnknownSymbol, "Invalid symbol"),
+        ({"quantity": "0"}, InvalidInput, "positive"),
+        ({"quantity": "-1"}, InvalidInput, "positive"),
+        ({"quantity": "abc"}, InvalidInput, "decimal number"),
+        ({"quantity": "NaN"}, InvalidInput, "finite"),
+        ({"quantity": "Infinity"}, InvalidInput, "finite"),
+        ({"quantity": "1e30"}, InvalidInput, "too large"),
+        ({"quantity": "0.0010001"}, FilterFailure, "nearest valid: 0.001"),
+        ({"side": "HOLD"}, InvalidInput, "side must be"),
+        ({"order_type": "TRAILING"}, InvalidInput, "not supported"),
+        ({"client_order_id": "has spaces!"}, InvalidInput, "client_order_id"),
+    ],
+)
+def test_bad_input_is_typed_and_changes_nothing(quotes, trader, kwargs, error, text):
+    user, account, _ = trader
+    with pytest.raises(error) as exc:
+        place(account, user, **kwargs)
+    assert text in exc.value.msg
+    assert not Order.objects.exists() and balances(account) == {"USDT": Decimal("10000")}
+    assert AuditEvent.objects.get(action="order.place").outcome == "rejected"
+
+
+def test_stale_quote_refuses_market_order(quotes, trader, settings):
+    user, account, _ = trader
+    settings.MARKET_DATA_MAX_AGE_S = -1
+    with pytest.raises(Exception) as exc:
+        place(account, user)
+    assert "stale" in str(exc.value)
+    assert not Order.objects.exists()
+
+
+def test_audit_events_are_append_only(quotes, trader):
+    user, account, _ = trader
+    place(account, user)
+    event = AuditEvent.objects.get()
+    event.message = "tampered"
+    with pytest.raises(PermissionError):
+        event.save()
+    with pytest.raises(PermissionError):
+        event.delete()
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.all().update(message="x")
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.all().delete()
+    assert AuditEvent.objects.get().message != "tampered"
+
+
+def test_retry_returns_the_booked_order_even_when_the_market_went_stale(quotes, trader, settings):
+    """Idempotency comes before market checks: a client retrying after a timeout gets its order."""
+    user, account, _ = trader
+    first = place(account, user, client_order_id="retry-me")
+    settings.MARKET_DATA_MAX_AGE_S = -1  # every quote is stale now
+    again = place(account, user, client_order_id="retry-me")
+    assert again.duplicate and again.order["orderId"] == first.order["orderId"]
+    assert again.order["fills"] == first.order["fills"]
+    with pytest.raises(Exception, match="stale"):
+        place(account, user, client_order_id="new-id")
+    assert Order.objects.filter(account=account).count() == 1
+
+
+def test_market_order_answer_equals_the_stored_order(quotes, trader):
+    """The answer is built from memory (no re-read): it must equal what a fresh read returns."""
+    from trading.selectors import order_as_dict
+
+    user, account, _ = trader
+    place(account, user, quantity="0.004")
+    result = place(account, user, side="SELL", quantity="0.002", client_order_id="sell-1")
+    stored = order_as_dict(Order.objects.get(account=account, client_order_id="sell-1"))
+    assert result.order == stored and len(stored["fills"]) >= 1
+
+
+def test_market_order_statement_budget(quotes, trader, django_assert_max_num_queries):
+    """The order hot path stays lean (bench/bench_orders.py measures it): a paper MARKET order is
+    one transaction of at most 10 statements (lock+reads, balances, position, order, fills,
+    balance and position writes, audit) plus its BEGIN/COMMIT bookkeeping."""
+    user, account, _ = trader
+    place(account, user, quantity="0.004")  # position and balances exist
+    with django_assert_max_num_queries(10):
+        place(account, user, side="SELL", quantity="0.002")
+
+
+def test_one_exchange_order_is_booked_once_per_account(trader):
+    from django.db import IntegrityError, transaction
+
+    user, account, _ = trader
+    kw = {"account": account, "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": Decimal("0.002"),
+          "price": Decimal("7000"), "exchange_order_id": 42}
+    Order.objects.create(client_order_id="a", **kw)
+    Order.objects.create(client_order_id="b", **{**kw, "symbol": "ETHUSDT"})  # orderIds are per symbol
+    Order.objects.create(client_order_id="c", **{**kw, "exchange_order_id": None})
+    Order.objects.create(client_order_id="d", **{**kw, "exchange_order_id": None})
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Order.objects.create(client_order_id="e", **kw)
+
+
+def test_an_unreachable_market_data_cache_is_a_typed_refusal(quotes, trader, monkeypatch):
+    """Redis down or restarting: the order is refused with -1003 and a retry hint, nothing booked
+    (found by tests/faults/test_redis_restart.py, where it surfaced as an internal error)."""
+    import redis
+
+    from marketdata import cache
+    from trading.errors import MarketDataUnavailable
+
+    user, account, _ = trader
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    with monkeypatch.context() as m, pytest.raises(MarketDataUnavailable) as exc:
+        m.setattr(cache, "get_redis", lambda: dead)
+        place(account, user, client_order_id="redis-down")
+    assert exc.value.code == -1003 and "unreachable" in exc.value.msg
+    assert not Order.objects.filter(account=account).exists()

@@ -1,0 +1,136 @@
+"""The paper matcher process logic against the replay exchange at 60x: a resting LIMIT order fills
+as maker when a replayed trade prints through its price."""
+import asyncio
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+
+from conftest import cache_quotes, wait_until
+from marketdata.replay.server import ReplayServer
+from marketdata.services import exchange_info_sync
+from trading.matcher import PaperMatcher
+from trading.models import Balance, Fill, Order
+from trading.services import order_place
+
+TICK = Decimal("0.01")
+
+
+@pytest.fixture
+def fast_replay():
+    start = (int(time.time() * 1000) // 60_000) * 60_000
+    srv = ReplayServer(port=0, speed=60.0, start_wall_ms=start)
+    srv.start()
+    from trading.venues import paper
+
+    from marketdata.cache import get_redis
+    from trading.matcher import _last_trade_key
+
+    # Trade ids restart with each replay server: so must the matcher's memory of the last one it matched.
+    paper._last_trade_id.clear()
+    get_redis().delete(_last_trade_key("BTCUSDT"))
+    old = (settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL)
+    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = srv.api_url, srv.stream_url
+    yield srv
+    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = old
+    srv.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resting_limit_fills_on_a_replayed_print_through_it(fast_replay, trader):
+    user, account, _ = trader
+    exchange_info_sync()
+    fast_replay.clock.pause()  # price the order on a still market; the prints resume below
+    book = {b["symbol"]: b for b in cache_quotes(["BTCUSDT"])}["BTCUSDT"]
+    bid, ask = Decimal(book["bidPrice"]), Decimal(book["askPrice"])
+    Balance.objects.update_or_create(account=account, asset="BTC", defaults={"free": Decimal("1")})
+    m = fast_replay.model
+    start = m.trade_index("BTCUSDT", fast_replay.clock.now_ms()) + 1
+    prices = [m.trade_at_index("BTCUSDT", j).price for j in range(start, start + 240)]
+    if min(prices) + TICK < bid:
+        side, price = "BUY", min(prices) + TICK
+    else:
+        assert max(prices) - TICK > ask, "the recording moves in 4 replay minutes"
+        side, price = "SELL", max(prices) - TICK
+    order = order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT", side=side,
+                        order_type="LIMIT", quantity="0.002", price=str(price), time_in_force="GTC").order
+    assert order["status"] == "NEW"
+
+    matcher = PaperMatcher(["BTCUSDT"])
+    stop = _run_matcher(matcher)
+    try:
+        wait_until(lambda: matcher.sessions >= 1, timeout=30, what="the matcher to subscribe")
+        fast_replay.clock.resume()  # the prints start once the matcher listens
+        wait_until(lambda: Order.objects.get(pk=order["orderId"]).status == "FILLED", timeout=30,
+                   what="the resting order to fill on a replayed trade")
+    finally:
+        stop()
+    fill = Fill.objects.get(order_id=order["orderId"])
+    assert fill.price == price and fill.is_maker and fill.qty == Decimal("0.002")
+    assert matcher.trades > 0 and matcher.fills >= 1
+
+
+def _run_matcher(matcher):
+    holder = {}
+
+    def run():
+        loop = asyncio.new_event_loop()
+        holder["loop"] = loop
+        loop.run_until_complete(matcher.run())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: "loop" in holder, timeout=10, what="the matcher loop")
+
+    def stop():
+        holder["loop"].call_soon_threadsafe(matcher.stop)
+        thread.join(15)
+    return stop
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prints_missed_while_no_matcher_ran_are_matched_on_restart(fast_replay, trader):
+    """A matcher that stops (crash, takeover) must not lose the prints of the gap: the next one
+    replays them from the last matched trade id. The clock stays paused after the gap, so no live
+    print can fill the order: only the catch-up can."""
+    user, account, _ = trader
+    exchange_info_sync()
+    m = fast_replay.model
+    first = PaperMatcher(["BTCUSDT"])
+    stop = _run_matcher(first)
+    try:
+        wait_until(lambda: first.trades >= 3, timeout=30, what="the first matcher to match a few prints")
+    finally:
+        stop()
+    from marketdata.cache import get_redis
+    from trading.matcher import _last_trade_key
+
+    saved = get_redis().get(_last_trade_key("BTCUSDT"))
+    assert saved is not None and int(saved) == first._last_ids["BTCUSDT"], (saved, first._last_ids)
+    fast_replay.clock.pause()
+    book = {b["symbol"]: b for b in cache_quotes(["BTCUSDT"])}["BTCUSDT"]
+    bid, ask = Decimal(book["bidPrice"]), Decimal(book["askPrice"])
+    Balance.objects.update_or_create(account=account, asset="BTC", defaults={"free": Decimal("1")})
+    now = m.trade_index("BTCUSDT", fast_replay.clock.now_ms())
+    # The first later print through a price one tick outside the quote, either way: a resting
+    # BUY under the bid or SELL over the ask that this print (and no earlier one) trades through.
+    cross = next(j for j in range(now + 1, now + 20_000)
+                 if not bid - TICK <= m.trade_at_index("BTCUSDT", j).price <= ask + TICK)
+    side, price = ("BUY", bid - TICK) if m.trade_at_index("BTCUSDT", cross).price < bid else ("SELL", ask + TICK)
+    order = order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT", side=side,
+                        order_type="LIMIT", quantity="0.002", price=str(price), time_in_force="GTC").order
+    assert order["status"] == "NEW"
+    fast_replay.clock.advance(m.trade_at_index("BTCUSDT", cross).time - fast_replay.clock.now_ms() + 1000)
+
+    second = PaperMatcher(["BTCUSDT"])
+    stop = _run_matcher(second)
+    try:
+        wait_until(lambda: Order.objects.get(pk=order["orderId"]).status == "FILLED", timeout=30,
+                   what="the order to fill from the replayed gap")
+    finally:
+        stop()
+    assert second.caught_up >= cross - now and second.trades == 0  # filled from REST, the stream was still
+    fill = Fill.objects.get(order_id=order["orderId"])
+    assert fill.price == price and fill.is_maker

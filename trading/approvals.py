@@ -1,0 +1,263 @@
+"""Confirm mode: orders from an agent token with ``confirm_orders`` wait as PENDING_APPROVAL until a
+person approves or rejects them (issue 5; users of other trading MCP servers ask for exactly this).
+
+Flow: ``trading.services.order_place`` sees a confirm-mode token and hands the call to
+``order_hold``, which validates the order as ``order_place`` would (so a bad order is refused at
+once, with the same typed error), stores it as a ``risk.models.OrderApproval`` and answers with
+status ``PENDING_APPROVAL``; nothing is booked and no balance is locked. A person (the owner or a
+trader grantee, never an agent token) then calls ``order_approve``, which places the order through
+``order_place`` *at approval time*, so validation and the risk check (limits, trading state,
+protections) run against the account as it is then, or ``order_reject``. The ``clientOrderId`` the
+agent chose is kept, so it stays idempotent: placing again with it returns the held order while
+pending and the placed order afterwards.
+
+Every step is audited: ``order.hold`` (the request), ``order.approve`` / ``order.reject`` (the
+person's decision, with before/after status), and ``order.place`` for the order placed on approval
+(actor: the agent's token, as if it had placed it then).
+"""
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+
+from django.db import transaction
+from django.utils import timezone
+
+from risk.audit import audit_record
+from risk.models import ApprovalStatus, OrderApproval, Outcome
+from trading.errors import InvalidInput, NotFound, PermissionDenied, TradingError
+
+_approving: contextvars.ContextVar[bool] = contextvars.ContextVar("order_approving", default=False)
+
+# order_place keyword → the key its audit ``params`` use (see trading.services.order_place).
+ORDER_KEYS = {"symbol": "symbol", "side": "side", "order_type": "type", "quantity": "quantity",
+              "quote_order_qty": "quote_order_qty", "price": "price", "stop_price": "stop_price",
+              "time_in_force": "time_in_force", "client_order_id": "client_order_id"}
+
+
+def approving() -> bool:
+    """True while ``order_approve`` places an approved order (the hold is skipped then)."""
+    return _approving.get()
+
+
+@contextmanager
+def _approval_context():
+    token = _approving.set(True)
+    try:
+        yield
+    finally:
+        _approving.reset(token)
+
+
+def approval_as_dict(approval: OrderApproval) -> dict:
+    """An approval in the shape of an order answer (Binance names, numbers as strings, ms UTC),
+    plus ``approvalId`` and the decision."""
+    p = approval.params
+    return {
+        "accountId": approval.account_id,
+        "approvalId": approval.pk,
+        "orderId": approval.order_id,
+        "clientOrderId": approval.client_order_id,
+        "symbol": approval.symbol,
+        "side": approval.side,
+        "type": p.get("type", "MARKET"),
+        "origQty": p.get("quantity"),
+        "origQuoteOrderQty": p.get("quote_order_qty"),
+        "price": p.get("price"),
+        "stopPrice": p.get("stop_price"),
+        "timeInForce": p.get("time_in_force"),
+        "status": approval.status,
+        "requestedBy": approval.token.name if approval.token_id else None,
+        "channel": approval.channel,
+        "decidedBy": approval.decided_by.get_username() if approval.decided_by_id else None,
+        "decisionNote": approval.decision_note or None,
+        "time": int(approval.created_at.timestamp() * 1000),
+        "decidedTime": int(approval.decided_at.timestamp() * 1000) if approval.decided_at else None,
+    }
+
+
+def order_hold(*, account, actor_user, actor_token, channel: str, params: dict, request_id: str = "",
+               order_list_id=None):
+    """Hold one order of a confirm-mode token instead of placing it.
+
+    Args:
+        account: the account (the caller checked the actor may trade it).
+        actor_user / actor_token: the agent's user and ``AgentToken``.
+        channel: ``risk.models.Channel`` value; request_id: the call's id for the audit.
+        params: ``order_place``'s audit params (``symbol``, ``side``, ``type``, ``quantity``,
+            ``quote_order_qty``, ``price``, ``stop_price``, ``time_in_force``, ``client_order_id``;
+            absent = not given).
+        order_list_id: set for an OCO leg, which confirm mode does not support.
+
+    Returns ``trading.services.PlaceResult`` whose order has status ``PENDING_APPROVAL`` and an
+    ``approvalId`` (``duplicate`` when this clientOrderId was already held or placed).
+    Raises what ``order_place`` raises for bad input (InvalidInput, UnknownSymbol, FilterFailure,
+    MarketDataUnavailable), nothing held; ``PermissionDenied`` for an OCO leg. Audited as ``order.hold``.
+    """
+    from django.conf import settings
+
+    from marketdata.selectors import quote_get
+    from trading import services
+    from trading.models import Order
+    from trading.selectors import order_as_dict
+
+    def audit(outcome, message, result):
+        audit_record(channel=channel, action="order.hold", outcome=outcome, actor_user=actor_user, actor_token=actor_token,
+                     account=account, params=params, message=message, result=result, request_id=request_id)
+
+    try:
+        if order_list_id is not None:
+            raise PermissionDenied("This token is in confirm mode: OCO order lists cannot wait for approval; "
+                                   "place single orders instead.")
+        request = services._validate(
+            symbol=params.get("symbol"), side=params.get("side"), quantity=params.get("quantity"),
+            quote_order_qty=params.get("quote_order_qty"), order_type=params.get("type", "MARKET"),
+            price=params.get("price"), stop_price=params.get("stop_price"), time_in_force=params.get("time_in_force"),
+            client_order_id=params.get("client_order_id"), channel=channel)
+        cid = request.client_order_id
+        existing = Order.objects.filter(account=account, client_order_id=cid).first()
+        if existing is not None:
+            return services.PlaceResult(order=order_as_dict(existing), duplicate=True)
+        held = OrderApproval.objects.filter(account=account, client_order_id=cid).first()
+        if held is not None:
+            return services.PlaceResult(order=approval_as_dict(held), duplicate=True)
+        quote = quote_get(request.symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
+        services._validate_market(request, services.reference_price(quote))
+    except TradingError as exc:
+        audit(Outcome.REJECTED, str(exc), exc.as_dict())
+        raise
+    stored = {k: v for k, v in params.items() if k != "account_id"}
+    stored.update({"symbol": request.symbol.symbol, "side": request.side, "type": request.type, "client_order_id": cid})
+    with transaction.atomic():
+        approval, created = OrderApproval.objects.get_or_create(
+            account=account, client_order_id=cid,
+            defaults={"requested_by": actor_user, "token": actor_token if getattr(actor_token, "pk", None) else None,
+                      "channel": channel, "request_id": request_id, "symbol": request.symbol.symbol,
+                      "side": request.side, "params": stored},
+        )
+        data = approval_as_dict(approval)
+        if created:
+            audit(Outcome.OK, f"{request.side} {request.type} {request.symbol.symbol} held for approval "
+                              f"(approval {approval.pk})", data)
+            _publish(approval, data)
+    return services.PlaceResult(order=data, duplicate=not created)
+
+
+def _publish(approval: OrderApproval, data: dict) -> None:
+    from trading.events import publish_account_event
+
+    publish_account_event(approval.account_id, "approval", data)
+
+
+def approval_get(*, user, approval_id, need: str = "trade") -> OrderApproval:
+    """The approval ``approval_id`` on an account ``user`` may use (``need``: "trade" to decide,
+    "read" to see); staff with the ``risk.change_orderapproval`` permission may use any. Raises ``NotFound`` (also for other users' approvals), ``InvalidInput`` for a
+    non-integer id."""
+    from trading.selectors import accounts_for_user
+
+    try:
+        pk = int(str(approval_id))
+    except ValueError:
+        raise InvalidInput(f"approval_id must be an integer, got {approval_id!r}.") from None
+    qs = OrderApproval.objects.select_related("account", "token", "decided_by", "requested_by").filter(pk=pk)
+    if not (getattr(user, "is_staff", False) and user.has_perm("risk.change_orderapproval")):  # admins decide any
+        qs = qs.filter(account__in=accounts_for_user(user, need=need))
+    approval = qs.first()
+    if approval is None:
+        raise NotFound(f"Approval {pk} not found among your accounts.")
+    return approval
+
+
+def pending_list(*, account) -> list[dict]:
+    """The account's orders waiting for approval, oldest first."""
+    qs = (OrderApproval.objects.select_related("token", "decided_by")
+          .filter(account=account, status=ApprovalStatus.PENDING).order_by("created_at", "id"))
+    return [approval_as_dict(a) for a in qs]
+
+
+def _decide_guard(user, actor_token) -> None:
+    if actor_token is not None:
+        raise PermissionDenied("Orders held for approval are decided by a person (dashboard, admin or a session), "
+                               "not by an agent token.")
+    if not getattr(user, "is_authenticated", False):
+        raise PermissionDenied("Sign in to approve or reject orders.")
+
+
+def order_approve(*, user, approval_id, channel: str, note: str = "", actor_token=None) -> dict:
+    """Approve a held order: place it now through ``order_place`` (validation and the risk check
+    run at approval time, with the agent's token as actor).
+
+    Args: user: the deciding person (owner or trader of the account); approval_id: int;
+        channel: ``risk.models.Channel``; note: free text kept with the decision;
+        actor_token: must be None (agents may not approve).
+
+    Returns ``{"approval": approval_as_dict, "order": order_as_dict | None, "error": {code, msg} | None}``:
+    when the risk check or the venue refuses the order, a REJECTED order is booked, the approval is
+    APPROVED and ``error`` says why. Raises ``PermissionDenied`` (a token, or a viewer),
+    ``NotFound``, ``InvalidInput`` (-1100) when it is no longer pending, and, leaving it pending,
+    any error that booked nothing (stale market data, the symbol stopped trading...).
+    Audited as ``order.approve`` with the status before/after and the placed order.
+    """
+    from trading import services
+    from trading.models import Order
+    from trading.selectors import order_as_dict
+
+    _decide_guard(user, actor_token)
+    approval = approval_get(user=user, approval_id=approval_id, need="trade")
+    error: TradingError | None = None
+    with transaction.atomic():
+        approval = OrderApproval.objects.select_for_update().get(pk=approval.pk)
+        if approval.status != ApprovalStatus.PENDING:
+            raise InvalidInput(f"Approval {approval.pk} is {approval.status}, not pending: it cannot be approved.")
+        p = approval.params
+        kwargs = {name: p[key] for name, key in ORDER_KEYS.items() if p.get(key) is not None}
+        try:
+            with _approval_context():
+                services.order_place(account=approval.account, actor_user=approval.requested_by,
+                                     actor_token=approval.token, channel=approval.channel,
+                                     request_id=approval.request_id, **kwargs)
+        except TradingError as exc:
+            error = exc
+        order = Order.objects.filter(account=approval.account, client_order_id=approval.client_order_id).first()
+        if order is not None:
+            approval.status, approval.order = ApprovalStatus.APPROVED, order
+            approval.decided_by, approval.decided_at, approval.decision_note = user, timezone.now(), note
+            approval.save(update_fields=["status", "order", "decided_by", "decided_at", "decision_note"])
+            data = approval_as_dict(approval)
+            audit_record(channel=channel, action="order.approve", outcome=Outcome.OK if error is None else Outcome.REJECTED,
+                         actor_user=user, account=approval.account,
+                         params={"approval_id": approval.pk, "note": note},
+                         message=(f"approved approval {approval.pk}: order {order.pk} {order.status}"
+                                  + (f" ({error})" if error else "")),
+                         result={"before": ApprovalStatus.PENDING, "after": ApprovalStatus.APPROVED, "orderId": order.pk,
+                                 "orderStatus": order.status})
+            _publish(approval, data)
+    if order is None:
+        audit_record(channel=channel, action="order.approve", outcome=Outcome.REJECTED, actor_user=user,
+                     account=approval.account, params={"approval_id": approval.pk, "note": note},
+                     message=f"approval {approval.pk} stays pending: {error}", result=error.as_dict() if error else {})
+        if error is not None:
+            raise error
+        raise InvalidInput(f"Approval {approval.pk} could not be placed; it stays pending.")
+    return {"approval": data, "order": order_as_dict(order), "error": error.as_dict() if error else None}
+
+
+def order_reject(*, user, approval_id, channel: str, note: str = "", actor_token=None) -> dict:
+    """Reject a held order: nothing is placed. Returns ``approval_as_dict``. Raises like
+    ``order_approve``. Audited as ``order.reject`` with the status before/after."""
+    _decide_guard(user, actor_token)
+    approval = approval_get(user=user, approval_id=approval_id, need="trade")
+    with transaction.atomic():
+        approval = OrderApproval.objects.select_for_update().get(pk=approval.pk)
+        if approval.status != ApprovalStatus.PENDING:
+            raise InvalidInput(f"Approval {approval.pk} is {approval.status}, not pending: it cannot be rejected.")
+        approval.status = ApprovalStatus.REJECTED
+        approval.decided_by, approval.decided_at, approval.decision_note = user, timezone.now(), note
+        approval.save(update_fields=["status", "decided_by", "decided_at", "decision_note"])
+        data = approval_as_dict(approval)
+        audit_record(channel=channel, action="order.reject", outcome=Outcome.OK, actor_user=user, account=approval.account,
+                     params={"approval_id": approval.pk, "note": note},
+                     message=f"rejected approval {approval.pk} ({approval.side} {approval.symbol})",
+                     result={"before": ApprovalStatus.PENDING, "after": ApprovalStatus.REJECTED})
+        _publish(approval, data)
+    return data

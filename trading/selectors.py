@@ -1,0 +1,214 @@
+"""Reads of accounts, balances, orders and fills shared by MCP tools, REST views and pages.
+
+Every read takes the acting user and returns only what that user owns: another user's account is
+reported as not found (the caller cannot tell it exists).
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from trading.errors import InvalidInput, NotFound, PermissionDenied
+
+
+def dstr(value: Decimal | None) -> str | None:
+    """A Decimal as Binance writes numbers: plain notation, never exponent ("0.00000000")."""
+    return None if value is None else format(value, "f")
+from trading.models import Account, Balance, Fill, Order, OrderList, Position
+
+
+def accounts_for_user(user, *, need: str = "read", token=None):
+    """QuerySet of the accounts ``user`` may use: their own, plus accounts granted to them
+    (``risk.models.AccountGrant``: a ``viewer`` grant for ``need="read"``, a ``trader`` grant for
+    ``need="trade"``). With an agent ``token`` restricted to some accounts, only those."""
+    from django.db.models import Q
+
+    from risk.models import AccountGrant, AgentToken
+
+    if not getattr(user, "is_authenticated", False):
+        return Account.objects.none()
+    roles = ["trader"] if need == "trade" else ["trader", "viewer"]
+    granted = AccountGrant.objects.filter(user=user, role__in=roles).values("account_id")
+    qs = Account.objects.filter(Q(owner=user) | Q(pk__in=granted))
+    if token is not None and getattr(token, "pk", None):
+        allowed = list(AgentToken.accounts.through.objects.filter(agenttoken_id=token.pk).values_list("account_id", flat=True))
+        if allowed:
+            qs = qs.filter(pk__in=allowed)
+    return qs
+
+
+def account_get(*, user, account_id: int | None = None, need: str = "read", token=None) -> Account:
+    """The account ``account_id`` the user may use (see ``accounts_for_user``), or their first
+    such account when None. ``need``: "read" or "trade" (a viewer grant does not allow trading).
+
+    Raises ``NotFound`` for an id the user may not use (or that does not exist; we do not say
+    which) and when the user has no account at all; ``PermissionDenied`` when the user may read but
+    not trade it; ``InvalidInput`` for a non-integer id.
+    """
+    if need == "trade" and account_id is not None:
+        readable = account_get(user=user, account_id=account_id, need="read", token=token)
+        if not accounts_for_user(user, need="trade", token=token).filter(pk=readable.pk).exists():
+            raise PermissionDenied(f"You may view account {readable.pk} but not trade on it (viewer grant).")
+        return readable
+    qs = accounts_for_user(user, need=need, token=token)
+    if account_id is None:
+        account = qs.order_by("id").first()
+        if account is None:
+            raise NotFound("You have no trading account yet: create one in the dashboard or ask an admin.")
+        return account
+    if isinstance(account_id, bool) or not isinstance(account_id, int):
+        try:
+            account_id = int(str(account_id))
+        except ValueError:
+            raise InvalidInput(f"account_id must be an integer, got {account_id!r}.") from None
+    account = qs.filter(pk=account_id).first()
+    if account is None:
+        raise NotFound(f"Account {account_id} not found among your accounts.")
+    return account
+
+
+def order_as_dict(order: Order, *, with_fills: bool = True, fills: list | None = None) -> dict:
+    """An order with Binance's field names (numbers as strings, times in ms UTC). ``fills``: the
+    order's fills when the caller has them (else they are read)."""
+    data = {
+        "accountId": order.account_id,
+        "orderId": order.pk,
+        "clientOrderId": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "type": order.type,
+        "timeInForce": order.time_in_force or None,
+        "origQty": dstr(order.quantity),
+        "origQuoteOrderQty": dstr(order.quote_order_qty),
+        "price": dstr(order.price),
+        "stopPrice": dstr(order.stop_price),
+        "isWorking": order.is_working,
+        "orderListId": order.order_list_id if order.order_list_id is not None else -1,
+        "executedQty": dstr(order.executed_qty),
+        "cummulativeQuoteQty": dstr(order.cummulative_quote_qty),
+        "avgPrice": None if order.avg_price is None else dstr(order.avg_price.quantize(Decimal("0.00000001"))),
+        "status": order.status,
+        "rejectReason": order.reject_reason or None,
+        "channel": order.channel,
+        "time": int(order.created_at.timestamp() * 1000),
+        "updateTime": int(order.updated_at.timestamp() * 1000),
+        "workingTime": int(order.working_time.timestamp() * 1000) if order.working_time else -1,
+    }
+    if with_fills:
+        rows = fills if fills is not None else order.fills.all().order_by("id")
+        data["fills"] = [fill_as_dict(f) for f in rows]
+    return data
+
+
+def fill_as_dict(fill: Fill) -> dict:
+    """A fill with Binance's names (``GET /api/v3/myTrades``)."""
+    return {
+        "id": fill.pk,
+        "orderId": fill.order_id,
+        "symbol": fill.symbol,
+        "side": fill.side,
+        "price": dstr(fill.price),
+        "qty": dstr(fill.qty),
+        "quoteQty": dstr(fill.quote_qty),
+        "commission": dstr(fill.commission),
+        "commissionAsset": fill.commission_asset,
+        "isMaker": fill.is_maker,
+        "realizedPnl": dstr(fill.realized_pnl),
+        "time": int(fill.time.timestamp() * 1000),
+    }
+
+
+def balance_as_dict(b: Balance) -> dict:
+    return {"asset": b.asset, "free": dstr(b.free), "locked": dstr(b.locked)}
+
+
+def account_state(*, account: Account) -> dict:
+    """Balances, positions and limits of one account (the ``get_account`` tool's answer)."""
+    from risk.models import RiskLimit
+
+    limit = RiskLimit.objects.filter(account=account).first()
+    return {
+        "accountId": account.pk,
+        "name": account.name,
+        "venue": account.venue,
+        "quoteAsset": account.quote_asset,
+        "makerFeeRate": dstr(account.maker_fee_rate),
+        "takerFeeRate": dstr(account.taker_fee_rate),
+        "balances": [balance_as_dict(b) for b in Balance.objects.filter(account=account).order_by("asset") if b.free or b.locked],
+        "positions": [
+            {"symbol": p.symbol, "quantity": dstr(p.quantity), "avgEntryPrice": dstr(p.avg_entry_price), "realizedPnl": dstr(p.realized_pnl)}
+            for p in Position.objects.filter(account=account).order_by("symbol")
+        ],
+        "riskLimits": {
+            "maxOrderNotional": None if not limit or limit.max_order_notional is None else dstr(limit.max_order_notional),
+            "maxDailyLoss": None if not limit or limit.max_daily_loss is None else dstr(limit.max_daily_loss),
+        },
+    }
+
+
+def orders_list(*, account: Account, symbol: str | None = None, limit: int = 50) -> list[dict]:
+    """The account's most recent orders, newest first (``limit`` 1..500)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
+        raise InvalidInput(f"limit must be an integer from 1 to 500, got {limit!r}.")
+    qs = Order.objects.filter(account=account).prefetch_related("fills")
+    if symbol:
+        qs = qs.filter(symbol=symbol.upper())
+    return [order_as_dict(o) for o in qs.order_by("-created_at", "-id")[:limit]]
+
+
+OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+
+
+def order_list_as_dict(olist: OrderList) -> dict:
+    """An OCO order list with Binance's names (``POST /api/v3/order/oco`` answer) and its legs."""
+    legs = list(Order.objects.filter(order_list_id=olist.pk).order_by("id"))
+    return {
+        "orderListId": olist.pk,
+        "contingencyType": olist.contingency_type,
+        "listStatusType": olist.list_status_type,
+        "listOrderStatus": olist.list_order_status,
+        "listClientOrderId": olist.list_client_order_id,
+        "symbol": olist.symbol,
+        "orders": [order_as_dict(o) for o in legs],
+    }
+
+
+def order_get(*, account: Account, order_id=None, client_order_id: str | None = None, symbol: str | None = None) -> dict:
+    """One order of the account by ``order_id`` or ``client_order_id`` (Binance "Query order").
+    Raises ``NotFound`` (-2013 "Order does not exist.")."""
+    if order_id is None and not client_order_id:
+        raise InvalidInput("Send order_id or client_order_id.", code=-1102)
+    qs = Order.objects.filter(account=account)
+    if symbol:
+        qs = qs.filter(symbol=str(symbol).strip().upper())
+    if order_id is not None:
+        try:
+            qs = qs.filter(pk=int(str(order_id)))
+        except ValueError:
+            raise InvalidInput(f"order_id must be an integer, got {order_id!r}.") from None
+    if client_order_id:
+        qs = qs.filter(client_order_id=client_order_id)
+    order = qs.prefetch_related("fills").first()
+    if order is None:
+        raise NotFound("Order does not exist.")
+    return order_as_dict(order)
+
+
+def open_orders_list(*, account: Account, symbol: str | None = None) -> list[dict]:
+    """The account's open orders (NEW, PARTIALLY_FILLED), oldest first (Binance "Current open orders")."""
+    qs = Order.objects.filter(account=account, status__in=OPEN_STATUSES).prefetch_related("fills")
+    if symbol:
+        qs = qs.filter(symbol=str(symbol).strip().upper())
+    return [order_as_dict(o) for o in qs.order_by("created_at", "id")]
+
+
+def trades_list(*, account: Account, symbol: str | None = None, limit: int = 100, from_id: int | None = None) -> list[dict]:
+    """The account's fills, newest first (Binance "Account trade list", ``myTrades``); ``limit``
+    1..1000; ``from_id``: only fills with id >= it, oldest first."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise InvalidInput(f"limit must be an integer from 1 to 1000, got {limit!r}.")
+    qs = Fill.objects.filter(account=account)
+    if symbol:
+        qs = qs.filter(symbol=str(symbol).strip().upper())
+    if from_id is not None:
+        return [fill_as_dict(f) for f in qs.filter(pk__gte=from_id).order_by("id")[:limit]]
+    return [fill_as_dict(f) for f in qs.order_by("-time", "-id")[:limit]]

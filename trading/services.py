@@ -1,0 +1,676 @@
+"""Writes of trading: accounts and orders. Every order goes permissions → validation → risk →
+venue → audit, in one transaction with the balance changes it causes.
+
+Order parameters and answers follow Binance Spot API docs "Trading endpoints" (New order, Cancel
+order, Cancel all open orders, Cancel an existing order and send a new order, New OCO); errors are
+``trading.errors`` types carrying Binance's codes; every call writes one ``AuditEvent``.
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from marketdata.selectors import quote_get, symbol_get
+from risk.audit import audit_record
+from risk.models import Outcome, RiskLimit
+from risk.services import risk_check
+from trading import filters
+from trading.errors import FilterFailure, InvalidInput, NotFound, OrderRejected, RiskRejected, TradingError
+from trading.events import publish_account_event
+from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
+from trading.selectors import balance_as_dict, order_as_dict
+from trading.venues import MarketView, OrderRequest, venue_for
+from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
+
+CLIENT_ORDER_ID_RE = re.compile(r"^[.A-Za-z0-9_:/-]{1,36}$")  # Binance: newClientOrderId, max 36 chars
+
+
+def account_create(*, owner, name: str, venue: str = Venue.PAPER, quote_asset: str = "USDT",
+                   max_order_notional: Decimal | None = None, max_daily_loss: Decimal | None = None) -> Account:
+    """Create an account with its (optional) risk limits; a paper account gets the starting
+    balances of ``settings.PAPER_STARTING_BALANCES`` (10,000 USDT by default)."""
+    with transaction.atomic():
+        account = Account.objects.create(owner=owner, name=name, venue=venue, quote_asset=quote_asset)
+        RiskLimit.objects.create(account=account, max_order_notional=max_order_notional, max_daily_loss=max_daily_loss)
+        if venue == Venue.PAPER:
+            for asset, amount in settings.PAPER_STARTING_BALANCES.items():
+                Balance.objects.create(account=account, asset=asset, free=Decimal(amount))
+    return account
+
+
+def parse_decimal(value, *, name: str) -> Decimal:
+    """Parse a positive, finite decimal given as a string or number (floats via their shortest
+    repr, so 0.001 stays 0.001). Raises ``InvalidInput`` naming the argument."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidInput(f"{name} must be a positive decimal number such as '0.001', got {value!r}.")
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(f"{name} must be a positive decimal number such as '0.001', got {value!r}.") from None
+    if not number.is_finite() or number <= 0:
+        raise InvalidInput(f"{name} must be a positive, finite decimal number, got {value!r}.")
+    if number.adjusted() > 15:
+        raise InvalidInput(f"{name} is too large: {value!r}.")
+    return number
+
+
+def validate_quantity(symbol, quantity: Decimal) -> Decimal:
+    """Check ``quantity`` (base asset) against the symbol's LOT_SIZE filter (minQty, maxQty,
+    stepSize; Binance Spot API docs "Filters" -> LOT_SIZE) and return it normalized.
+
+    Raises ``FilterFailure`` (-1013, "Filter failure: LOT_SIZE") with the nearest valid quantity.
+    """
+    step = symbol.step_size
+    if step > 0 and (quantity - symbol.min_qty) % step != 0:
+        down = (quantity // step) * step
+        hint = max(down, symbol.min_qty)
+        raise FilterFailure(
+            f"Filter failure: LOT_SIZE. quantity {quantity.normalize():f} is not a multiple of stepSize "
+            f"{step.normalize():f}; nearest valid: {hint.normalize():f}.",
+            details={"filter": "LOT_SIZE", "stepSize": str(step), "nearestValid": str(hint.normalize())},
+        )
+    if quantity < symbol.min_qty:
+        raise FilterFailure(
+            f"Filter failure: LOT_SIZE. quantity {quantity.normalize():f} is below minQty {symbol.min_qty.normalize():f}.",
+            details={"filter": "LOT_SIZE", "minQty": str(symbol.min_qty), "nearestValid": str(symbol.min_qty.normalize())},
+        )
+    if symbol.max_qty is not None and quantity > symbol.max_qty:
+        raise FilterFailure(
+            f"Filter failure: LOT_SIZE. quantity {quantity.normalize():f} is above maxQty {symbol.max_qty.normalize():f}.",
+            details={"filter": "LOT_SIZE", "maxQty": str(symbol.max_qty), "nearestValid": str(symbol.max_qty.normalize())},
+        )
+    return quantity
+
+
+
+TIME_IN_FORCE = ("GTC", "IOC", "FOK")
+# Binance "New order": mandatory parameters per type (besides symbol, side, type).
+REQUIRED = {
+    OrderType.LIMIT: ("quantity", "price"),
+    OrderType.MARKET: (),
+    OrderType.STOP_LOSS: ("quantity", "stop_price"),
+    OrderType.STOP_LOSS_LIMIT: ("quantity", "price", "stop_price"),
+    OrderType.TAKE_PROFIT: ("quantity", "stop_price"),
+    OrderType.TAKE_PROFIT_LIMIT: ("quantity", "price", "stop_price"),
+    OrderType.LIMIT_MAKER: ("quantity", "price"),
+}
+BINANCE_NAME = {"quantity": "quantity", "quote_order_qty": "quoteOrderQty", "price": "price",
+                "stop_price": "stopPrice", "time_in_force": "timeInForce"}
+UNKNOWN_ORDER = "Unknown order sent."
+
+
+@dataclass
+class PlaceResult:
+    """The booked order (``order_as_dict`` shape) and whether it was a replay of an earlier call."""
+
+    order: dict
+    duplicate: bool = False
+
+
+def _publish(account: Account, data: dict, balances: list | None = None) -> None:
+    """Push the order and the account's balances to its dashboard group (``balances``: the rows the
+    venue just wrote, when it knows them; else all of the account's rows are read)."""
+    publish_account_event(account.pk, "order", data)
+    if balances is not None:
+        publish_account_event(account.pk, "balances", {"balances": [balance_as_dict(b) for b in balances], "partial": True})
+        return
+    publish_account_event(account.pk, "balances", {
+        "balances": [balance_as_dict(b) for b in Balance.objects.filter(account=account).order_by("asset")]
+    })
+
+
+def reference_price(quote) -> Decimal:
+    """The price filters and stop checks compare against (quote asset): the last trade price of
+    the cached 1m kline, else the bid/ask mid (see ``trading.filters``)."""
+    if quote.last_price is not None:
+        return quote.last_price
+    return (quote.bid_price + quote.ask_price) / 2
+
+
+def order_place(
+    *,
+    account: Account,
+    actor_user,
+    channel: str,
+    symbol: str,
+    side: str,
+    quantity=None,
+    order_type: str = OrderType.MARKET,
+    client_order_id: str | None = None,
+    quote_order_qty=None,
+    price=None,
+    stop_price=None,
+    time_in_force: str | None = None,
+    actor_token=None,
+    request_id: str = "",
+    order_list_id: int | None = None,
+    lock_amount: Decimal | None = None,
+    audit_action: str = "order.place",
+) -> PlaceResult:
+    """Place an order on ``account`` and return it (Binance "New order (TRADE)").
+
+    Args:
+        account: the account to trade (the caller has checked the actor may trade it).
+        actor_user / actor_token: who places it (a person, or an agent's token).
+        channel: ``risk.models.Channel`` value (mcp, api, dashboard).
+        symbol: e.g. "BTCUSDT"; side: "BUY" | "SELL".
+        order_type: MARKET | LIMIT | LIMIT_MAKER | STOP_LOSS | STOP_LOSS_LIMIT | TAKE_PROFIT |
+            TAKE_PROFIT_LIMIT (Binance ``type``).
+        quantity: base asset (str or number). MARKET accepts ``quote_order_qty`` (quote asset)
+            instead: spend (BUY) or receive (SELL) that much.
+        price: limit price (quote asset) of LIMIT, LIMIT_MAKER and *_LIMIT types.
+        stop_price: trigger price (quote asset) of the STOP_LOSS*/TAKE_PROFIT* types.
+        time_in_force: GTC (default) | IOC | FOK for LIMIT, STOP_LOSS_LIMIT, TAKE_PROFIT_LIMIT.
+        client_order_id: idempotency key (Binance ``newClientOrderId``, ``[.A-Za-z0-9_:/-]{1,36}``);
+            placing again with an id already used on this account returns the first order and
+            books nothing. Generated when None.
+
+    Returns ``PlaceResult`` with the order in ``order_as_dict`` shape (status NEW, PARTIALLY_FILLED,
+    FILLED or EXPIRED; fills with price, qty, commission).
+
+    Raises:
+        InvalidInput (-1100/-1102/-1106/-1115/-1116) / UnknownSymbol (-1121) / FilterFailure
+            (-1013 "Filter failure: <FILTER>", with ``nearestValid``): bad arguments; nothing booked.
+        MarketDataUnavailable (-1003): no fresh quote or order book; nothing is booked.
+        RiskRejected (-2010): a risk limit refused it; a REJECTED order is booked, balances unchanged.
+        OrderRejected (-2010): insufficient balance, LIMIT_MAKER that would take, stop that would
+            trigger immediately; a REJECTED order is booked, balances unchanged.
+    Every call, accepted or not, writes one ``AuditEvent`` (action ``order.place``).
+    """
+    t0 = time.perf_counter()
+    params = {
+        "account_id": account.pk, "symbol": symbol, "side": side, "type": order_type, "quantity": quantity,
+        "quote_order_qty": quote_order_qty, "price": price, "stop_price": stop_price,
+        "time_in_force": time_in_force, "client_order_id": client_order_id,
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    if getattr(actor_token, "confirm_orders", False):  # confirm mode: held for a person (trading.approvals)
+        from trading import approvals
+        if not approvals.approving():
+            return approvals.order_hold(account=account, actor_user=actor_user, actor_token=actor_token, channel=channel,
+                                        params=params, request_id=request_id, order_list_id=order_list_id)
+
+    def audit(outcome: str, message: str = "", result: dict | None = None, decision: dict | None = None):
+        audit_record(
+            channel=channel, action=audit_action, outcome=outcome, actor_user=actor_user, actor_token=actor_token,
+            account=account, params=params, message=message, result=result, risk_decision=decision,
+            latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id,
+        )
+
+    def duplicate_of(existing: Order) -> PlaceResult:
+        data = order_as_dict(existing)
+        audit(Outcome.OK, f"duplicate clientOrderId {existing.client_order_id}: returned order {existing.pk}", data)
+        return PlaceResult(order=data, duplicate=True)
+
+    try:
+        request = _validate(symbol=symbol, side=side, quantity=quantity, quote_order_qty=quote_order_qty,
+                            order_type=order_type, price=price, stop_price=stop_price, time_in_force=time_in_force,
+                            client_order_id=client_order_id, channel=channel, order_list_id=order_list_id,
+                            lock_amount=lock_amount)
+        try:
+            quote = quote_get(request.symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
+            ref = reference_price(quote)
+            _validate_market(request, ref)
+            book = None
+            if account.venue == Venue.PAPER and _may_take(request, quote):
+                from trading.market import depth_get
+
+                book = depth_get(request.symbol.symbol, min_update_id=quote.update_id)
+        except TradingError:
+            # A retry of an order that was booked answers with that order even if the market has
+            # moved or gone stale since (idempotency by clientOrderId comes first).
+            if client_order_id:
+                existing = Order.objects.filter(account=account, client_order_id=request.client_order_id).first()
+                if existing is not None:
+                    return duplicate_of(existing)
+            raise
+    except TradingError as exc:
+        audit(Outcome.REJECTED, str(exc), exc.as_dict())
+        raise
+
+    error: TradingError | None = None
+    try:
+        with transaction.atomic():
+            locked = _lock_account_for_order(account, request)
+            if locked.duplicate_id is not None:
+                return duplicate_of(Order.objects.get(pk=locked.duplicate_id))
+            filters.check_max_num_orders(
+                request.symbol, open_orders=locked.open_orders, open_algo_orders=locked.open_algo_orders,
+                order_type=request.type,
+            )
+            risk_price, risk_qty = _risk_terms(request, quote)
+            decision = risk_check(account=locked, symbol=request.symbol.symbol, side=request.side, quantity=risk_qty,
+                                  price=risk_price, order_type=request.type, reference_price=ref,
+                                  limits=_limits_of(locked))
+            if not decision.allowed:
+                order = Order.objects.create(
+                    account=locked, client_order_id=request.client_order_id, symbol=request.symbol.symbol,
+                    side=request.side, type=request.type, quantity=request.quantity or Decimal("0"),
+                    quote_order_qty=request.quote_order_qty, price=request.price, stop_price=request.stop_price,
+                    time_in_force=request.time_in_force, channel=channel, order_list_id=request.order_list_id,
+                    status=OrderStatus.REJECTED, reject_reason=f"Risk: {decision.reason}",
+                )
+                data = order_as_dict(order, fills=[])
+                error = RiskRejected(f"Order rejected by risk check: {decision.reason}.",
+                                     details={"order": data, "riskDecision": decision.as_dict()})
+                audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict())
+                balances = None
+            else:
+                execution = venue_for(locked).submit(account=locked, request=request,
+                                                     market=MarketView(quote=quote, book=book, last_price=ref))
+                data = order_as_dict(execution.order, fills=execution.fills)
+                balances = execution.balances
+                if execution.rejected:
+                    error = OrderRejected(execution.reason, code=execution.code or None, details={"order": data, **execution.details})
+                    audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict())
+                else:
+                    qty_text = f"{request.quantity.normalize():f}" if request.quantity else f"{request.quote_order_qty.normalize():f} {request.symbol.quote_asset} of"
+                    audit(Outcome.OK, f"{request.side} {request.type} {qty_text} {request.symbol.symbol} {data['status']}", data, decision.as_dict())
+            _publish(locked, data, balances=balances)
+    except IntegrityError:
+        # A concurrent call with the same clientOrderId won the race: answer with its order.
+        existing = Order.objects.filter(account=account, client_order_id=request.client_order_id).first()
+        if existing is None:
+            raise
+        return PlaceResult(order=order_as_dict(existing), duplicate=True)
+    except TradingError as exc:
+        if error is None:
+            audit(Outcome.REJECTED, str(exc), exc.as_dict())
+        raise
+    if error is not None:
+        raise error
+    return PlaceResult(order=data)
+
+
+def _limits_of(locked: Account) -> RiskLimit:
+    """The ``RiskLimit`` read with the locked account row (``_lock_account_for_order``), or an
+    unsaved default row when the account has none."""
+    return getattr(locked, "risk_limit", None) or RiskLimit(account=locked)
+
+
+def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
+    """Lock ``account``'s row for one order and read, in the same statement, its ``RiskLimit``, the
+    id of an order already placed with ``request.client_order_id`` (``duplicate_id``) and the
+    open orders on the symbol (``open_orders``, ``open_algo_orders``; Binance MAX_NUM_ORDERS and
+    MAX_NUM_ALGO_ORDERS count per symbol).
+
+    One round trip instead of four: this is the hot path of every order (see bench/bench_orders.py).
+    The row lock serializes orders of one account, which makes check-then-book atomic.
+    """
+    symbol = request.symbol.symbol
+    open_on_symbol = Order.objects.filter(account=OuterRef("pk"), symbol=symbol, status__in=Order.OPEN_STATUSES).order_by()
+    count = lambda qs: Coalesce(Subquery(qs.values("account").annotate(n=Count("id")).values("n")[:1]), 0)  # noqa: E731
+    annotations = {
+        "duplicate_id": Subquery(Order.objects.filter(account=OuterRef("pk"), client_order_id=request.client_order_id)
+                                 .order_by().values("id")[:1]),
+        "open_orders": count(open_on_symbol),
+        "open_algo_orders": count(open_on_symbol.filter(type__in=list(STOP_TYPES))) if request.type in STOP_TYPES else Value(0),
+    }
+    return (Account.objects.select_for_update(of=("self",)).select_related("risk_limit")
+            .annotate(**annotations).get(pk=account.pk))
+
+
+def _may_take(request: OrderRequest, quote) -> bool:
+    """True when the order may execute at once (needs the order book): MARKET, or a LIMIT whose
+    price reaches the opposite best quote."""
+    if request.type == OrderType.MARKET:
+        return True
+    if request.type == OrderType.LIMIT:
+        return request.price >= quote.ask_price if request.side == OrderSide.BUY else request.price <= quote.bid_price
+    return False
+
+
+def _risk_terms(request: OrderRequest, quote) -> tuple[Decimal, Decimal]:
+    """(price, quantity) the risk check values the order at (quote asset, base asset)."""
+    if request.type in LIMIT_TYPES:
+        price = request.price
+    elif request.type in STOP_TYPES:
+        price = request.stop_price
+    else:
+        price = quote.ask_price if request.side == OrderSide.BUY else quote.bid_price
+    qty = request.quantity if request.quantity else (request.quote_order_qty / price)
+    return price, qty
+
+
+def _parse_optional(value, name: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    return parse_decimal(value, name=name)
+
+
+def _validate(*, symbol, side, quantity, quote_order_qty, order_type, price, stop_price, time_in_force,
+              client_order_id, channel, order_list_id=None, lock_amount=None) -> OrderRequest:
+    """Static validation (no market data): symbol, side, type, mandatory and unexpected
+    parameters, timeInForce, PRICE_FILTER, LOT_SIZE/MARKET_LOT_SIZE, clientOrderId."""
+    sym = symbol_get(symbol)
+    if not sym.is_trading:
+        raise InvalidInput(f"Symbol {sym.symbol} is not trading (status {sym.status}).", code=-1013)
+    side_norm = str(side).strip().upper() if isinstance(side, str) else side
+    if side_norm not in (OrderSide.BUY, OrderSide.SELL):
+        raise InvalidInput(f"side must be 'BUY' or 'SELL', got {side!r}.")
+    type_norm = str(order_type).strip().upper() if isinstance(order_type, str) else order_type
+    if type_norm not in REQUIRED:
+        raise InvalidInput(f"type {order_type!r} is not supported; use one of {', '.join(REQUIRED)}.", code=-1116)
+    given = {"quantity": quantity, "quote_order_qty": quote_order_qty, "price": price, "stop_price": stop_price,
+             "time_in_force": time_in_force}
+    given = {k: v for k, v in given.items() if v is not None and v != ""}
+    needed = set(REQUIRED[type_norm])
+    allowed = set(needed)
+    if type_norm == OrderType.MARKET:
+        allowed |= {"quantity", "quote_order_qty"}
+        if "quantity" not in given and "quote_order_qty" not in given:
+            raise InvalidInput("Mandatory parameter 'quantity' (or 'quoteOrderQty' for a MARKET order) was not sent, "
+                               "was empty/null, or malformed.", code=-1102)
+        if "quantity" in given and "quote_order_qty" in given:
+            raise InvalidInput("Parameter 'quoteOrderQty' sent when not required: send quantity or quote_order_qty, not both.", code=-1106)
+    if type_norm in (OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT_LIMIT):
+        allowed.add("time_in_force")
+    for name in REQUIRED[type_norm]:
+        if name not in given:
+            raise InvalidInput(f"Mandatory parameter '{BINANCE_NAME[name]}' was not sent, was empty/null, or malformed "
+                               f"({type_norm} needs {', '.join(BINANCE_NAME[n] for n in REQUIRED[type_norm])}).", code=-1102)
+    for name in given:
+        if name not in allowed:
+            raise InvalidInput(f"Parameter '{BINANCE_NAME[name]}' sent when not required (not used by {type_norm}).", code=-1106)
+    tif = ""
+    if "time_in_force" in allowed:
+        tif = str(given.get("time_in_force", "GTC")).strip().upper()
+        if tif not in TIME_IN_FORCE:
+            raise InvalidInput(f"Invalid timeInForce {time_in_force!r}: use GTC, IOC or FOK.", code=-1115)
+    market_like = type_norm in MARKET_TYPES
+    qty = _parse_optional(quantity, "quantity")
+    if qty is not None:
+        qty = filters.check_lot(sym, qty, market=market_like)
+    qoq = _parse_optional(quote_order_qty, "quote_order_qty")
+    if qoq is not None:
+        qoq = qoq.quantize(Decimal("0.00000001"))
+        if qoq <= 0:
+            raise InvalidInput("quote_order_qty must be at least 0.00000001.")
+    px = _parse_optional(price, "price")
+    if px is not None:
+        px = filters.check_price(sym, px, name="price")
+    sp = _parse_optional(stop_price, "stop_price")
+    if sp is not None:
+        sp = filters.check_price(sym, sp, name="stopPrice")
+    if client_order_id is None or client_order_id == "":
+        client_order_id = f"tmcp-{uuid.uuid4().hex[:24]}"
+    elif not isinstance(client_order_id, str) or not CLIENT_ORDER_ID_RE.match(client_order_id):
+        raise InvalidInput(
+            f"client_order_id must be 1-36 characters of letters, digits and . _ : / -, got {client_order_id!r}."
+        )
+    return OrderRequest(symbol=sym, side=side_norm, type=type_norm, quantity=qty, client_order_id=client_order_id,
+                        channel=channel, quote_order_qty=qoq, price=px, stop_price=sp, time_in_force=tif,
+                        order_list_id=order_list_id, lock_amount=lock_amount)
+
+
+def _validate_market(request: OrderRequest, ref: Decimal) -> None:
+    """Filters that need a reference price: MIN_NOTIONAL/NOTIONAL and PERCENT_PRICE(_BY_SIDE)."""
+    sym = request.symbol
+    if request.type in LIMIT_TYPES:
+        filters.check_percent_price(sym, side=request.side, price=request.price, ref_price=ref)
+        filters.check_notional(sym, notional=request.price * request.quantity, price=request.price, qty=request.quantity, market=False)
+    elif request.type in STOP_TYPES:
+        filters.check_notional(sym, notional=request.stop_price * request.quantity, price=request.stop_price,
+                               qty=request.quantity, market=True)
+    elif request.quote_order_qty is not None:
+        filters.check_notional(sym, notional=request.quote_order_qty, price=ref, qty=None, market=True)
+    else:
+        filters.check_notional(sym, notional=ref * request.quantity, price=ref, qty=request.quantity, market=True)
+
+
+# --- cancel ------------------------------------------------------------------------------------------
+
+def _find_order(account: Account, *, symbol: str | None, order_id, client_order_id, for_update: bool = False) -> Order:
+    if order_id is None and not client_order_id:
+        raise InvalidInput("Mandatory parameter 'orderId' or 'origClientOrderId' was not sent, was empty/null, or malformed.", code=-1102)
+    qs = Order.objects.filter(account=account)
+    if for_update:
+        qs = qs.select_for_update()
+    if symbol:
+        qs = qs.filter(symbol=str(symbol).strip().upper())
+    if order_id is not None:
+        try:
+            qs = qs.filter(pk=int(str(order_id)))
+        except ValueError:
+            raise InvalidInput(f"order_id must be an integer, got {order_id!r}.") from None
+    if client_order_id:
+        qs = qs.filter(client_order_id=client_order_id)
+    order = qs.first()
+    if order is None:
+        raise NotFound("Order does not exist.", details={"orderId": order_id, "clientOrderId": client_order_id})
+    return order
+
+
+def order_cancel(*, account: Account, actor_user, channel: str, symbol: str | None = None, order_id=None,
+                 client_order_id: str | None = None, actor_token=None, request_id: str = "") -> dict:
+    """Cancel one open order (Binance "Cancel order (TRADE)"): status CANCELED, its locked balance
+    back to free; canceling an OCO leg cancels the whole list. Identify it by ``order_id`` or
+    ``client_order_id`` (optionally with ``symbol``).
+
+    Returns the order (``order_as_dict``). Raises ``NotFound`` (-2013 "Order does not exist.") for
+    an unknown id, ``OrderRejected`` (-2011 "Unknown order sent.") for an order no longer open.
+    Audited as ``order.cancel``.
+    """
+    t0 = time.perf_counter()
+    params = {k: v for k, v in {"account_id": account.pk, "symbol": symbol, "order_id": order_id,
+                                "client_order_id": client_order_id}.items() if v is not None}
+
+    def audit(outcome, message, result):
+        audit_record(channel=channel, action="order.cancel", outcome=outcome, actor_user=actor_user, actor_token=actor_token,
+                     account=account, params=params, message=message, result=result,
+                     latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id)
+
+    try:
+        with transaction.atomic():
+            locked = Account.objects.select_for_update().get(pk=account.pk)
+            order = _find_order(locked, symbol=symbol, order_id=order_id, client_order_id=client_order_id, for_update=True)
+            if not order.is_open:
+                raise OrderRejected(f"{UNKNOWN_ORDER} Order {order.pk} is {order.status}, not open.", code=-2011,
+                                    details={"orderId": order.pk, "status": order.status})
+            order = venue_for(locked).cancel(account=locked, order=order)
+            data = order_as_dict(order)
+            audit(Outcome.OK, f"canceled order {order.pk} ({order.client_order_id})", data)
+            _publish(locked, data)
+    except TradingError as exc:
+        audit(Outcome.REJECTED, str(exc), exc.as_dict())
+        raise
+    return data
+
+
+def order_cancel_all(*, account: Account, actor_user, channel: str, symbol: str, actor_token=None, request_id: str = "") -> list[dict]:
+    """Cancel every open order of ``symbol`` (Binance "Cancel all open orders on a symbol").
+
+    Returns the canceled orders (empty list when none was open). Raises ``UnknownSymbol``.
+    Audited as ``order.cancel_all`` (one event).
+    """
+    t0 = time.perf_counter()
+    try:
+        sym = symbol_get(symbol)
+        out = []
+        with transaction.atomic():
+            locked = Account.objects.select_for_update().get(pk=account.pk)
+            venue = venue_for(locked)
+            for order in Order.objects.select_for_update().filter(account=locked, symbol=sym.symbol,
+                                                                  status__in=Order.OPEN_STATUSES).order_by("id"):
+                order.refresh_from_db()
+                if order.is_open:
+                    out.append(order_as_dict(venue.cancel(account=locked, order=order)))
+            audit_record(channel=channel, action="order.cancel_all", outcome=Outcome.OK, actor_user=actor_user,
+                         actor_token=actor_token, account=account, params={"account_id": account.pk, "symbol": symbol},
+                         message=f"canceled {len(out)} open {sym.symbol} orders", result={"orders": [o["orderId"] for o in out]},
+                         latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id)
+            for data in out:
+                _publish(locked, data)
+    except TradingError as exc:
+        audit_record(channel=channel, action="order.cancel_all", outcome=Outcome.REJECTED, actor_user=actor_user,
+                     actor_token=actor_token, account=account, params={"account_id": account.pk, "symbol": symbol},
+                     message=str(exc), result=exc.as_dict(), request_id=request_id)
+        raise
+    return out
+
+
+def order_cancel_replace(*, account: Account, actor_user, channel: str, symbol: str, side: str, order_type: str,
+                         cancel_order_id=None, cancel_client_order_id: str | None = None, actor_token=None,
+                         request_id: str = "", **new_order) -> dict:
+    """Cancel an open order, then place a new one (Binance "Cancel an Existing Order and Send a New
+    Order", ``cancelReplaceMode=STOP_ON_FAILURE``): if the cancel fails nothing is placed.
+
+    ``new_order``: ``order_place`` keywords (quantity, quote_order_qty, price, stop_price,
+    time_in_force, client_order_id). Returns ``{"cancelResult": "SUCCESS", "newOrderResult":
+    "SUCCESS", "cancelResponse": order, "newOrderResponse": order}``. Raises the cancel's error
+    unchanged; when the new order fails after the cancel, ``OrderRejected`` (-2021 "Order
+    cancel-replace partially failed.") whose details carry the cancel response and the new order's error.
+    """
+    canceled = order_cancel(account=account, actor_user=actor_user, channel=channel, symbol=symbol, order_id=cancel_order_id,
+                            client_order_id=cancel_client_order_id, actor_token=actor_token, request_id=request_id)
+    try:
+        placed = order_place(account=account, actor_user=actor_user, channel=channel, symbol=symbol, side=side,
+                             order_type=order_type, actor_token=actor_token, request_id=request_id, **new_order)
+    except TradingError as exc:
+        raise OrderRejected(f"Order cancel-replace partially failed: the order was canceled, the new order failed: {exc}",
+                            code=-2021, details={"cancelResult": "SUCCESS", "newOrderResult": "FAILURE",
+                                                 "cancelResponse": canceled, "newOrderResponse": exc.as_dict()}) from None
+    return {"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS", "cancelResponse": canceled, "newOrderResponse": placed.order}
+
+
+# --- OCO ---------------------------------------------------------------------------------------------
+
+def oco_place(*, account: Account, actor_user, channel: str, symbol: str, side: str, quantity, price, stop_price,
+              stop_limit_price=None, stop_limit_time_in_force: str | None = None, list_client_order_id: str | None = None,
+              actor_token=None, request_id: str = "") -> dict:
+    """Place an OCO order list (Binance "New OCO (TRADE)", ``POST /api/v3/order/oco``): a
+    LIMIT_MAKER at ``price`` and a STOP_LOSS (or STOP_LOSS_LIMIT at ``stop_limit_price``) at
+    ``stop_price``; when one leg fills or triggers the other EXPIRES. Prices must bracket the
+    market: SELL price > last > stopPrice, BUY price < last < stopPrice (else -1013 / -2010).
+    One lock backs both legs (the larger of their needs).
+
+    Returns ``{"orderListId", "contingencyType": "OCO", "listStatusType", "listOrderStatus",
+    "listClientOrderId", "symbol", "orders": [leg1, leg2]}``. Idempotent by
+    ``list_client_order_id``. Raises like ``order_place``.
+    """
+    from trading.selectors import order_list_as_dict
+
+    if list_client_order_id:
+        existing = OrderList.objects.filter(account=account, list_client_order_id=list_client_order_id).first()
+        if existing is not None:
+            return {**order_list_as_dict(existing), "duplicate": True}
+    list_id = list_client_order_id or f"tmcp-list-{uuid.uuid4().hex[:20]}"
+    if not CLIENT_ORDER_ID_RE.match(list_id):
+        raise InvalidInput(f"list_client_order_id must be 1-36 characters of letters, digits and . _ : / -, got {list_id!r}.")
+    side_n = str(side).strip().upper()
+    qty = parse_decimal(quantity, name="quantity")
+    px = parse_decimal(price, name="price")
+    sp = parse_decimal(stop_price, name="stop_price")
+    slp = _parse_optional(stop_limit_price, "stop_limit_price")
+    if side_n == OrderSide.SELL and not px > sp or side_n == OrderSide.BUY and not px < sp:
+        raise InvalidInput("Price relationship is invalid: a SELL OCO needs price > stopPrice, a BUY OCO price < stopPrice.", code=-1013)
+    buy = side_n == OrderSide.BUY
+    need = max(q8(px * qty), q8((slp or sp) * qty)) if buy else qty
+    if account.venue != Venue.PAPER:
+        return _oco_place_exchange(account=account, actor_user=actor_user, actor_token=actor_token, channel=channel,
+                                   symbol=symbol, side=side_n, qty=qty, px=px, sp=sp, slp=slp, list_id=list_id,
+                                   stop_limit_time_in_force=stop_limit_time_in_force, request_id=request_id)
+    try:
+        with transaction.atomic():
+            olist = OrderList.objects.create(account=account, list_client_order_id=list_id, symbol=str(symbol).strip().upper())
+            order_place(account=account, actor_user=actor_user, channel=channel, symbol=symbol, side=side_n,
+                        order_type=OrderType.LIMIT_MAKER, quantity=qty, price=px, client_order_id=f"{list_id[:30]}-lm",
+                        actor_token=actor_token, request_id=request_id, order_list_id=olist.pk, lock_amount=need,
+                        audit_action="order.oco")
+            stop_kw = ({"order_type": OrderType.STOP_LOSS_LIMIT, "price": slp, "time_in_force": stop_limit_time_in_force or "GTC"}
+                       if slp is not None else {"order_type": OrderType.STOP_LOSS})
+            order_place(account=account, actor_user=actor_user, channel=channel, symbol=symbol, side=side_n, quantity=qty,
+                        stop_price=sp, client_order_id=f"{list_id[:30]}-sl", actor_token=actor_token, request_id=request_id,
+                        order_list_id=olist.pk, lock_amount=Decimal("0"), audit_action="order.oco", **stop_kw)
+    except TradingError as exc:  # the whole list is rolled back; record the attempt outside it
+        audit_record(channel=channel, action="order.oco", outcome=Outcome.REJECTED, actor_user=actor_user,
+                     actor_token=actor_token, account=account,
+                     params={"symbol": symbol, "side": side, "quantity": quantity, "price": price, "stop_price": stop_price,
+                             "stop_limit_price": stop_limit_price, "list_client_order_id": list_client_order_id},
+                     message=f"OCO rejected, nothing booked: {exc}", result=exc.as_dict(), request_id=request_id)
+        raise
+    return order_list_as_dict(olist)
+
+
+def _oco_place_exchange(*, account: Account, actor_user, actor_token, channel: str, symbol: str, side: str, qty: Decimal,
+                        px: Decimal, sp: Decimal, slp: Decimal | None, list_id: str, stop_limit_time_in_force: str | None,
+                        request_id: str) -> dict:
+    """``oco_place`` on a testnet/live account: both legs validated against the symbol's filters
+    and the market, one risk check valuing the list at its larger leg, then one
+    ``POST /api/v3/orderList/oco`` (``BinanceVenue.submit_oco``) booked with the account row
+    locked. A refusal (ours or the exchange's) books nothing and is audited as ``order.oco``."""
+    from trading.selectors import order_list_as_dict
+    from trading.venues.binance import BinanceVenue
+
+    t0 = time.perf_counter()
+    params = {"account_id": account.pk, "symbol": symbol, "side": side, "quantity": str(qty), "price": str(px),
+              "stop_price": str(sp), "stop_limit_price": None if slp is None else str(slp), "list_client_order_id": list_id}
+
+    def audit(outcome, message, result=None, decision=None):
+        audit_record(channel=channel, action="order.oco", outcome=outcome, actor_user=actor_user, actor_token=actor_token,
+                     account=account, params=params, message=message, result=result, risk_decision=decision,
+                     latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id)
+
+    try:
+        stop_type, stop_tif = (OrderType.STOP_LOSS_LIMIT, stop_limit_time_in_force or "GTC") if slp is not None else (OrderType.STOP_LOSS, None)
+        legs = [
+            _validate(symbol=symbol, side=side, quantity=qty, quote_order_qty=None, order_type=OrderType.LIMIT_MAKER,
+                      price=px, stop_price=None, time_in_force=None, client_order_id=f"{list_id[:30]}-lm", channel=channel),
+            _validate(symbol=symbol, side=side, quantity=qty, quote_order_qty=None, order_type=stop_type, price=slp,
+                      stop_price=sp, time_in_force=stop_tif, client_order_id=f"{list_id[:30]}-sl", channel=channel),
+        ]
+        quote = quote_get(legs[0].symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
+        ref = reference_price(quote)
+        for leg in legs:
+            _validate_market(leg, ref)
+        with transaction.atomic():
+            locked = _lock_account_for_order(account, legs[0])
+            filters.check_max_num_orders(legs[0].symbol, open_orders=locked.open_orders + 1, open_algo_orders=0,
+                                         order_type=OrderType.LIMIT_MAKER)
+            value_at = max(px, slp or sp) if side == OrderSide.BUY else px
+            decision = risk_check(account=locked, symbol=legs[0].symbol.symbol, side=side, quantity=qty, price=value_at,
+                                  order_type=OrderType.LIMIT_MAKER, reference_price=ref, limits=_limits_of(locked))
+            if not decision.allowed:
+                raise RiskRejected(f"Order rejected by risk check: {decision.reason}.", details={"riskDecision": decision.as_dict()})
+            olist = BinanceVenue().submit_oco(account=locked, list_client_order_id=list_id, legs=legs)
+            data = order_list_as_dict(olist)
+            audit(Outcome.OK, f"OCO {side} {qty.normalize():f} {olist.symbol} placed on the exchange", data, decision.as_dict())
+            for leg in data["orders"]:
+                publish_account_event(locked.pk, "order", leg)
+    except TradingError as exc:
+        audit(Outcome.REJECTED, f"OCO rejected, nothing booked: {exc}", exc.as_dict(),
+              exc.details.get("riskDecision") if isinstance(getattr(exc, "details", None), dict) else None)
+        raise
+    return data
+
+
+# --- positions ---------------------------------------------------------------------------------------
+
+def position_close(*, account: Account, actor_user, channel: str, symbol: str, client_order_id: str | None = None,
+                   actor_token=None, request_id: str = "") -> PlaceResult:
+    """Close the account's position in ``symbol``: cancel its open orders (releasing locked base),
+    then MARKET SELL the free base quantity rounded down to the LOT_SIZE step.
+
+    Raises ``NotFound`` when there is nothing to sell, and whatever ``order_place`` raises (e.g.
+    ``FilterFailure`` MIN_NOTIONAL for dust below 10 USDT).
+    """
+    sym = symbol_get(symbol)
+    order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, actor_token=actor_token,
+                     request_id=request_id)
+    free = Balance.objects.filter(account=account, asset=sym.base_asset).values_list("free", flat=True).first() or Decimal("0")
+    qty = filters.round_step(free, filters.lot_step(sym, market=True))
+    if qty <= 0:
+        pos = Position.objects.filter(account=account, symbol=sym.symbol).first()
+        raise NotFound(f"No {sym.base_asset} to sell: the {sym.symbol} position is "
+                       f"{'empty' if pos is None else format(pos.quantity, 'f')} and free {sym.base_asset} is {format(free, 'f')}.")
+    return order_place(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, side=OrderSide.SELL,
+                       quantity=qty, order_type=OrderType.MARKET, client_order_id=client_order_id, actor_token=actor_token,
+                       request_id=request_id)

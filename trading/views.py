@@ -1,0 +1,242 @@
+"""Dashboard pages and their JSON endpoints (session login). Thin: parse the request, call
+``trading.dashboard`` / ``trading.services`` / ``risk.services``, answer. Errors are the services'
+typed errors as ``{"code", "msg", ...}`` with their HTTP status (4xx), and change nothing."""
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from marketdata.selectors import watched_symbols
+from risk.models import ALL_SCOPES, Channel
+from trading import dashboard, selectors, services
+from trading.errors import InvalidInput, TradingError
+
+
+def _error(exc: TradingError) -> JsonResponse:
+    return JsonResponse(exc.as_dict(), status=exc.http_status)
+
+
+def _json_body(request) -> dict:
+    if request.content_type == "application/json":
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            raise InvalidInput("The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise InvalidInput("The request body must be a JSON object.")
+        return body
+    return request.POST.dict()
+
+
+def _int_arg(value, name: str, default: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be an integer, got {value!r}.") from None
+
+
+# --- Pages -------------------------------------------------------------------------------------------
+
+@login_required
+@require_GET
+def dashboard_view(request):
+    """The overview: portfolio, balances, positions, orders, fills, risk, activity (live)."""
+    return render(request, "trading/dashboard.html", {"state": dashboard.overview_state(user=request.user), "page": "overview"})
+
+
+@login_required
+@require_GET
+def market_view(request, symbol: str | None = None):
+    """The market page of one symbol: chart, book, trades, order ticket."""
+    if symbol is None:
+        return redirect("market", symbol=watched_symbols()[0])
+    from marketdata.selectors import symbol_get
+
+    try:
+        sym = symbol_get(symbol)
+    except TradingError:
+        raise Http404(f"Unknown symbol {symbol!r}") from None
+    if sym.symbol != symbol:
+        return redirect("market", symbol=sym.symbol)
+    accounts = [{"id": a.pk, "name": a.name, "venue": a.venue}
+                for a in selectors.accounts_for_user(request.user, need="trade").order_by("id")]
+    context = {
+        "page": "market",
+        "market": {
+            "symbol": sym.symbol, "baseAsset": sym.base_asset, "quoteAsset": sym.quote_asset,
+            "intervals": list(dashboard.CHART_INTERVALS), "accounts": accounts, "symbols": watched_symbols(),
+            "tickSize": format(sym.tick_size.normalize(), "f"), "stepSize": format(sym.step_size.normalize(), "f"),
+            "minNotional": format(sym.min_notional.normalize(), "f"),
+        },
+    }
+    return render(request, "trading/market.html", context)
+
+
+@login_required
+def tokens_view(request):
+    """Agent tokens: list, create (the plain token is shown once, in this answer only), revoke;
+    and the MCP client configuration to paste."""
+    created, error = None, None
+    if request.method == "POST":
+        try:
+            days = _int_arg(request.POST.get("expires_days"), "expires_days", 0) or None
+            account_ids = [_int_arg(a, "account", 0) for a in request.POST.getlist("accounts") if a]
+            symbols = [s for s in request.POST.get("symbols", "").replace(",", " ").split() if s]
+            token, key = dashboard.token_create(user=request.user, name=request.POST.get("name", ""),
+                                                scopes=request.POST.getlist("scopes"), expires_days=days,
+                                                account_ids=account_ids, symbols=symbols,
+                                                confirm_orders=request.POST.get("confirm_orders") in ("1", "on", "true"))
+            created = {"token": dashboard.token_as_dict(token), "key": key}
+        except TradingError as exc:
+            error = exc.msg
+    mcp_url = request.build_absolute_uri("/mcp")
+    config = dashboard.mcp_client_config(mcp_url=mcp_url, token=created["key"] if created else "tmcp_YOUR_TOKEN")
+    context = {
+        "page": "tokens", "tokens": dashboard.tokens_list(user=request.user), "scopes": ALL_SCOPES, "created": created,
+        "error": error, "accounts": list(selectors.accounts_for_user(request.user).order_by("id")),
+        "config_json": json.dumps(config, indent=2), "mcp_url": mcp_url,
+        "claude_code_cmd": (f"claude mcp add --transport http tradingmcp {mcp_url} --header "
+                            f"\"Authorization: Bearer {created['key'] if created else 'tmcp_YOUR_TOKEN'}\""),
+    }
+    return render(request, "trading/tokens.html", context, status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def token_revoke_view(request, token_id: int):
+    """Revoke one of your tokens (404 for anyone else's), back to the tokens page."""
+    try:
+        dashboard.token_revoke(user=request.user, token_id=token_id)
+    except TradingError as exc:
+        return _error(exc)
+    return redirect(reverse("tokens") + "?revoked=1")
+
+
+# --- JSON endpoints ----------------------------------------------------------------------------------
+
+@login_required
+@require_GET
+def dashboard_state(request):
+    """What the overview shows (``trading.dashboard.overview_state``); refetched after a reconnect."""
+    return JsonResponse(dashboard.overview_state(user=request.user))
+
+
+@login_required
+@require_GET
+def chart_json(request, symbol: str):
+    """Candles + indicator series: ``?interval=1m|5m|15m|1h|4h|1d&limit=50..1000``."""
+    try:
+        data = dashboard.chart_data(symbol=symbol, interval=request.GET.get("interval", "1m"),
+                                    limit=_int_arg(request.GET.get("limit"), "limit", 500))
+    except TradingError as exc:
+        return _error(exc)
+    return JsonResponse(data)
+
+
+@login_required
+@require_GET
+def market_json(request, symbol: str):
+    """Order book (20 levels a side) and recent trades of ``symbol``."""
+    try:
+        return JsonResponse(dashboard.market_snapshot(symbol=symbol))
+    except TradingError as exc:
+        return _error(exc)
+
+
+@login_required
+@require_POST
+def order_create(request):
+    """The order ticket: ``account_id, symbol, side, type, quantity | quote_order_qty, price,
+    stop_price, time_in_force, client_order_id`` → ``trading.services.order_place`` with channel
+    ``dashboard`` (the same validation, risk check and audit as MCP). 201 with the order; 4xx with
+    ``{"code", "msg", "order"?, "riskDecision"?}`` (a risk rejection books a REJECTED order)."""
+    try:
+        body = _json_body(request)
+        account = selectors.account_get(user=request.user, account_id=body.get("account_id") or None, need="trade")
+        result = services.order_place(
+            account=account, actor_user=request.user, channel=Channel.DASHBOARD,
+            symbol=str(body.get("symbol", "")), side=str(body.get("side", "")).upper(),
+            order_type=str(body.get("type") or "MARKET").upper(),
+            quantity=body.get("quantity") or None, quote_order_qty=body.get("quote_order_qty") or None,
+            price=body.get("price") or None, stop_price=body.get("stop_price") or None,
+            time_in_force=body.get("time_in_force") or None, client_order_id=body.get("client_order_id") or None,
+        )
+    except TradingError as exc:
+        return _error(exc)
+    return JsonResponse({**result.order, "duplicate": result.duplicate}, status=200 if result.duplicate else 201)
+
+
+@login_required
+@require_POST
+def order_cancel(request, account_id: int, order_id: int):
+    """Cancel one open order of an account you may trade."""
+    try:
+        account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
+        return JsonResponse(services.order_cancel(account=account, actor_user=request.user, channel=Channel.DASHBOARD,
+                                                  order_id=order_id))
+    except TradingError as exc:
+        return _error(exc)
+
+
+@login_required
+@require_POST
+def account_halt(request, account_id: int):
+    """The kill switch: ``risk.services.account_halt`` (HALTED at once, open orders canceled)."""
+    from risk.services import account_halt as halt
+
+    try:
+        account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
+        result = halt(account=account, actor_user=request.user, channel=Channel.DASHBOARD,
+                      reason=f"kill switch by {request.user.get_username()} (dashboard)")
+    except TradingError as exc:
+        return _error(exc)
+    return JsonResponse({"state": result["state"], "canceled": [o["orderId"] for o in result["canceled"]],
+                         "risk": dashboard.risk_panel(account=account)})
+
+
+@login_required
+@require_POST
+def account_resume(request, account_id: int):
+    """Resume trading (``risk.services.account_set_state`` ACTIVE)."""
+    from risk.services import account_set_state
+
+    try:
+        account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
+        account_set_state(account=account, actor_user=request.user, channel=Channel.DASHBOARD, state="ACTIVE",
+                          reason=f"resumed by {request.user.get_username()} (dashboard)")
+    except TradingError as exc:
+        return _error(exc)
+    return JsonResponse({"state": "ACTIVE", "risk": dashboard.risk_panel(account=account)})
+
+
+
+@login_required
+@require_POST
+def approval_decide(request, approval_id: int, decision: str):
+    """Confirm mode: a person approves or rejects an order a confirm-mode token is holding
+    (``trading.approvals.order_approve`` / ``order_reject``, channel ``dashboard``; body
+    ``{"note": ""}``, at most 500 characters kept). The same rules as ``POST /api/approvals/<id>/...``:
+    the owner or a trader grantee decides; a viewer or another user gets 404; no longer pending → 400.
+
+    Answers ``{"approval", "order" (the order placed on approval, or null), "error" ({code, msg,
+    riskDecision?} when the risk check or the venue refused the order at approval time, else null)}``."""
+    from trading import approvals
+
+    try:
+        body = _json_body(request)
+        note = str(body.get("note") or "")[:500]
+        if decision == "approve":
+            out = approvals.order_approve(user=request.user, approval_id=approval_id, channel=Channel.DASHBOARD, note=note)
+        else:
+            out = {"approval": approvals.order_reject(user=request.user, approval_id=approval_id, channel=Channel.DASHBOARD,
+                                                      note=note), "order": None, "error": None}
+    except TradingError as exc:
+        return _error(exc)
+    return JsonResponse(out)
