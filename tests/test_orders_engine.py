@@ -165,6 +165,7 @@ def test_resting_limit_fills_on_trades_through_its_price_as_maker(quotes, trader
     user, account, _ = trader
     account.maker_fee_rate = Decimal("0.0005")
     account.save()
+    fund(account, "USDT", "100000")  # 3x a recorded print may cost more than the default 10,000
     price = book(replay).bids[0][0] - TICK  # rests: one tick under the best bid
     through = future_trade(replay, lambda p: p < price)
     qty = (through.qty * 3).quantize(STEP)
@@ -184,7 +185,7 @@ def test_resting_limit_fills_on_trades_through_its_price_as_maker(quotes, trader
     paper.paper_match("BTCUSDT", book={"b": str(price - TICK), "B": "1", "a": str(price), "A": "100"})
     o.refresh_from_db()
     assert o.status == "FILLED" and o.executed_qty == qty and o.locked_amount == 0
-    assert bal(account, "USDT") == (Decimal("10000") - q8(price * qty), 0)
+    assert bal(account, "USDT") == (Decimal("100000") - q8(price * qty), 0)
     assert sum(f.qty - f.commission for f in o.fills.all()) == bal(account, "BTC")[0]
 
 
