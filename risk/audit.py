@@ -7,6 +7,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from project import fastsql
 from risk.models import AuditEvent
 
 
@@ -63,7 +64,7 @@ def audit_record(
 
     The event is also pushed to the account's dashboard group after the transaction commits.
     """
-    event = AuditEvent.objects.create(
+    event = AuditEvent(
         channel=channel,
         action=action,
         outcome=outcome,
@@ -77,6 +78,7 @@ def audit_record(
         latency_ms=latency_ms,
         request_id=request_id,
     )
+    fastsql.insert([event])  # an INSERT (append-only), SQL built once: this runs on every order
     from trading.events import publish_account_event, publish_user_event
 
     if account is not None:

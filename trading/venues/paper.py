@@ -36,10 +36,11 @@ import logging
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from project import fastsql
 from trading.filters import lot_step, round_step
 from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.venues.base import Execution, MarketView, OrderRequest, VenueBase
@@ -177,7 +178,7 @@ class Ledger:
     def __init__(self, account, base_asset: str, quote_asset: str):
         self.account = account
         self.base_asset, self.quote_asset = base_asset, quote_asset
-        rows = {b.asset: b for b in Balance.objects.select_for_update().filter(account=account, asset__in=[base_asset, quote_asset])}
+        rows = {b.asset: b for b in _locked_rows(Balance, "asset", account, [base_asset, quote_asset])}
         self.rows = {a: rows.get(a) or Balance(account=account, asset=a) for a in (base_asset, quote_asset)}
         self._positions: dict[str, Position] = {}
         self.pending_fills: list[Fill] = []
@@ -189,8 +190,8 @@ class Ledger:
         """The account's position row in ``symbol``, locked (an unsaved zero row if none yet)."""
         pos = self._positions.get(symbol)
         if pos is None:
-            pos = (Position.objects.select_for_update().filter(account=self.account, symbol=symbol).first()
-                   or Position(account=self.account, symbol=symbol))
+            rows = _locked_rows(Position, "symbol", self.account, [symbol])
+            pos = rows[0] if rows else Position(account=self.account, symbol=symbol)
             self._positions[symbol] = pos
         return pos
 
@@ -217,19 +218,48 @@ class Ledger:
         stored = [row for row in self.rows.values() if row.pk is not None]
         for row in stored:
             row.updated_at = now
-        if stored:
-            Balance.objects.bulk_update(stored, ["free", "locked", "updated_at"])
-        for row in self.rows.values():
-            if row.pk is None:
-                row.save()
+        fastsql.update(stored, ["free", "locked", "updated_at"])
+        fastsql.insert([row for row in self.rows.values() if row.pk is None])
         for pos in self._positions.values():
-            pos.save()
+            if pos.pk is None:
+                fastsql.insert([pos])
+            else:
+                fastsql.update([pos], _POSITION_FIELDS)
         fills, self.pending_fills = self.pending_fills, []
         if fills:
             for f in fills:
                 f.order_id = f.order.pk
-            fills = Fill.objects.bulk_create(fills)
+            fastsql.insert(fills)
         return fills
+
+
+_POSITION_FIELDS = ["quantity", "avg_entry_price", "realized_pnl", "updated_at"]
+
+
+def _locked_rows(model, key: str, account, keys: list[str]) -> list:
+    """The rows of ``model`` (Balance or Position) of ``account`` whose ``key`` column is in
+    ``keys``, locked FOR UPDATE (PostgreSQL), in key order; SQL built once (``project.fastsql``)."""
+    sql_key = (model, key, len(keys), connection.vendor)
+    sql = _ROWS_SQL.get(sql_key)
+    if sql is None:
+        qn = fastsql.qn
+        sql = _ROWS_SQL[sql_key] = (
+            f"SELECT {fastsql.columns(model, 't')} FROM {qn(model._meta.db_table)} t "
+            f"WHERE t.{qn('account_id')} = %s AND t.{qn(key)} IN ({', '.join(['%s'] * len(keys))}) "
+            f"ORDER BY t.{qn(key)}{fastsql.for_update()}"
+        )
+    with connection.cursor() as cur:
+        cur.execute(sql, [account.pk, *keys])
+        rows = cur.fetchall()
+    out = []
+    for row in rows:
+        obj = fastsql.from_row(model, row)
+        model.account.field.set_cached_value(obj, account)
+        out.append(obj)
+    return out
+
+
+_ROWS_SQL: dict[tuple, str] = {}
 
 
 def apply_fill(ledger: Ledger, order: Order, *, price: Decimal, qty: Decimal, is_maker: bool) -> Fill:
@@ -338,7 +368,7 @@ class PaperVenue(VenueBase):
         result = self._submit(ledger, order, request, market, sym)
         if result is not None:
             return result
-        order.save()
+        fastsql.insert([order])
         fills = ledger.save()
         return Execution(order=order, fills=fills, balances=list(ledger.rows.values()))
 
