@@ -13,7 +13,10 @@ Keys (all under ``settings.REDIS_KEY_PREFIX``):
 """
 from __future__ import annotations
 
+import contextvars
 import socket
+from collections.abc import Callable
+from contextlib import contextmanager
 from functools import lru_cache
 
 import orjson
@@ -111,3 +114,56 @@ def streams_wanted_key() -> str:
 
 def streams_version_key() -> str:
     return f"{settings.REDIS_KEY_PREFIX}md:streams:version"
+
+
+# --- read-ahead: cache keys a request will read, fetched with its token check ---------------------
+#
+# A read tool registers which cache keys a call will read (``read_ahead_register``). The MCP
+# endpoints (``project.mcp_endpoint``, ``project.mcp_ws``) fetch those keys in the same pipelined
+# Redis round trip as the token check and rate-limit count, and run the call inside
+# ``read_ahead(values)``; ``mget_async`` then answers from those values instead of a second round
+# trip. The values are the same reads, made microseconds earlier, within the same request; nothing
+# outlives the request (the context is reset when it ends). A key that was not read ahead (or a
+# call outside any read-ahead) goes to Redis as before.
+
+_READ_AHEAD_TOOLS: dict[str, Callable[[dict], list[str]]] = {}
+_read_ahead_values: contextvars.ContextVar[dict | None] = contextvars.ContextVar("md_read_ahead", default=None)
+
+
+def read_ahead_register(tool: str, keys: Callable[[dict], list[str]]) -> None:
+    """Declare that MCP tool ``tool`` reads ``keys(arguments)`` (full Redis key names). ``keys`` must
+    not raise for any argument shape: it returns [] when it cannot tell."""
+    _READ_AHEAD_TOOLS[tool] = keys
+
+
+def read_ahead_keys(method: str, params) -> list[str]:
+    """The cache keys a JSON-RPC request (``method``, ``params``) will read, [] if unknown."""
+    if method != "tools/call" or not isinstance(params, dict):
+        return []
+    keys_fn = _READ_AHEAD_TOOLS.get(params.get("name"))
+    args = params.get("arguments")
+    if keys_fn is None or not isinstance(args, dict):
+        return []
+    try:
+        return list(keys_fn(args))
+    except Exception:  # noqa: BLE001 - a bad argument is the tool's to report, not the read-ahead's
+        return []
+
+
+@contextmanager
+def read_ahead(values: dict[str, bytes | None] | None):
+    """Within the block, ``mget_async`` answers keys in ``values`` (key -> raw value or None)."""
+    token = _read_ahead_values.set(values or None)
+    try:
+        yield
+    finally:
+        _read_ahead_values.reset(token)
+
+
+async def mget_async(*keys: str) -> list[bytes | None]:
+    """MGET ``keys`` on the shared asyncio client, or from the current request's read-ahead when
+    it holds every one of them. Raises ``redis.RedisError`` as MGET does."""
+    ahead = _read_ahead_values.get()
+    if ahead is not None and all(k in ahead for k in keys):
+        return [ahead[k] for k in keys]
+    return await async_redis_shared().mget(*keys)

@@ -11,9 +11,20 @@ from typing import Optional, Union
 
 from mcp_server import MCPToolset
 
-from marketdata import selectors, services
+from marketdata import cache, selectors, services
 from risk.mcp_guard import current_call, guarded_tool
 from risk.models import Scope
+
+
+def _ticker_read_ahead(args: dict) -> list[str]:
+    """get_ticker reads the quote keys of its symbol: fetched with the token check (cache.read_ahead)."""
+    symbol = args.get("symbol")
+    if not isinstance(symbol, str) or not symbol.strip().isalnum() or len(symbol) > 32:
+        return []
+    return list(selectors.quote_keys(symbol.strip().upper()))
+
+
+cache.read_ahead_register("get_ticker", _ticker_read_ahead)
 
 
 class MarketDataTools(MCPToolset):

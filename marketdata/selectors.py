@@ -150,11 +150,17 @@ def _cache_unreachable(symbol: str, exc: Exception) -> MarketDataUnavailable:
                                  f"({type(exc).__name__}); nothing was changed, retry in a few seconds.")
 
 
+def quote_keys(symbol: str) -> tuple[str, str]:
+    """The cache keys a quote of ``symbol`` is read from: (bookTicker, 1m kline)."""
+    return cache.book_key(symbol), cache.kline_key(symbol, "1m")
+
+
 async def quote_get_async(symbol: str, *, max_age_s: float | None = None) -> Quote:
     """``quote_get`` for async callers: one MGET on the event loop's shared asyncio Redis client
-    (``cache.async_redis_shared``), no thread. Same arguments, result and errors as ``quote_get``."""
+    (``cache.async_redis_shared``), no thread, or none when the MCP endpoint read the keys ahead
+    with the token check (``cache.read_ahead``). Same arguments, result and errors as ``quote_get``."""
     try:
-        raw_book, raw_kline = await cache.async_redis_shared().mget(cache.book_key(symbol), cache.kline_key(symbol, "1m"))
+        raw_book, raw_kline = await cache.mget_async(*quote_keys(symbol))
     except RedisError as exc:
         raise _cache_unreachable(symbol, exc) from None
     return _quote_from_cache(symbol, raw_book, raw_kline, max_age_s)

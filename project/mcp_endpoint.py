@@ -7,7 +7,8 @@ module replaces is only the per-request transport that cost ~10 ms a call (PERFO
 an ``async_to_sync`` hop, a new SDK session manager per request, DRF dispatch and a DB query for
 the token. Here one request is: parse (orjson) → check headers as the SDK's
 ``StreamableHTTPServerTransport`` does → token from the Redis cache, with the per-token rate-limit
-count in the same pipelined round trip → the low-level server's own request handler (tools run as
+count (and the cache keys the call will read, ``marketdata.cache.read_ahead``) in the same pipelined
+round trip → the low-level server's own request handler (tools run as
 ``risk.mcp_guard.install_dispatch`` says: async tools on this event loop, sync ones in a worker
 pool) → one JSON response.
 
@@ -33,6 +34,8 @@ from mcp.types import LATEST_PROTOCOL_VERSION
 from mcp_server.djangomcp import django_request_ctx, global_mcp_server
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+
+from marketdata.cache import read_ahead, read_ahead_keys
 
 log = logging.getLogger(__name__)
 
@@ -126,24 +129,43 @@ async def authenticate_and_count(headers: dict[bytes, bytes], *, count: bool = T
     to Redis in one pipeline (one round trip); otherwise the count follows the lookup. Raises
     ``RedisError`` when the token cache is unreachable.
     """
+    identity, retry_after, _ = await authenticate_count_and_read(headers, count=count)
+    return identity, retry_after
+
+
+async def authenticate_count_and_read(headers: dict[bytes, bytes], *, count: bool = True,
+                                      read_ahead: list[str] | tuple = ()) -> tuple[Identity | None, int, dict]:
+    """``authenticate_and_count`` that also reads the cache keys ``read_ahead`` (what the call will
+    read, ``marketdata.cache.read_ahead_keys``) in the same pipelined round trip when the token is
+    known to this process. Returns ``(identity or None, retry_after, {key: raw value or None})``;
+    the dict is empty when nothing was read ahead (first call of a token, no rate limit, no keys).
+    Run the call inside ``marketdata.cache.read_ahead(values)`` to use them.
+    """
     from marketdata.cache import async_redis_shared
     from risk import ratelimit
 
     key = _bearer_key(headers)
     if key is None:
-        return None, 0
+        return None, 0, {}
     key_hash = hashlib.sha256(key.encode()).hexdigest()
     redis = async_redis_shared()
     memo = _memo.get(key_hash)
     counted = None
+    values: dict = {}
     if count and memo is not None and ratelimit.limit_for(memo[2]):
         rl_key, retry = ratelimit._key(memo[2].pk, time.time())
         async with redis.pipeline(transaction=False) as pipe:
-            cached, counted, _ = await pipe.get(token_cache_key(key_hash)).incr(rl_key).expire(rl_key, 61).execute()
+            pipe.get(token_cache_key(key_hash)).incr(rl_key).expire(rl_key, 61)
+            if read_ahead:
+                pipe.mget(*read_ahead)
+            out = await pipe.execute()
+        cached, counted = out[0], out[1]
+        if read_ahead:
+            values = dict(zip(read_ahead, out[3]))
     else:
         cached = await redis.get(token_cache_key(key_hash))
     if cached == b"-":
-        return None, 0
+        return None, 0, {}
     if cached is None:
         from risk.mcp_guard import run_sync
 
@@ -151,17 +173,29 @@ async def authenticate_and_count(headers: dict[bytes, bytes], *, count: bool = T
         cached = orjson.dumps(loaded) if loaded else b"-"
         await redis.set(token_cache_key(key_hash), cached, ex=TOKEN_CACHE_TTL_S if loaded else 10)
         if loaded is None:
-            return None, 0
+            return None, 0, {}
     identity = _identity_from_cache(key_hash, cached)
     if identity is None or not count:
-        return identity, 0
+        return identity, 0, values
     if counted is not None and identity.auth.rate_limit_per_minute == memo[2].rate_limit_per_minute:
         limit = ratelimit.limit_for(identity.auth)
-        return identity, (0 if not limit or counted <= limit else max(1, retry))
-    return identity, await ratelimit.check_async(identity.auth)
+        return identity, (0 if not limit or counted <= limit else max(1, retry)), values
+    return identity, await ratelimit.check_async(identity.auth), values
 
 
 # --- ASGI plumbing -------------------------------------------------------------------------------
+
+def _read_ahead_keys(body: bytes) -> list[str]:
+    """The cache keys the JSON-RPC request in ``body`` will read (``marketdata.cache.read_ahead_keys``),
+    [] when the body does not parse (its error is answered after authentication, as before)."""
+    if not body or body == b"\x00too-large":
+        return []
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    return read_ahead_keys(raw.get("method"), raw.get("params")) if isinstance(raw, dict) else []
+
 
 async def _read_body(receive) -> bytes | None:
     chunks, size = [], 0
@@ -212,8 +246,11 @@ class MCPEndpoint:
             # Stateless mode keeps no server-to-client stream and no session to delete.
             await _send(send, 405, _error("Method Not Allowed"), [(b"allow", b"POST")])
             return
+        body = await _read_body(receive)
+        if body is None:
+            return
         try:
-            identity, retry_after = await authenticate_and_count(headers)
+            identity, retry_after, ahead = await authenticate_count_and_read(headers, read_ahead=_read_ahead_keys(body))
         except RedisError as exc:  # Redis down or restarting: a clear, retryable answer, nothing changed
             log.warning("MCP: token cache unreachable (%s: %s)", type(exc).__name__, exc)
             await _send(send, 503, _error("Service Unavailable: the token cache (Redis) is unreachable; nothing was "
@@ -233,9 +270,6 @@ class MCPEndpoint:
         content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip()
         if content_type != "application/json":
             await _send(send, 415, _error("Unsupported Media Type: Content-Type must be application/json"))
-            return
-        body = await _read_body(receive)
-        if body is None:
             return
         if body == b"\x00too-large":
             await _send(send, 413, _error(f"Payload Too Large: at most {MAX_BODY_BYTES} bytes"))
@@ -262,7 +296,8 @@ class MCPEndpoint:
             await _send(send, 202)  # notifications and responses: accepted, nothing to answer
             return
         identity.META = {"REMOTE_ADDR": (scope.get("client") or ("", 0))[0]}
-        response = await self.handle_request(root, identity)
+        with read_ahead(ahead):
+            response = await self.handle_request(root, identity)
         await _send(send, 200, orjson.dumps(response))
 
     async def handle_request(self, root: types.JSONRPCRequest, identity: Identity) -> dict:

@@ -60,7 +60,8 @@ from mcp import types
 from pydantic import ValidationError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_and_count
+from marketdata.cache import read_ahead, read_ahead_keys
+from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_count_and_read
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +372,9 @@ class Connection:
         if root.method == "authenticate":
             self._reply({"jsonrpc": "2.0", "id": root.id, "result": self._auth_info()})
             return
-        # The token re-check and the rate-limit count: one Redis pipeline (``authenticate_and_count``).
-        identity, retry_after = await authenticate_and_count(self.auth_header)
+        # The token re-check, the rate-limit count and the keys the call reads: one Redis pipeline.
+        identity, retry_after, ahead = await authenticate_count_and_read(
+            self.auth_header, read_ahead=read_ahead_keys(root.method, root.params))
         if identity is None:
             self._reply(_response_error(root.id, CLOSE_UNAUTHORIZED, "This token was revoked or has expired."))
             await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token revoked or expired.")
@@ -384,7 +386,8 @@ class Connection:
         identity.META = self.identity.META
         if root.method == "resources/subscribe" or root.method == "resources/unsubscribe":
             root = self._resource_subscription_as_tool_call(root)
-        response = await self.endpoint.handle_request(root, identity)
+        with read_ahead(ahead):
+            response = await self.endpoint.handle_request(root, identity)
         await self._after(root, response)
         self._reply(response)
 

@@ -292,3 +292,47 @@ def test_concurrent_async_calls_are_each_audited_once(endpoint, quotes, reader):
     assert len(events) == n and len({e.request_id for e in events}) == n
     assert sorted(e.outcome for e in events).count(Outcome.REJECTED) == n // 3
     assert {e.params["symbol"] for e in events if e.outcome == Outcome.OK} == {"BTCUSDT", "ETHUSDT"}
+
+
+def test_get_ticker_reads_its_quote_with_the_token_check_and_never_a_stale_one(endpoint, quotes, reader, monkeypatch):
+    """Once the token is known to the process, get_ticker's quote keys ride in the token-check
+    pipeline (``cache.read_ahead``): the tool makes no MGET of its own. Each call reads afresh: a
+    quote rewritten between two calls is what the second call answers, and a call outside an
+    endpoint request (no read-ahead) still reads Redis."""
+    from marketdata import cache
+
+    _, token = reader
+    mgets = []
+    real_shared = cache.async_redis_shared
+
+    class Counting:
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        async def mget(self, *keys):
+            mgets.append(keys)
+            return await self._client.mget(*keys)
+
+    monkeypatch.setattr(cache, "async_redis_shared", lambda: Counting(real_shared()))
+    book_key = cache.book_key("BTCUSDT")
+
+    async def scenario():
+        first = await _post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"})  # token not yet memoized
+        before = len(mgets)
+        second = await _post(endpoint, token, "get_ticker", {"symbol": "btcusdt"})
+        after_second = len(mgets)
+        book = cache.loads(cache.get_redis().get(book_key))
+        cache.get_redis().set(book_key, cache.dumps({**book, "bidPrice": "1234.50000000"}))
+        third = await _post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"})
+        direct = await selectors.quote_get_async("BTCUSDT")  # outside any request: a real MGET
+        return first, second, third, before, after_second, direct
+
+    first, second, third, before, after_second, direct = run_on_loop(scenario)
+    assert not first[0] and not second[0] and not third[0]
+    assert before == 1 and after_second == before, mgets  # the second call made no MGET of its own
+    assert second[1]["bidPrice"] == first[1]["bidPrice"] == quotes["BTCUSDT"]["bidPrice"]
+    assert third[1]["bidPrice"] == "1234.50000000"  # read in this request, not reused from the last
+    assert len(mgets) == 2 and str(direct.bid_price) == "1234.50000000"
