@@ -119,7 +119,9 @@ def test_agents_viewers_and_strangers_cannot_decide(confirm, make_user):
         assert resp.status_code == 403 and "not by an agent token" in resp.json()["msg"]
     viewer, stranger = make_user("vera"), make_user("mallory")
     AccountGrant.objects.create(account=account, user=viewer, role="viewer")
-    assert session(viewer).post(url, {}, format="json").status_code == 404
+    refused = session(viewer).post(url, {}, format="json")  # a viewer sees it, so it is forbidden, not missing
+    assert refused.status_code == 403 and "may only view" in refused.json()["msg"]
+    assert session(viewer).post(url.replace("/approve/", "/reject/"), {}, format="json").status_code == 403
     assert session(stranger).post(url, {}, format="json").status_code == 404
     assert session(stranger).get(f"/api/approvals/?account_id={account.pk}").status_code == 404
     assert OrderApproval.objects.get().status == "PENDING_APPROVAL" and not Order.objects.exists()

@@ -151,8 +151,9 @@ def _publish(approval: OrderApproval, data: dict) -> None:
 
 def approval_get(*, user, approval_id, need: str = "trade") -> OrderApproval:
     """The approval ``approval_id`` on an account ``user`` may use (``need``: "trade" to decide,
-    "read" to see); staff with the ``risk.change_orderapproval`` permission may use any. Raises ``NotFound`` (also for other users' approvals), ``InvalidInput`` for a
-    non-integer id."""
+    "read" to see); staff with the ``risk.change_orderapproval`` permission may use any. Raises ``NotFound`` (also for other users' approvals),
+    ``PermissionDenied`` when ``user`` may see the account but ``need`` is more (a viewer deciding),
+    ``InvalidInput`` for a non-integer id."""
     from trading.selectors import accounts_for_user
 
     try:
@@ -164,6 +165,8 @@ def approval_get(*, user, approval_id, need: str = "trade") -> OrderApproval:
         qs = qs.filter(account__in=accounts_for_user(user, need=need))
     approval = qs.first()
     if approval is None:
+        if need != "read" and OrderApproval.objects.filter(pk=pk, account__in=accounts_for_user(user, need="read")).exists():
+            raise PermissionDenied(f"Approval {pk} is on an account you may only view: its owner or a trader decides it.")
         raise NotFound(f"Approval {pk} not found among your accounts.")
     return approval
 
