@@ -43,27 +43,77 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
     Raises ``NotFound`` for an id the user may not use (or that does not exist; we do not say
     which) and when the user has no account at all; ``PermissionDenied`` when the user may read but
     not trade it; ``InvalidInput`` for a non-integer id.
+
+    One statement with SQL built once (``project.fastsql``; every MCP trading call resolves its
+    account here): the account row with whether the user may read and trade it and whether the
+    token's account restriction admits it. The same rules as ``accounts_for_user``.
     """
-    if need == "trade" and account_id is not None:
-        readable = account_get(user=user, account_id=account_id, need="read", token=token)
-        if not accounts_for_user(user, need="trade", token=token).filter(pk=readable.pk).exists():
-            raise PermissionDenied(f"You may view account {readable.pk} but not trade on it (viewer grant).")
-        return readable
-    qs = accounts_for_user(user, need=need, token=token)
-    if account_id is None:
-        account = qs.order_by("id").first()
-        if account is None:
-            raise NotFound("You have no trading account yet: create one in the dashboard or ask an admin.")
-        return account
-    if isinstance(account_id, bool) or not isinstance(account_id, int):
+    if account_id is not None and (isinstance(account_id, bool) or not isinstance(account_id, int)):
         try:
             account_id = int(str(account_id))
         except ValueError:
             raise InvalidInput(f"account_id must be an integer, got {account_id!r}.") from None
-    account = qs.filter(pk=account_id).first()
-    if account is None:
+    if account_id is not None and not 0 < account_id < 2**63:  # no such primary key (and no SQL overflow)
         raise NotFound(f"Account {account_id} not found among your accounts.")
-    return account
+    if not getattr(user, "is_authenticated", False):
+        raise NotFound("You have no trading account yet: create one in the dashboard or ask an admin."
+                       if account_id is None else f"Account {account_id} not found among your accounts.")
+    row = _account_row(user.pk, getattr(token, "pk", None), account_id, need)
+    if account_id is None:
+        if row is None:
+            raise NotFound("You have no trading account yet: create one in the dashboard or ask an admin.")
+        return row[0]
+    if row is None or not row[1]:
+        raise NotFound(f"Account {account_id} not found among your accounts.")
+    if need == "trade" and not row[2]:
+        raise PermissionDenied(f"You may view account {account_id} but not trade on it (viewer grant).")
+    return row[0]
+
+
+_ACCOUNT_SQL: dict[tuple, str] = {}
+
+
+def _account_row(user_id: int, token_id: int | None, account_id: int | None, need: str):
+    """(account, may_read, may_trade) of ``account_id`` (readability includes the token's
+    restriction), or of the user's first account usable for ``need`` when ``account_id`` is None;
+    None when there is no such row."""
+    from django.db import connection
+
+    from project import fastsql
+    from risk.models import AccountGrant, AgentToken
+
+    first = account_id is None
+    key = (first, need if first else "", connection.vendor)
+    sql = _ACCOUNT_SQL.get(key)
+    if sql is None:
+        qn = fastsql.qn
+        g = qn(AccountGrant._meta.db_table)
+        through = AgentToken.accounts.through._meta
+        t = qn(through.db_table)
+        tok_col, acc_col = qn(through.get_field("agenttoken").column), qn(through.get_field("account").column)
+
+        def granted(roles):
+            return (f"EXISTS (SELECT 1 FROM {g} g WHERE g.{qn('account_id')} = a.{qn('id')} AND g.{qn('user_id')} = %(user)s "
+                    f"AND g.{qn('role')} IN ({', '.join(repr(r) for r in roles)}))")
+        owner = f"a.{qn('owner_id')} = %(user)s"
+        token_ok = (f"(%(token)s IS NULL OR NOT EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = %(token)s) "
+                    f"OR EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = %(token)s AND t.{acc_col} = a.{qn('id')}))")
+        may_read = f"(({owner} OR {granted(['trader', 'viewer'])}) AND {token_ok})"
+        may_trade = f"({owner} OR {granted(['trader'])})"
+        cols = f"SELECT {fastsql.columns(Account, 'a')}, {may_read}, {may_trade} FROM {qn(Account._meta.db_table)} a"
+        if first:
+            usable = may_trade if need == "trade" else may_read
+            sql = f"{cols} WHERE {usable} AND {token_ok} ORDER BY a.{qn('id')} LIMIT 1"
+        else:
+            sql = f"{cols} WHERE a.{qn('id')} = %(account)s"
+        sql = _ACCOUNT_SQL[key] = sql
+    with connection.cursor() as cur:
+        cur.execute(sql, {"user": user_id, "token": token_id, "account": account_id})
+        row = cur.fetchone()
+    if row is None:
+        return None
+    n = fastsql.width(Account)
+    return fastsql.from_row(Account, row[:n]), bool(row[n]), bool(row[n + 1])
 
 
 def order_as_dict(order: Order, *, with_fills: bool = True, fills: list | None = None) -> dict:
