@@ -19,12 +19,50 @@ attribute. Everything runs on the default connection inside the caller's transac
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 
 from django.db import connection
 from django.db.models import Model
 
 _SQL: dict[tuple, object] = {}
+
+
+def execute(sql: str, params: Sequence | dict = (), *, fetch: str | None = "all", many: bool = False):
+    """Run one statement of this module's SQL on the default connection and return its rows
+    (``fetch="all"``), first row (``"one"``) or nothing (None); ``many``: ``executemany`` over
+    ``params`` (a list of parameter lists).
+
+    On PostgreSQL the statement runs on a server-side-binding psycopg cursor with ``prepare=True``:
+    PostgreSQL parses and plans it once per connection and then only executes it (Django's own
+    cursors bind client-side and never prepare; planning the account-lock statement cost ~0.5 ms
+    of its ~0.7 ms). Errors are Django's (``IntegrityError``...) as with ``connection.cursor()``,
+    and the statement is logged where Django logs queries (``CaptureQueriesContext``,
+    ``django_assert_num_queries``, DEBUG), so statement budgets still count it.
+    """
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cur:
+            if many:
+                cur.executemany(sql, params)
+                return None
+            cur.execute(sql, params)
+            return cur.fetchall() if fetch == "all" else cur.fetchone() if fetch == "one" else None
+    import psycopg
+
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    t0 = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
+        if many:
+            cur.executemany(sql, params, returning=False)
+            rows = None
+        else:
+            cur.execute(sql, params, prepare=True)
+            rows = cur.fetchall() if fetch == "all" else cur.fetchone() if fetch == "one" else None
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql if not many else f"{len(params)} times: {sql}",
+                                       "time": f"{time.monotonic() - t0:.3f}"})
+    return rows
 
 
 def qn(name: str) -> str:
@@ -66,9 +104,7 @@ def insert(objs: Sequence[Model]) -> None:
     for obj in objs:
         for f in fields:
             params.append(f.get_db_prep_save(f.pre_save(obj, True), connection))
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        ids = [row[0] for row in cur.fetchall()]
+    ids = [row[0] for row in execute(sql, params)]
     for obj, pk in zip(objs, ids):
         obj.pk = pk
         obj._state.adding = False
@@ -92,11 +128,10 @@ def update(objs: Iterable[Model], fields: Sequence[str]) -> None:
         plan = _SQL[key] = (f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {qn(meta.pk.column)} = %s", fs)
     sql, fs = plan
     rows = [[f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fs] + [obj.pk] for obj in objs]
-    with connection.cursor() as cur:
-        if len(rows) == 1:
-            cur.execute(sql, rows[0])
-        else:
-            cur.executemany(sql, rows)
+    if len(rows) == 1:
+        execute(sql, rows[0], fetch=None)
+    else:
+        execute(sql, rows, many=True)
 
 
 def columns(model: type[Model], alias: str) -> str:

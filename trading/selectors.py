@@ -96,8 +96,9 @@ def _account_row(user_id: int, token_id: int | None, account_id: int | None, nee
             return (f"EXISTS (SELECT 1 FROM {g} g WHERE g.{qn('account_id')} = a.{qn('id')} AND g.{qn('user_id')} = %(user)s "
                     f"AND g.{qn('role')} IN ({', '.join(repr(r) for r in roles)}))")
         owner = f"a.{qn('owner_id')} = %(user)s"
-        token_ok = (f"(%(token)s IS NULL OR NOT EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = %(token)s) "
-                    f"OR EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = %(token)s AND t.{acc_col} = a.{qn('id')}))")
+        token = "CAST(%(token)s AS BIGINT)"  # typed: PostgreSQL cannot infer the type of a NULL parameter
+        token_ok = (f"({token} IS NULL OR NOT EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = {token}) "
+                    f"OR EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = {token} AND t.{acc_col} = a.{qn('id')}))")
         may_read = f"(({owner} OR {granted(['trader', 'viewer'])}) AND {token_ok})"
         may_trade = f"({owner} OR {granted(['trader'])})"
         cols = f"SELECT {fastsql.columns(Account, 'a')}, {may_read}, {may_trade} FROM {qn(Account._meta.db_table)} a"
@@ -107,9 +108,7 @@ def _account_row(user_id: int, token_id: int | None, account_id: int | None, nee
         else:
             sql = f"{cols} WHERE a.{qn('id')} = %(account)s"
         sql = _ACCOUNT_SQL[key] = sql
-    with connection.cursor() as cur:
-        cur.execute(sql, {"user": user_id, "token": token_id, "account": account_id})
-        row = cur.fetchone()
+    row = fastsql.execute(sql, {"user": user_id, "token": token_id, "account": account_id}, fetch="one")
     if row is None:
         return None
     n = fastsql.width(Account)

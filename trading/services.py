@@ -326,9 +326,7 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
         )
     symbol = request.symbol.symbol
     params = [request.client_order_id, symbol] + ([symbol] if stop else []) + [account.pk]
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        row = cur.fetchone()
+    row = fastsql.execute(sql, params, fetch="one")
     if row is None:
         raise Account.DoesNotExist(f"Account {account.pk} does not exist.")
     na, nr = fastsql.width(Account), fastsql.width(RiskLimit)

@@ -248,9 +248,7 @@ def _locked_rows(model, key: str, account, keys: list[str]) -> list:
             f"WHERE t.{qn('account_id')} = %s AND t.{qn(key)} IN ({', '.join(['%s'] * len(keys))}) "
             f"ORDER BY t.{qn(key)}{fastsql.for_update()}"
         )
-    with connection.cursor() as cur:
-        cur.execute(sql, [account.pk, *keys])
-        rows = cur.fetchall()
+    rows = fastsql.execute(sql, [account.pk, *keys])
     out = []
     for row in rows:
         obj = fastsql.from_row(model, row)
