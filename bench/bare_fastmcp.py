@@ -5,10 +5,9 @@ Run: ``python bench/bare_fastmcp.py --port 8765 --redis-url redis://127.0.0.1:63
 """
 import argparse
 
-import orjson
-import redis.asyncio as aredis
 import uvicorn
-from mcp.server.fastmcp import FastMCP
+
+from _common import bare_fastmcp
 
 
 def main():
@@ -18,14 +17,7 @@ def main():
     parser.add_argument("--key-prefix", default="tmcp:")
     args = parser.parse_args()
 
-    mcp = FastMCP("bare", stateless_http=True, json_response=True, log_level="WARNING")
-    redis = aredis.Redis.from_url(args.redis_url)
-
-    @mcp.tool()
-    async def get_ticker(symbol: str) -> dict:
-        """Latest best bid/ask of a symbol from the Redis cache."""
-        raw = await redis.get(f"{args.key_prefix}md:book:{symbol.upper()}")
-        return orjson.loads(raw) if raw else {}
+    mcp = bare_fastmcp(args.redis_url, args.key_prefix)
 
     # The same uvicorn setup as ours (httptools + uvloop), so the comparison is of the apps.
     uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=args.port, log_level="warning",

@@ -8,11 +8,10 @@ Run: ``python bench/bare_fastmcp_ws.py --port 8766 --redis-url redis://127.0.0.1
 """
 import argparse
 
-import orjson
-import redis.asyncio as aredis
 import uvicorn
-from mcp.server.fastmcp import FastMCP
 from mcp.server.websocket import websocket_server
+
+from _common import bare_fastmcp
 
 
 def main():
@@ -22,14 +21,7 @@ def main():
     parser.add_argument("--key-prefix", default="tmcp:")
     args = parser.parse_args()
 
-    mcp = FastMCP("bare", stateless_http=True, json_response=True, log_level="WARNING")
-    redis = aredis.Redis.from_url(args.redis_url)
-
-    @mcp.tool()
-    async def get_ticker(symbol: str) -> dict:
-        """Latest best bid/ask of a symbol from the Redis cache."""
-        raw = await redis.get(f"{args.key_prefix}md:book:{symbol.upper()}")
-        return orjson.loads(raw) if raw else {}
+    mcp = bare_fastmcp(args.redis_url, args.key_prefix)
 
     http_app = mcp.streamable_http_app()
     server = mcp._mcp_server

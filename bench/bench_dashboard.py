@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,29 +56,14 @@ import django  # noqa: E402
 
 django.setup()
 
-import httpx  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+
+from _common import free_port, wait_http  # noqa: E402
 
 PASSWORD = "bench-dashboard-pass-1"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -230,7 +214,7 @@ def main():
     ingester = subprocess.Popen([sys.executable, "manage.py", "ingest"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     levels = []
     try:
-        wait_http(base_url + "/login/")
+        wait_http(base_url + "/login/", timeout=60)
         print(f"measuring replayed event → DOM for {args.seconds:.0f} s (replay speed {args.speed:g}x) …", flush=True)
         dom = measure_dom_latency(base_url, cookie, args.seconds)
         ingester.terminate()

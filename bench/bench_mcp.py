@@ -19,12 +19,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,26 +40,10 @@ django.setup()
 
 import httpx  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
+from _common import free_port, replay_with_quotes, wait_http  # noqa: E402
 
 TICKER_BODY = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_ticker", "arguments": {"symbol": "BTCUSDT"}}}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
 
 
 def lua_script(token: str | None, body: dict | None, place_order: bool = False) -> str:
@@ -123,22 +105,11 @@ def main():
 
     from django.contrib.auth import get_user_model
 
-    from marketdata.replay.server import ReplayServer
-    from marketdata.services import exchange_info_sync
     from risk.services import agent_token_create
     from trading.models import Account, Balance
     from trading.services import account_create
 
-    call_command("migrate", verbosity=0)
-    replay = ReplayServer(port=0, speed=1.0)
-    replay.start()
-    replay.clock.pause()
-    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = replay.api_url, replay.stream_url
-    exchange_info_sync()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import cache_quotes  # the ingester's snapshot path, used by the tests too
-
-    cache_quotes()
+    replay = replay_with_quotes()  # paused replay exchange, exchangeInfo synced, quotes cached
     user, _ = get_user_model().objects.get_or_create(username="bench")
     account = Account.objects.filter(owner=user).first() or account_create(owner=user, name="Bench")
     Balance.objects.filter(account=account, asset="USDT").update(free=Decimal("1000000000"))

@@ -117,7 +117,7 @@ def main() -> None:
     import bench_mcp as hb  # HTTP helpers (wrk, Lua body) and django.setup()
     import httpx
     from django.conf import settings
-    from django.core.management import call_command
+    from _common import replay_with_quotes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=4)
@@ -132,21 +132,10 @@ def main() -> None:
 
     from django.contrib.auth import get_user_model
 
-    from marketdata.replay.server import ReplayServer
-    from marketdata.services import exchange_info_sync
     from risk.services import agent_token_create
     from trading.management.commands.runstack import web_server_command
 
-    call_command("migrate", verbosity=0)
-    replay = ReplayServer(port=0, speed=1.0)
-    replay.start()
-    replay.clock.pause()
-    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = replay.api_url, replay.stream_url
-    exchange_info_sync()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import cache_quotes
-
-    cache_quotes()
+    replay = replay_with_quotes()  # paused replay exchange, exchangeInfo synced, quotes cached
     user, _ = get_user_model().objects.get_or_create(username="bench")
     row, token = agent_token_create(user=user, name="bench-ws")
     row.rate_limit_per_minute = 0

@@ -42,8 +42,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
+from _common import replay_with_quotes  # noqa: E402
 
 
 def main():
@@ -61,22 +60,11 @@ def main():
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from marketdata.replay.server import ReplayServer
-    from marketdata.services import exchange_info_sync
     from risk.services import agent_token_create
     from trading.models import Balance
     from trading.services import account_create, order_cancel, order_place
 
-    call_command("migrate", verbosity=0)
-    replay = ReplayServer(port=0, speed=1.0)
-    replay.start()
-    replay.clock.pause()
-    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = replay.api_url, replay.stream_url
-    exchange_info_sync()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import cache_quotes
-
-    cache_quotes()
+    replay = replay_with_quotes()  # paused replay exchange, exchangeInfo synced, quotes cached
     stamp = f"{int(time.time())}"
     user, _ = get_user_model().objects.get_or_create(username=f"bench-orders-{stamp}")
 
