@@ -494,10 +494,10 @@ def test_pending_approvals_listed_and_decided_only_by_owner_or_trader(quotes, tr
     assert seen["canTrade"] is False and [p["approvalId"] for p in seen["pending"]] == [first["approvalId"], second["approvalId"]]
     bob_client = login("bob")
     assert bob_client.get("/dashboard/state/").json()["accounts"] == []
-    for client in (viewer, bob_client):
+    for client, status, says in ((viewer, 403, "may only view"), (bob_client, 404, "not found")):
         for url in (approve, reject):
             resp = post_json(client, url)
-            assert resp.status_code == 404 and "not found" in resp.json()["msg"]
+            assert resp.status_code == status and says in resp.json()["msg"]
     assert post_json(owner, "/dashboard/api/approvals/999999/approve/").status_code == 404
     assert set(OrderApproval.objects.values_list("status", flat=True)) == {"PENDING_APPROVAL"}
     assert not Order.objects.filter(account=account).exists()
