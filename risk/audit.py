@@ -228,12 +228,16 @@ def _pk(obj):
     return getattr(obj, "pk", None)
 
 
-def _write_records(records: list[dict]) -> list[AuditEvent]:
+def _write_records(records: list[dict], wal_ids: list[str | None] | None = None) -> list[AuditEvent]:
+    """Insert one ``AuditEvent`` per write-ahead record (``wal_ids``: their stream entry ids, in
+    the same order, stored in ``AuditEvent.wal_id``)."""
     from datetime import datetime
 
     records = [_storable(r) for r in records]
+    wal_ids = wal_ids or [None] * len(records)
     events = [
         AuditEvent(
+            wal_id=wal_id,
             created_at=datetime.fromisoformat(r["created_at"]),
             actor_user_id=r.get("actor_user_id"),
             actor_token_id=r.get("actor_token_id"),
@@ -248,7 +252,7 @@ def _write_records(records: list[dict]) -> list[AuditEvent]:
             latency_ms=r.get("latency_ms"),
             request_id=r.get("request_id") or "",
         )
-        for r in records
+        for r, wal_id in zip(records, wal_ids)
     ]
     return AuditEvent.objects.bulk_create(events)
 
@@ -257,7 +261,10 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
     """Move pending write-ahead entries into ``AuditEvent`` rows; return how many were written.
 
     Entries are acknowledged (XACK + XDEL) only after their rows are committed; entries another
-    consumer left pending for over 30 s are claimed and written too.
+    consumer left pending for over 30 s are claimed and written too. An entry already written (its
+    stream id is some row's ``wal_id``: the drainer that wrote it died before acknowledging it, or
+    two drainers claimed it) is acknowledged without a second row; the unique ``wal_id`` refuses a
+    duplicate even when two drainers race, and the loser's entries are settled on its next run.
     """
     import orjson
     import redis as redis_lib
@@ -282,10 +289,12 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
         entries = [(eid, fields) for eid, fields in entries if fields]
         if not entries:
             return total
-        records = [orjson.loads(fields[b"e"]) for _, fields in entries]
-        with transaction.atomic():
-            events = _write_records(records)
         ids = [eid for eid, _ in entries]
+        wal_ids = [eid.decode() if isinstance(eid, bytes) else str(eid) for eid in ids]
+        with transaction.atomic():
+            done = set(AuditEvent.objects.filter(wal_id__in=wal_ids).values_list("wal_id", flat=True))
+            todo = [(w, fields) for w, (_, fields) in zip(wal_ids, entries) if w not in done]
+            events = _write_records([orjson.loads(fields[b"e"]) for _, fields in todo], [w for w, _ in todo])
         r.xack(key, AUDIT_GROUP, *ids)
         r.xdel(key, *ids)
         total += len(events)

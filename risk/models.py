@@ -191,6 +191,10 @@ class AuditEvent(models.Model):
     risk_decision = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     latency_ms = models.FloatField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True, default="")
+    # The Redis stream id of the write-ahead entry this row was drained from (``risk.audit``), null
+    # for rows written directly. Unique: an entry delivered twice (a drainer that died between its
+    # commit and its XACK, or one whose pending entries another claimed) is written once.
+    wal_id = models.CharField(max_length=32, null=True, blank=True, unique=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 

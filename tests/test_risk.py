@@ -213,3 +213,34 @@ def test_audit_stores_hostile_text_with_nul_characters(trader):
     audit_enqueue(channel="mcp", action="mcp.get_ticker", outcome="rejected", actor_user=user, params={"symbol": "\x00"})
     assert audit_drain() == 1
     assert AuditEvent.objects.get(action="mcp.get_ticker").params == {"symbol": "\\x00"}
+
+
+def test_a_redelivered_audit_entry_is_written_once(trader, monkeypatch):
+    """A drainer that committed its rows but died before XACK leaves the entries pending; the next
+    drain claims them and must not write them again (each row keeps its stream id, ``wal_id``)."""
+    from marketdata.cache import get_redis
+    from risk import audit
+
+    user, account, _ = trader
+    for i in range(3):
+        audit.audit_enqueue(channel="mcp", action="mcp.get_ticker", outcome="ok", actor_user=user,
+                            account=account, params={"i": i})
+    r = get_redis()
+
+    def dies_before_ack(*args):
+        raise ConnectionError("drainer killed between its commit and XACK")
+
+    monkeypatch.setattr(type(r), "xack", dies_before_ack)
+    with pytest.raises(ConnectionError):
+        audit.audit_drain(consumer="first")
+    assert AuditEvent.objects.filter(action="mcp.get_ticker").count() == 3  # committed, not acknowledged
+    monkeypatch.undo()
+    monkeypatch.setattr(audit, "AUDIT_CLAIM_IDLE_MS", 0)  # the pending entries are claimable at once
+    audit.audit_enqueue(channel="mcp", action="mcp.get_ticker", outcome="ok", actor_user=user, account=account,
+                        params={"i": 3})
+    assert audit.audit_drain(consumer="second") == 1  # only the new entry is written
+    rows = list(AuditEvent.objects.filter(action="mcp.get_ticker").order_by("id"))
+    assert [e.params["i"] for e in rows] == [0, 1, 2, 3]
+    assert len({e.wal_id for e in rows}) == 4 and all(e.wal_id for e in rows)
+    assert r.xlen(audit.audit_stream_key()) == 0  # every entry acknowledged and deleted
+    assert audit.audit_drain(consumer="third") == 0
