@@ -185,6 +185,20 @@ async def authenticate_count_and_read(headers: dict[bytes, bytes], *, count: boo
 
 # --- ASGI plumbing -------------------------------------------------------------------------------
 
+def parse_message(raw) -> types.JSONRPCMessage:
+    """``types.JSONRPCMessage.model_validate(raw)``, with the common case first: a dict with both
+    ``id`` and ``method`` can only be a request, so it is validated as ``JSONRPCRequest`` alone
+    instead of trying the four-way union (pydantic validation was ~8 % of a WebSocket call's CPU).
+    Anything else, or a request that does not validate, goes through the union, so results and
+    ``ValidationError`` messages are the SDK's."""
+    if isinstance(raw, dict) and "id" in raw and "method" in raw:
+        try:
+            return types.JSONRPCMessage(types.JSONRPCRequest.model_validate(raw))
+        except ValidationError:
+            pass
+    return types.JSONRPCMessage.model_validate(raw)
+
+
 def _read_ahead_keys(body: bytes) -> list[str]:
     """The cache keys the JSON-RPC request in ``body`` will read (``marketdata.cache.read_ahead_keys``),
     [] when the body does not parse (its error is answered after authentication, as before)."""
@@ -280,7 +294,7 @@ class MCPEndpoint:
             await _send(send, 400, _error(f"Parse error: {exc}", types.PARSE_ERROR))
             return
         try:
-            message = types.JSONRPCMessage.model_validate(raw)
+            message = parse_message(raw)
         except ValidationError as exc:
             await _send(send, 400, _error(f"Validation error: {exc}", types.INVALID_PARAMS))
             return

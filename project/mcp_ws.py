@@ -61,7 +61,7 @@ from pydantic import ValidationError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
-from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_count_and_read
+from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_count_and_read, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ class Connection:
             self._reply(_response_error(None, types.PARSE_ERROR, f"Parse error: {exc}"))
             return
         try:
-            message = types.JSONRPCMessage.model_validate(raw)
+            message = parse_message(raw)
         except ValidationError as exc:
             rid = raw.get("id") if isinstance(raw, dict) else None
             self._reply(_response_error(rid, types.INVALID_REQUEST, f"Validation error: {exc}"))

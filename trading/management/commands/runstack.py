@@ -23,7 +23,10 @@ def web_server_command(bindir: Path, host: str, port: int, workers: int | None =
     Measured faster than daphne for ``/mcp`` on this hardware (bench/bench_mcp.py, README's
     performance section); it serves the Channels WebSockets of the dashboard as well.
     ``WEB_SERVER=daphne`` selects daphne instead. ``WEB_WORKERS`` (default 1) worker processes
-    share the port; each connection gets TCP_NODELAY (``project.serve``).
+    share the port; each connection gets TCP_NODELAY (``project.serve``). WebSocket
+    permessage-deflate is off unless ``WEB_WS_DEFLATE=1``: our frames are small JSON (MCP calls,
+    ticks, order events), where compressing costs CPU on both ends for little (py-spy put ~3 % of
+    the server's samples in ``PerMessageDeflate.encode`` under 32 MCP WebSocket clients).
     """
     if os.environ.get("WEB_SERVER", "uvicorn") == "daphne":
         return f"{shlex.quote(str(bindir / 'daphne'))} -b {host} -p {port} project.asgi:application"
@@ -31,7 +34,8 @@ def web_server_command(bindir: Path, host: str, port: int, workers: int | None =
     return (
         f"{shlex.quote(str(bindir / 'uvicorn'))} project.asgi:application --host {host} --port {port} "
         f"--workers {workers} --http project.serve:NoDelayHttpToolsProtocol --loop uvloop "
-        "--ws websockets-sansio --lifespan off --no-access-log --log-level warning"
+        "--ws websockets-sansio --lifespan off --no-access-log --log-level warning "
+        f"--ws-per-message-deflate {'true' if os.environ.get('WEB_WS_DEFLATE') == '1' else 'false'}"
     )
 
 
