@@ -25,4 +25,4 @@ USER tradingmcp
 
 EXPOSE 8000
 # The web server; other process types override the command (docker-compose.yml).
-CMD ["sh", "-c", "uvicorn project.asgi:application --host 0.0.0.0 --port ${PORT:-8000} --workers ${WEB_WORKERS:-2} --http project.serve:NoDelayHttpToolsProtocol --loop uvloop --ws websockets-sansio --lifespan off --no-access-log --log-level warning"]
+CMD ["sh", "-c", "uvicorn project.asgi:application --host 0.0.0.0 --port ${PORT:-8000} --workers ${WEB_WORKERS:-2} --http project.serve:NoDelayHttpToolsProtocol --loop uvloop --ws websockets-sansio --lifespan off --no-access-log --log-level warning --ws-per-message-deflate false"]
