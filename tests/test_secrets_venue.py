@@ -4,12 +4,12 @@ the replay exchange's signed endpoints, and is never shown by the admin; env key
 Exchange error texts reach agents fenced as untrusted data."""
 from __future__ import annotations
 
-import asyncio
 import secrets as pysecrets
 import string
 import time
 
 import pytest
+from conftest import cache_quotes
 
 from marketdata.replay.server import ReplayServer
 from risk import secrets as risk_secrets
@@ -58,9 +58,6 @@ def _clean(settings):
 def venue(ex, db, settings, django_user_model):
     """A testnet account whose key pair exists only in its encrypted credential: the env keys are
     another pair the exchange does not know."""
-    from marketdata.binance import make_async_client
-    from marketdata.cache import async_redis
-    from marketdata.ingester import snapshot_book_tickers
     from marketdata.services import exchange_info_sync
     from trading.services import account_create
 
@@ -69,17 +66,7 @@ def venue(ex, db, settings, django_user_model):
     key, secret = rand(), rand()
     ex.add_key(key, secret, {"USDT": "100000", "BTC": "1"})
     exchange_info_sync()
-
-    async def cache_quotes():
-        client = await make_async_client()
-        redis = async_redis()
-        try:
-            await snapshot_book_tickers(client, redis, ["BTCUSDT", "ETHUSDT"])
-        finally:
-            await client.close_connection()
-            await redis.aclose()
-
-    asyncio.run(cache_quotes())
+    cache_quotes()  # the exchange's bookTickers into the cache, as the ingester does
     user = django_user_model.objects.create_user(username=f"u{rand(8)}", password="pw-for-tests-1")
     account = account_create(owner=user, name="Testnet", venue="testnet")
     exchange_credential_set(account=account, api_key=key, secret=secret, actor_user=user, channel="admin")

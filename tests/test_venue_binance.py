@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 import pytest
+from conftest import cache_quotes
 import requests
 
 from marketdata.replay.server import ReplayServer
@@ -73,9 +74,6 @@ class Ctx:
 
 
 def _setup(ex, settings, django_user_model) -> Ctx:
-    from marketdata.binance import make_async_client
-    from marketdata.cache import async_redis
-    from marketdata.ingester import snapshot_book_tickers
     from marketdata.services import exchange_info_sync
     from trading.services import account_create
 
@@ -84,17 +82,7 @@ def _setup(ex, settings, django_user_model) -> Ctx:
     ex.add_key(key, secret, {"USDT": "100000", "BTC": "1"})
     settings.BINANCE_API_KEY, settings.BINANCE_API_SECRET = key, secret
     exchange_info_sync()
-
-    async def cache_quotes():
-        client = await make_async_client()
-        redis = async_redis()
-        try:
-            await snapshot_book_tickers(client, redis, ["BTCUSDT", "ETHUSDT"])
-        finally:
-            await client.close_connection()
-            await redis.aclose()
-
-    asyncio.run(cache_quotes())
+    cache_quotes()  # the exchange's bookTickers into the cache, as the ingester does
     user = django_user_model.objects.create_user(username=f"u{rand(8)}", password="pw-for-tests-1")
     account = account_create(owner=user, name="Testnet", venue="testnet")
     account.api_key = key
