@@ -70,6 +70,36 @@ def qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+def execute_batch(statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
+    """Run ``statements`` ((SQL, params) pairs) in order and return each one's rows. On PostgreSQL
+    they go in one round trip (psycopg pipeline mode), as prepared statements; elsewhere one after
+    another. Errors and query logging as ``execute``."""
+    if connection.vendor != "postgresql" or len(statements) < 2:
+        return [execute(sql, params) for sql, params in statements]
+    import psycopg
+
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    t0 = time.monotonic()
+    conn = connection.connection
+    cursors = []
+    try:
+        with connection.wrap_database_errors:
+            with conn.pipeline():
+                for sql, params in statements:
+                    cur = psycopg.Cursor(conn)
+                    cursors.append(cur)
+                    cur.execute(sql, params, prepare=True)
+            rows = [cur.fetchall() for cur in cursors]
+    finally:
+        for cur in cursors:
+            cur.close()
+    if connection.queries_logged:
+        took = f"{time.monotonic() - t0:.3f}"
+        connection.queries_log.extend({"sql": sql, "time": took} for sql, _ in statements)
+    return rows
+
+
 def _insert_plan(model: type[Model], rows: int):
     key = ("insert", model, rows, connection.vendor)
     plan = _SQL.get(key)

@@ -302,7 +302,9 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
     so ``risk.protections.protections_check`` skips its query when it has none).
 
     One round trip instead of five, with SQL built once (``project.fastsql``): this is the hot path
-    of every order (see bench/bench_orders.py). The row lock serializes orders of one account, which
+    of every order (see bench/bench_orders.py). For a paper account the order's balance rows (base
+    and quote asset) and position row are read and locked in the same round trip (a pipeline on
+    PostgreSQL, after the account row) and handed to its ``Ledger`` (``paper.LedgerPreload``). The row lock serializes orders of one account, which
     makes check-then-book atomic. Raises ``Account.DoesNotExist`` if the account was deleted.
     """
     from project import fastsql
@@ -326,7 +328,16 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
         )
     symbol = request.symbol.symbol
     params = [request.client_order_id, symbol] + ([symbol] if stop else []) + [account.pk]
-    row = fastsql.execute(sql, params, fetch="one")
+    statements = [(sql, params)]
+    preload = account.venue == Venue.PAPER  # its Ledger is built first thing in PaperVenue.submit
+    if preload:
+        from trading.venues import paper
+
+        assets = [request.symbol.base_asset, request.symbol.quote_asset]
+        statements += [paper.locked_rows_statement(Balance, "asset", account, assets),
+                       paper.locked_rows_statement(Position, "symbol", account, [symbol])]
+    results = fastsql.execute_batch(statements)  # in one round trip on PostgreSQL, in this order
+    row = results[0][0] if results[0] else None
     if row is None:
         raise Account.DoesNotExist(f"Account {account.pk} does not exist.")
     na, nr = fastsql.width(Account), fastsql.width(RiskLimit)
@@ -337,6 +348,11 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
         RiskLimit.account.field.set_cached_value(limits, locked)
     locked.duplicate_id, locked.open_orders, locked.open_algo_orders, has_protections = row[na + nr:]
     locked.has_protections = bool(has_protections)
+    if preload:
+        positions = paper.rows_as(Position, locked, results[2])
+        locked.ledger_preload = paper.LedgerPreload(
+            assets=tuple(assets), balances=paper.rows_as(Balance, locked, results[1]),
+            positions={symbol: positions[0] if positions else None})
     return locked
 
 

@@ -33,6 +33,7 @@ Rules (Binance Spot API docs "New order" / "Order types", Binance "Trading fees"
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
@@ -178,10 +179,16 @@ class Ledger:
     def __init__(self, account, base_asset: str, quote_asset: str):
         self.account = account
         self.base_asset, self.quote_asset = base_asset, quote_asset
-        rows = {b.asset: b for b in _locked_rows(Balance, "asset", account, [base_asset, quote_asset])}
-        self.rows = {a: rows.get(a) or Balance(account=account, asset=a) for a in (base_asset, quote_asset)}
         self._positions: dict[str, Position] = {}
         self.pending_fills: list[Fill] = []
+        pre = account.__dict__.pop("ledger_preload", None)  # read with the account lock (services)
+        if pre is not None and pre.assets == (base_asset, quote_asset):
+            balances = pre.balances
+            self._positions = {sym: pos or Position(account=account, symbol=sym) for sym, pos in pre.positions.items()}
+        else:
+            balances = _locked_rows(Balance, "asset", account, [base_asset, quote_asset])
+        rows = {b.asset: b for b in balances}
+        self.rows = {a: rows.get(a) or Balance(account=account, asset=a) for a in (base_asset, quote_asset)}
 
     def free(self, asset: str) -> Decimal:
         return self.rows[asset].free
@@ -236,9 +243,22 @@ class Ledger:
 _POSITION_FIELDS = ["quantity", "avg_entry_price", "realized_pnl", "updated_at"]
 
 
-def _locked_rows(model, key: str, account, keys: list[str]) -> list:
-    """The rows of ``model`` (Balance or Position) of ``account`` whose ``key`` column is in
-    ``keys``, locked FOR UPDATE (PostgreSQL), in key order; SQL built once (``project.fastsql``)."""
+@dataclass
+class LedgerPreload:
+    """Balance and position rows read (and locked) together with the account row for one order
+    (``trading.services._lock_account_for_order``, one round trip), handed to the order's
+    ``Ledger`` through ``account.ledger_preload`` and used once, by the first ``Ledger`` built
+    on that account instance in that transaction. ``positions``: symbol -> row or None."""
+
+    assets: tuple[str, str]
+    balances: list
+    positions: dict
+
+
+def locked_rows_statement(model, key: str, account, keys: list[str]) -> tuple[str, list]:
+    """(SQL, params) selecting the rows of ``model`` (Balance or Position) of ``account`` whose
+    ``key`` column is in ``keys``, locked FOR UPDATE (PostgreSQL), in key order; the SQL is built
+    once (``project.fastsql``). Turn its result rows into instances with ``rows_as``."""
     sql_key = (model, key, len(keys), connection.vendor)
     sql = _ROWS_SQL.get(sql_key)
     if sql is None:
@@ -248,7 +268,16 @@ def _locked_rows(model, key: str, account, keys: list[str]) -> list:
             f"WHERE t.{qn('account_id')} = %s AND t.{qn(key)} IN ({', '.join(['%s'] * len(keys))}) "
             f"ORDER BY t.{qn(key)}{fastsql.for_update()}"
         )
-    rows = fastsql.execute(sql, [account.pk, *keys])
+    return sql, [account.pk, *keys]
+
+
+def _locked_rows(model, key: str, account, keys: list[str]) -> list:
+    """``locked_rows_statement`` run: the locked rows as instances."""
+    return rows_as(model, account, fastsql.execute(*locked_rows_statement(model, key, account, keys)))
+
+
+def rows_as(model, account, rows) -> list:
+    """Instances of ``model`` from ``locked_rows_statement`` result rows, their account cached."""
     out = []
     for row in rows:
         obj = fastsql.from_row(model, row)
