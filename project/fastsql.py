@@ -73,7 +73,8 @@ def qn(name: str) -> str:
 def execute_batch(statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
     """Run ``statements`` ((SQL, params) pairs) in order and return each one's rows. On PostgreSQL
     they go in one round trip (psycopg pipeline mode), as prepared statements; elsewhere one after
-    another. Errors and query logging as ``execute``."""
+    another. Errors as ``execute``; a pipeline is logged as one query entry (one round trip) whose
+    SQL lists its statements."""
     if connection.vendor != "postgresql" or len(statements) < 2:
         return [execute(sql, params) for sql, params in statements]
     import psycopg
@@ -90,33 +91,57 @@ def execute_batch(statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple
                     cur = psycopg.Cursor(conn)
                     cursors.append(cur)
                     cur.execute(sql, params, prepare=True)
-            rows = [cur.fetchall() for cur in cursors]
+            rows = [cur.fetchall() if cur.description is not None else [] for cur in cursors]
     finally:
         for cur in cursors:
             cur.close()
-    if connection.queries_logged:
-        took = f"{time.monotonic() - t0:.3f}"
-        connection.queries_log.extend({"sql": sql, "time": took} for sql, _ in statements)
+    if connection.queries_logged:  # one entry: one round trip
+        connection.queries_log.append({"sql": f"-- pipeline of {len(statements)} statements\n"
+                                              + ";\n".join(sql for sql, _ in statements),
+                                       "time": f"{time.monotonic() - t0:.3f}"})
     return rows
 
 
-def _insert_plan(model: type[Model], rows: int):
-    key = ("insert", model, rows, connection.vendor)
+class Batch:
+    """Writes queued by ``insert``/``update`` (``batch=``) and sent together by ``run()``: one
+    round trip on PostgreSQL (``execute_batch``), in the order they were queued; primary keys
+    returned by INSERTs are set on their objects when it runs. Only for writes whose SQL does not
+    depend on an earlier one's result (give an INSERT its primary key up front when a later row
+    refers to it)."""
+
+    def __init__(self):
+        self._items: list[tuple[str, Sequence, object]] = []
+
+    def add(self, sql: str, params: Sequence, on_rows=None) -> None:
+        self._items.append((sql, params, on_rows))
+
+    def run(self) -> None:
+        items, self._items = self._items, []
+        for (_, _, on_rows), rows in zip(items, execute_batch([(sql, params) for sql, params, _ in items])):
+            if on_rows is not None:
+                on_rows(rows)
+
+
+def _insert_plan(model: type[Model], rows: int, with_pk: bool = False):
+    key = ("insert", model, rows, with_pk, connection.vendor)
     plan = _SQL.get(key)
     if plan is None:
         meta = model._meta
-        fields = [f for f in meta.concrete_fields if not f.primary_key]
+        fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
         cols = ", ".join(qn(f.column) for f in fields)
         one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        returning = f" RETURNING {qn(meta.pk.column)}" if connection.features.can_return_rows_from_bulk_insert else ""
+        can_return = connection.features.can_return_rows_from_bulk_insert
+        returning = f" RETURNING {qn(meta.pk.column)}" if can_return and not with_pk else ""
         sql = f"INSERT INTO {qn(meta.db_table)} ({cols}) VALUES {', '.join([one] * rows)}{returning}"
-        plan = _SQL[key] = (sql, fields, bool(returning))
+        plan = _SQL[key] = (sql, fields, bool(returning) or with_pk)
     return plan
 
 
-def insert(objs: Sequence[Model]) -> None:
-    """INSERT ``objs`` (unsaved instances of one model, primary key None) in one statement and set
-    their primary keys (``RETURNING``; on a backend without it, one ``save()`` each).
+def insert(objs: Sequence[Model], *, batch: Batch | None = None) -> None:
+    """INSERT ``objs`` (unsaved instances of one model) in one statement and set their primary
+    keys (``RETURNING``; on a backend without it, one ``save()`` each). Objects that all have a
+    primary key already (allocated from the table's sequence) are inserted with it. With ``batch``
+    the statement is queued there and the keys are set when the batch runs.
 
     Equivalent to ``Model.objects.bulk_create(objs)`` for plain rows: same defaults, ``auto_now``
     handling and value adaptation. No signals are sent (none are connected to these models).
@@ -125,8 +150,9 @@ def insert(objs: Sequence[Model]) -> None:
     if not objs:
         return
     model = type(objs[0])
-    sql, fields, returning = _insert_plan(model, len(objs))
-    if not returning:
+    with_pk = all(obj.pk is not None for obj in objs)
+    sql, fields, usable = _insert_plan(model, len(objs), with_pk)
+    if not usable:
         for obj in objs:
             obj.save(force_insert=True)
         return
@@ -134,17 +160,33 @@ def insert(objs: Sequence[Model]) -> None:
     for obj in objs:
         for f in fields:
             params.append(f.get_db_prep_save(f.pre_save(obj, True), connection))
-    ids = [row[0] for row in execute(sql, params)]
-    for obj, pk in zip(objs, ids):
-        obj.pk = pk
-        obj._state.adding = False
-        obj._state.db = connection.alias
+
+    def saved(rows):
+        for obj, row in zip(objs, rows if not with_pk else [(o.pk,) for o in objs]):
+            obj.pk = row[0]
+            obj._state.adding = False
+            obj._state.db = connection.alias
+
+    if batch is not None:
+        batch.add(sql, params, saved)
+    else:
+        saved(execute(sql, params, fetch="all" if not with_pk else None))
 
 
-def update(objs: Iterable[Model], fields: Sequence[str]) -> None:
+def next_id_sql(model: type[Model]) -> str | None:
+    """SQL of an expression that allocates the next primary key of ``model`` from its sequence
+    (PostgreSQL), or None where the database has no sequences (SQLite)."""
+    if connection.vendor != "postgresql":
+        return None
+    meta = model._meta
+    return f"nextval(pg_get_serial_sequence('{meta.db_table}', '{meta.pk.column}'))"
+
+
+def update(objs: Iterable[Model], fields: Sequence[str], *, batch: Batch | None = None) -> None:
     """UPDATE ``fields`` (attribute names) of saved instances ``objs`` of one model, one row per
-    object in one ``executemany`` (a single round trip in psycopg's pipeline mode). ``auto_now``
-    fields named in ``fields`` are stamped as ``save(update_fields=...)`` would."""
+    object in one ``executemany`` (a single round trip in psycopg's pipeline mode), or queued in
+    ``batch``. ``auto_now`` fields named in ``fields`` are stamped as ``save(update_fields=...)``
+    would."""
     objs = list(objs)
     if not objs:
         return
@@ -158,7 +200,10 @@ def update(objs: Iterable[Model], fields: Sequence[str]) -> None:
         plan = _SQL[key] = (f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {qn(meta.pk.column)} = %s", fs)
     sql, fs = plan
     rows = [[f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fs] + [obj.pk] for obj in objs]
-    if len(rows) == 1:
+    if batch is not None:
+        for row in rows:
+            batch.add(sql, row)
+    elif len(rows) == 1:
         execute(sql, rows[0], fetch=None)
     else:
         execute(sql, rows, many=True)

@@ -336,6 +336,9 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
         assets = [request.symbol.base_asset, request.symbol.quote_asset]
         statements += [paper.locked_rows_statement(Balance, "asset", account, assets),
                        paper.locked_rows_statement(Position, "symbol", account, [symbol])]
+        next_id = fastsql.next_id_sql(Order)
+        if next_id:  # the order's id up front, so all its writes can go in one round trip
+            statements.append((f"SELECT {next_id}", []))
     results = fastsql.execute_batch(statements)  # in one round trip on PostgreSQL, in this order
     row = results[0][0] if results[0] else None
     if row is None:
@@ -352,7 +355,8 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
         positions = paper.rows_as(Position, locked, results[2])
         locked.ledger_preload = paper.LedgerPreload(
             assets=tuple(assets), balances=paper.rows_as(Balance, locked, results[1]),
-            positions={symbol: positions[0] if positions else None})
+            positions={symbol: positions[0] if positions else None},
+            order_id=results[3][0][0] if len(results) > 3 else None)
     return locked
 
 

@@ -181,8 +181,10 @@ class Ledger:
         self.base_asset, self.quote_asset = base_asset, quote_asset
         self._positions: dict[str, Position] = {}
         self.pending_fills: list[Fill] = []
+        self.order_id = None
         pre = account.__dict__.pop("ledger_preload", None)  # read with the account lock (services)
         if pre is not None and pre.assets == (base_asset, quote_asset):
+            self.order_id = pre.order_id
             balances = pre.balances
             self._positions = {sym: pos or Position(account=account, symbol=sym) for sym, pos in pre.positions.items()}
         else:
@@ -218,25 +220,26 @@ class Ledger:
             row.free += amount
         order.locked_amount = ZERO
 
-    def save(self) -> list[Fill]:
-        """Write balances, positions and the pending fills (their orders must be saved first).
-        Returns the fills written."""
+    def save(self, batch: fastsql.Batch | None = None) -> list[Fill]:
+        """Write balances, positions and the pending fills (their orders must have primary keys:
+        saved, or allocated when ``batch`` holds their INSERT). Returns the fills written; with
+        ``batch`` the writes are queued there (their keys are set when it runs)."""
         now = timezone.now()
         stored = [row for row in self.rows.values() if row.pk is not None]
         for row in stored:
             row.updated_at = now
-        fastsql.update(stored, ["free", "locked", "updated_at"])
-        fastsql.insert([row for row in self.rows.values() if row.pk is None])
+        fastsql.update(stored, ["free", "locked", "updated_at"], batch=batch)
+        fastsql.insert([row for row in self.rows.values() if row.pk is None], batch=batch)
         for pos in self._positions.values():
             if pos.pk is None:
-                fastsql.insert([pos])
+                fastsql.insert([pos], batch=batch)
             else:
-                fastsql.update([pos], _POSITION_FIELDS)
+                fastsql.update([pos], _POSITION_FIELDS, batch=batch)
         fills, self.pending_fills = self.pending_fills, []
         if fills:
             for f in fills:
                 f.order_id = f.order.pk
-            fastsql.insert(fills)
+            fastsql.insert(fills, batch=batch)
         return fills
 
 
@@ -253,6 +256,7 @@ class LedgerPreload:
     assets: tuple[str, str]
     balances: list
     positions: dict
+    order_id: int | None = None  # allocated from the order table's sequence (PostgreSQL), else None
 
 
 def locked_rows_statement(model, key: str, account, keys: list[str]) -> tuple[str, list]:
@@ -395,8 +399,15 @@ class PaperVenue(VenueBase):
         result = self._submit(ledger, order, request, market, sym)
         if result is not None:
             return result
-        fastsql.insert([order])
-        fills = ledger.save()
+        if ledger.order_id is not None:  # its id was allocated with the account lock: all writes in one round trip
+            order.pk = ledger.order_id
+            batch = fastsql.Batch()
+            fastsql.insert([order], batch=batch)
+            fills = ledger.save(batch=batch)
+            batch.run()
+        else:
+            fastsql.insert([order])
+            fills = ledger.save()
         return Execution(order=order, fills=fills, balances=list(ledger.rows.values()))
 
     def _submit(self, ledger: Ledger, order: Order, request: OrderRequest, market: MarketView, sym) -> Execution | None:
