@@ -152,16 +152,21 @@ async def authenticate_count_and_read(headers: dict[bytes, bytes], *, count: boo
     memo = _memo.get(key_hash)
     counted = None
     values: dict = {}
-    if count and memo is not None and ratelimit.limit_for(memo[2]):
-        rl_key, retry = ratelimit._key(memo[2].pk, time.time())
+    limited = bool(count and memo is not None and ratelimit.limit_for(memo[2]))
+    if memo is not None and (limited or read_ahead):
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.get(token_cache_key(key_hash)).incr(rl_key).expire(rl_key, 61)
+            pipe.get(token_cache_key(key_hash))
+            if limited:
+                rl_key, retry = ratelimit._key(memo[2].pk, time.time())
+                pipe.incr(rl_key).expire(rl_key, 61)
             if read_ahead:
                 pipe.mget(*read_ahead)
             out = await pipe.execute()
-        cached, counted = out[0], out[1]
+        cached = out[0]
+        if limited:
+            counted = out[1]
         if read_ahead:
-            values = dict(zip(read_ahead, out[3]))
+            values = dict(zip(read_ahead, out[-1]))
     else:
         cached = await redis.get(token_cache_key(key_hash))
     if cached == b"-":

@@ -75,14 +75,16 @@ def foreign_ids(payload, mine: set[int]) -> set:
 
 
 @pytest.mark.django_db
-def test_fuzz_every_rest_endpoint(quotes, trader, make_user):
+def test_fuzz_every_rest_endpoint(quotes, trader, make_user, monkeypatch):
     from django.conf import settings as dj_settings
 
     from risk.services import agent_token_create
     from trading.services import account_create
 
     user, account, key = trader
-    dj_settings.TOKEN_RATE_LIMIT_PER_MINUTE = 0  # the fuzzer outpaces any per-minute limit; 429s are tested elsewhere
+    # the fuzzer outpaces any per-minute limit (429s are tested elsewhere); restored after the test
+    # (set directly on django.conf.settings it leaked into every later test)
+    monkeypatch.setattr(dj_settings, "TOKEN_RATE_LIMIT_PER_MINUTE", 0)
     bob = make_user("bob")
     bob_account = account_create(owner=bob, name="Bob's")
     bob_before = state(bob_account)
