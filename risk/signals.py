@@ -25,10 +25,14 @@ def forget_tokens(key_hashes) -> None:
 
 @receiver(post_save, sender=AgentToken)
 @receiver(post_delete, sender=AgentToken)
-def _token_changed(sender, instance, **kwargs):
+def _token_changed(sender, instance, created=False, **kwargs):
+    if created:  # a new token was never used, so nothing of it is cached (and Redis may not be up yet)
+        return
     forget_tokens([instance.key_hash])
 
 
 @receiver(post_save, sender=get_user_model())
-def _user_changed(sender, instance, **kwargs):
+def _user_changed(sender, instance, created=False, **kwargs):
+    if created:  # a new user has no token yet
+        return
     forget_tokens(AgentToken.objects.filter(user=instance).values_list("key_hash", flat=True))
