@@ -17,11 +17,9 @@ from risk.models import Scope
 
 
 def _ticker_read_ahead(args: dict) -> list[str]:
-    """get_ticker reads the quote keys of its symbol: fetched with the token check (cache.read_ahead)."""
-    symbol = args.get("symbol")
-    if not isinstance(symbol, str) or not symbol.strip().isalnum() or len(symbol) > 32:
-        return []
-    return list(selectors.quote_keys(symbol.strip().upper()))
+    """get_ticker reads the quote keys of its symbol: fetched with the token check (cache.read_ahead).
+    A malformed symbol raises ``UnknownSymbol`` here, which ``read_ahead_keys`` turns into no keys."""
+    return list(selectors.quote_keys(selectors._symbol_name(args.get("symbol"))))
 
 
 cache.read_ahead_register("get_ticker", _ticker_read_ahead)

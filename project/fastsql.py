@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 
 from django.db import connection
 from django.db.models import Model
@@ -30,8 +31,8 @@ _SQL: dict[tuple, object] = {}
 
 def execute(sql: str, params: Sequence | dict = (), *, fetch: str | None = "all", many: bool = False):
     """Run one statement of this module's SQL on the default connection and return its rows
-    (``fetch="all"``), first row (``"one"``) or nothing (None); ``many``: ``executemany`` over
-    ``params`` (a list of parameter lists).
+    (``fetch="all"``; [] for a statement that returns none), first row (``"one"``) or nothing
+    (None); ``many``: ``executemany`` over ``params`` (a list of parameter lists).
 
     On PostgreSQL the statement runs on a server-side-binding psycopg cursor with ``prepare=True``:
     PostgreSQL parses and plans it once per connection and then only executes it (Django's own
@@ -46,23 +47,35 @@ def execute(sql: str, params: Sequence | dict = (), *, fetch: str | None = "all"
                 cur.executemany(sql, params)
                 return None
             cur.execute(sql, params)
-            return cur.fetchall() if fetch == "all" else cur.fetchone() if fetch == "one" else None
+            return _fetch(cur, fetch)
     import psycopg
 
+    with _postgres(sql if not many else f"{len(params)} times: {sql}") as conn, psycopg.Cursor(conn) as cur:
+        if many:
+            cur.executemany(sql, params, returning=False)
+            return None
+        cur.execute(sql, params, prepare=True)
+        return _fetch(cur, fetch)
+
+
+def _fetch(cur, fetch: str | None):
+    if fetch == "all":
+        return cur.fetchall() if cur.description is not None else []
+    return cur.fetchone() if fetch == "one" else None
+
+
+@contextmanager
+def _postgres(logged_sql: str):
+    """The raw psycopg connection, as Django's cursors would use it: connected, refused inside a
+    broken atomic block, errors turned into Django's; the work is logged as one query entry where
+    Django logs queries."""
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     t0 = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
-        if many:
-            cur.executemany(sql, params, returning=False)
-            rows = None
-        else:
-            cur.execute(sql, params, prepare=True)
-            rows = cur.fetchall() if fetch == "all" else cur.fetchone() if fetch == "one" else None
+    with connection.wrap_database_errors:
+        yield connection.connection
     if connection.queries_logged:
-        connection.queries_log.append({"sql": sql if not many else f"{len(params)} times: {sql}",
-                                       "time": f"{time.monotonic() - t0:.3f}"})
-    return rows
+        connection.queries_log.append({"sql": logged_sql, "time": f"{time.monotonic() - t0:.3f}"})
 
 
 def qn(name: str) -> str:
@@ -79,27 +92,19 @@ def execute_batch(statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple
         return [execute(sql, params) for sql, params in statements]
     import psycopg
 
-    connection.ensure_connection()
-    connection.validate_no_broken_transaction()
-    t0 = time.monotonic()
-    conn = connection.connection
+    logged = f"-- pipeline of {len(statements)} statements\n" + ";\n".join(sql for sql, _ in statements)
     cursors = []
     try:
-        with connection.wrap_database_errors:
+        with _postgres(logged) as conn:
             with conn.pipeline():
                 for sql, params in statements:
                     cur = psycopg.Cursor(conn)
                     cursors.append(cur)
                     cur.execute(sql, params, prepare=True)
-            rows = [cur.fetchall() if cur.description is not None else [] for cur in cursors]
+            return [_fetch(cur, "all") for cur in cursors]
     finally:
         for cur in cursors:
             cur.close()
-    if connection.queries_logged:  # one entry: one round trip
-        connection.queries_log.append({"sql": f"-- pipeline of {len(statements)} statements\n"
-                                              + ";\n".join(sql for sql, _ in statements),
-                                       "time": f"{time.monotonic() - t0:.3f}"})
-    return rows
 
 
 class Batch:
@@ -224,12 +229,10 @@ def _read_plan(model: type[Model]):
     plan = _SQL.get(key)
     if plan is None:
         meta = model._meta
-        convs = []
-        for f in meta.concrete_fields:
-            col = f.get_col(meta.db_table)
-            convs.append(connection.ops.get_db_converters(col) + col.get_db_converters(connection))
-        plan = _SQL[key] = ([f.attname for f in meta.concrete_fields], convs,
-                            [f.get_col(meta.db_table) for f in meta.concrete_fields])
+        cols = [f.get_col(meta.db_table) for f in meta.concrete_fields]
+        convs = [connection.ops.get_db_converters(col) + col.get_db_converters(connection) for col in cols]
+        attnames = [f.attname for f in meta.concrete_fields]
+        plan = _SQL[key] = (attnames, convs, cols, attnames.index(meta.pk.attname))
     return plan
 
 
@@ -237,13 +240,12 @@ def from_row(model: type[Model], values: Sequence) -> Model:
     """An instance of ``model`` from ``values`` (its concrete columns as ``columns()`` lists them),
     converted as the ORM converts query results; None when the primary key is NULL (an outer join
     found no row)."""
-    attnames, convs, cols = _read_plan(model)
+    attnames, convs, cols, pk_index = _read_plan(model)
     out = []
     for value, cs, col in zip(values, convs, cols):
         for c in cs:
             value = c(value, col, connection)
         out.append(value)
-    pk_index = attnames.index(model._meta.pk.attname)
     if out[pk_index] is None:
         return None
     return model.from_db(connection.alias, attnames, out)

@@ -138,7 +138,7 @@ async def authenticate_count_and_read(headers: dict[bytes, bytes], *, count: boo
     """``authenticate_and_count`` that also reads the cache keys ``read_ahead`` (what the call will
     read, ``marketdata.cache.read_ahead_keys``) in the same pipelined round trip when the token is
     known to this process. Returns ``(identity or None, retry_after, {key: raw value or None})``;
-    the dict is empty when nothing was read ahead (first call of a token, no rate limit, no keys).
+    the dict is empty when nothing was read ahead (first call of a token in this process, no keys).
     Run the call inside ``marketdata.cache.read_ahead(values)`` to use them.
     """
     from marketdata.cache import async_redis_shared
@@ -204,16 +204,16 @@ def parse_message(raw) -> types.JSONRPCMessage:
     return types.JSONRPCMessage.model_validate(raw)
 
 
-def _read_ahead_keys(body: bytes) -> list[str]:
-    """The cache keys the JSON-RPC request in ``body`` will read (``marketdata.cache.read_ahead_keys``),
-    [] when the body does not parse (its error is answered after authentication, as before)."""
-    if not body or body == b"\x00too-large":
-        return []
+def _parse_body(body: bytes):
+    """``(raw JSON, parse error)`` of a request body: one of them is None (both for a body over
+    the size limit). Parsed once, before authentication, so the read-ahead keys come from it; its
+    errors are still answered after authentication, as before."""
+    if body == b"\x00too-large":
+        return None, None
     try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return []
-    return read_ahead_keys(raw.get("method"), raw.get("params")) if isinstance(raw, dict) else []
+        return orjson.loads(body), None
+    except orjson.JSONDecodeError as exc:
+        return None, exc
 
 
 async def _read_body(receive) -> bytes | None:
@@ -268,8 +268,10 @@ class MCPEndpoint:
         body = await _read_body(receive)
         if body is None:
             return
+        raw, parse_error = _parse_body(body)
+        keys = read_ahead_keys(raw.get("method"), raw.get("params")) if isinstance(raw, dict) else []
         try:
-            identity, retry_after, ahead = await authenticate_count_and_read(headers, read_ahead=_read_ahead_keys(body))
+            identity, retry_after, ahead = await authenticate_count_and_read(headers, read_ahead=keys)
         except RedisError as exc:  # Redis down or restarting: a clear, retryable answer, nothing changed
             log.warning("MCP: token cache unreachable (%s: %s)", type(exc).__name__, exc)
             await _send(send, 503, _error("Service Unavailable: the token cache (Redis) is unreachable; nothing was "
@@ -293,10 +295,8 @@ class MCPEndpoint:
         if body == b"\x00too-large":
             await _send(send, 413, _error(f"Payload Too Large: at most {MAX_BODY_BYTES} bytes"))
             return
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            await _send(send, 400, _error(f"Parse error: {exc}", types.PARSE_ERROR))
+        if parse_error is not None:
+            await _send(send, 400, _error(f"Parse error: {parse_error}", types.PARSE_ERROR))
             return
         try:
             message = parse_message(raw)

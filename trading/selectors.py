@@ -99,12 +99,12 @@ def _account_row(user_id: int, token_id: int | None, account_id: int | None, nee
         token = "CAST(%(token)s AS BIGINT)"  # typed: PostgreSQL cannot infer the type of a NULL parameter
         token_ok = (f"({token} IS NULL OR NOT EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = {token}) "
                     f"OR EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = {token} AND t.{acc_col} = a.{qn('id')}))")
-        may_read = f"(({owner} OR {granted(['trader', 'viewer'])}) AND {token_ok})"
+        role_ok = f"({owner} OR {granted(['trader', 'viewer'])})"
         may_trade = f"({owner} OR {granted(['trader'])})"
-        cols = f"SELECT {fastsql.columns(Account, 'a')}, {may_read}, {may_trade} FROM {qn(Account._meta.db_table)} a"
+        cols = (f"SELECT {fastsql.columns(Account, 'a')}, ({role_ok} AND {token_ok}), {may_trade} "
+                f"FROM {qn(Account._meta.db_table)} a")
         if first:
-            usable = may_trade if need == "trade" else may_read
-            sql = f"{cols} WHERE {usable} AND {token_ok} ORDER BY a.{qn('id')} LIMIT 1"
+            sql = f"{cols} WHERE {may_trade if need == 'trade' else role_ok} AND {token_ok} ORDER BY a.{qn('id')} LIMIT 1"
         else:
             sql = f"{cols} WHERE a.{qn('id')} = %(account)s"
         sql = _ACCOUNT_SQL[key] = sql

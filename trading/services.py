@@ -304,8 +304,9 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
     One round trip instead of five, with SQL built once (``project.fastsql``): this is the hot path
     of every order (see bench/bench_orders.py). For a paper account the order's balance rows (base
     and quote asset) and position row are read and locked in the same round trip (a pipeline on
-    PostgreSQL, after the account row) and handed to its ``Ledger`` (``paper.LedgerPreload``). The row lock serializes orders of one account, which
-    makes check-then-book atomic. Raises ``Account.DoesNotExist`` if the account was deleted.
+    PostgreSQL, after the account row) and handed to its ``Ledger`` (``paper.LedgerPreload``).
+    The row lock serializes orders of one account, which makes check-then-book atomic. Raises
+    ``Account.DoesNotExist`` if the account was deleted.
     """
     from project import fastsql
 

@@ -224,10 +224,7 @@ class Ledger:
         """Write balances, positions and the pending fills (their orders must have primary keys:
         saved, or allocated when ``batch`` holds their INSERT). Returns the fills written; with
         ``batch`` the writes are queued there (their keys are set when it runs)."""
-        now = timezone.now()
-        stored = [row for row in self.rows.values() if row.pk is not None]
-        for row in stored:
-            row.updated_at = now
+        stored = [row for row in self.rows.values() if row.pk is not None]  # updated_at: auto_now, stamped by update
         fastsql.update(stored, ["free", "locked", "updated_at"], batch=batch)
         fastsql.insert([row for row in self.rows.values() if row.pk is None], batch=batch)
         for pos in self._positions.values():
