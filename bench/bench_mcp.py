@@ -6,7 +6,7 @@ Redis-backed ``get_ticker``), and our stack's production web server (uvicorn as 
 or ``--workers N`` to compare). Drives each with ``wrk`` (Lua body: a JSON-RPC ``tools/call``) at
 1, 8 and 32 connections, rounds interleaved, and prints calls/s, p50, p99 (medians over rounds)
 and the ratio ours / bare. Also measures ``place_order`` (paper, risk check, DB transaction,
-audit) on ours.
+audit) on ours, with every connection on one account and with one account per connection.
 
 Run: ``.venv/bin/python bench/bench_mcp.py [--duration 5] [--rounds 3] [--server daphne|uvicorn] [--workers 1]``
 Environment: ``DATABASE_URL`` (default: SQLite under var/bench), ``REDIS_URL`` (default the
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -46,7 +47,9 @@ TICKER_BODY = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"na
 
 
 
-def lua_script(token: str | None, body: dict | None, place_order: bool = False) -> str:
+def lua_script(token: str | None, body: dict | None, place_order: bool = False, accounts: list[int] | None = None) -> str:
+    """wrk's Lua for one measurement: ``body`` as a fixed request, or (``place_order``) a MARKET BUY
+    with a unique clientOrderId per request, on ``accounts`` in turn (account_id) when given."""
     headers = [
         'wrk.method = "POST"',
         'wrk.headers["Content-Type"] = "application/json"',
@@ -57,16 +60,21 @@ def lua_script(token: str | None, body: dict | None, place_order: bool = False) 
         headers.append(f'wrk.headers["Authorization"] = "Bearer {token}"')
     if not place_order:
         return "\n".join(headers + [f"wrk.body = [[{json.dumps(body)}]]"]) + "\n"
-    # A unique clientOrderId per request so every call books a new order.
+    # A unique clientOrderId per request (run nonce, wrk thread, counter): every call books a new order.
+    nonce = secrets.token_hex(5)
     return "\n".join(headers) + """
+-- "created" counts threads in the main Lua state; "tid" is a global of each thread's own state
+-- (a local of that name would shadow it, giving every thread the same clientOrderIds).
+local created = 0
 local counter = 0
-local tid = 0
-setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
-init = function(args) math.randomseed(os.time()) end
+local accounts = {""" + ",".join(str(a) for a in accounts or []) + """}
+setup = function(thread) created = created + 1; thread:set("tid", created) end
 request = function()
   counter = counter + 1
-  local id = string.format("b%d-%d-%d", tid or 0, math.random(1, 1000000000), counter)
-  local body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"place_order","arguments":{"symbol":"BTCUSDT","side":"BUY","quantity":"0.002","client_order_id":"' .. id .. '"}}}'
+  local id = string.format("b""" + nonce + """-%d-%d", tid or 0, counter)
+  local account = ""
+  if #accounts > 0 then account = ',"account_id":' .. accounts[(counter + (tid or 0) * 7) % #accounts + 1] end
+  local body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"place_order","arguments":{"symbol":"BTCUSDT","side":"BUY","quantity":"0.002","client_order_id":"' .. id .. '"' .. account .. '}}}'
   return wrk.format(nil, nil, nil, body)
 end
 """
@@ -87,7 +95,7 @@ def run_wrk(url: str, script: str, connections: int, duration: int) -> dict:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"), "non2xx": int(errors.group(1)) if errors else 0}
+    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)), "rps": rps, "p50": lat.get("50"), "p99": lat.get("99"), "non2xx": int(errors.group(1)) if errors else 0}
 
 
 def main():
@@ -113,6 +121,13 @@ def main():
     user, _ = get_user_model().objects.get_or_create(username="bench")
     account = Account.objects.filter(owner=user).first() or account_create(owner=user, name="Bench")
     Balance.objects.filter(account=account, asset="USDT").update(free=Decimal("1000000000"))
+    # One account per connection for the many-agents measurement (32 agents, 32 accounts): orders
+    # of one account serialize on its row lock by design, those of different accounts do not.
+    spread = list(Account.objects.filter(owner=user, name__startswith="Bench agent").order_by("pk"))
+    for k in range(len(spread), max(int(c) for c in args.connections.split(","))):
+        spread.append(account_create(owner=user, name=f"Bench agent {k}"))
+    Balance.objects.filter(account__in=spread, asset="USDT").update(free=Decimal("1000000000"))
+    spread_ids = [a.pk for a in spread]
     bench_token, token = agent_token_create(user=user, name="bench")
     bench_token.rate_limit_per_minute = 0  # unlimited: the benchmark is the load
     bench_token.save()
@@ -139,6 +154,9 @@ def main():
             resp = httpx.post(url, json=TICKER_BODY, headers=hdrs, timeout=10)
             result = resp.json()["result"]
             assert not result["isError"], result
+        from trading.models import Order
+
+        booked_before = Order.objects.filter(account__in=spread_ids + [account.pk], status="FILLED").count()
         conns = [int(c) for c in args.connections.split(",")]
         results: dict[tuple, list] = {}
         for _ in range(args.rounds):
@@ -146,6 +164,11 @@ def main():
                 results.setdefault(("bare", "get_ticker", c), []).append(run_wrk(bare_url, lua_script(None, TICKER_BODY), c, args.duration))
                 results.setdefault(("ours", "get_ticker", c), []).append(run_wrk(ours_url, lua_script(token, TICKER_BODY), c, args.duration))
                 results.setdefault(("ours", "place_order", c), []).append(run_wrk(ours_url, lua_script(token, None, True), c, args.duration))
+                results.setdefault(("ours", "place_order*", c), []).append(
+                    run_wrk(ours_url, lua_script(token, None, True, spread_ids[:c]), c, args.duration))
+        # A tool error is an HTTP 200 too: every place_order call must have booked a FILLED order.
+        sent = sum(r["requests"] for (_, tool, _), rows in results.items() if tool.startswith("place_order") for r in rows)
+        booked = Order.objects.filter(account__in=spread_ids + [account.pk], status="FILLED").count() - booked_before
     finally:
         for p in procs:
             p.terminate()
@@ -169,6 +192,12 @@ def main():
         rps = med(rows, "rps")
         print(f"{server:<6} {tool:<12} {c:>5} {rps:>9.0f} {med(rows, 'p50'):>8.2f} {med(rows, 'p99'):>8.2f} "
               f"{sum(r['non2xx'] for r in rows):>8} {rps / bare:>8.2f}")
+    if booked < sent:
+        print(f"WARNING: {sent - booked} place_order calls did not book a FILLED order")
+    print(f"place_order calls sent {sent}, FILLED orders booked {booked} (wrk counts requests it sent; "
+          "those cut off at the end of a run may still book)")
+    print("place_order: every connection trades one account; place_order*: each connection its own account "
+          "(as many agents would; in turn by account_id)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ raised: the booking it reports has already happened.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
@@ -31,14 +32,27 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+BATCH_TYPE = "events.batch"  # a channel-layer message carrying several messages to one group
+
+
 class _Publisher:
-    """One daemon thread with an event loop and an ordered queue of ``(group, message)``."""
+    """One daemon thread with an event loop that sends ``(group, message)`` items in the order
+    they were put.
+
+    ``put`` appends to a deque and wakes the loop only when it is not already due to run, and the
+    worker sends consecutive items of one group as one ``events.batch`` message (``{"type":
+    "events.batch", "messages": [...]}``; consumers dispatch each): an order's order, balances and
+    activity events cost one wake-up and one ``group_send`` instead of three of each.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._pid = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue | None = None
+        self._items: collections.deque = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._wake_due = False  # a wake-up is scheduled and the worker has not taken the items yet
+        self._busy = False  # the worker is sending what it took
 
     def _ensure(self) -> None:
         if self._pid == os.getpid() and self._loop is not None:
@@ -47,11 +61,13 @@ class _Publisher:
             if self._pid == os.getpid() and self._loop is not None:
                 return
             ready = threading.Event()
+            self._items = collections.deque()  # after a fork: the parent's queue is not ours
+            self._wake_due = self._busy = False
 
             def run():
                 loop = asyncio.new_event_loop()
                 asyncio.set_event_loop(loop)
-                self._loop, self._queue = loop, asyncio.Queue()
+                self._loop, self._wake = loop, asyncio.Event()
                 loop.create_task(self._worker())
                 ready.set()
                 loop.run_forever()
@@ -63,15 +79,30 @@ class _Publisher:
     async def _worker(self) -> None:
         layer = get_channel_layer()
         while True:
-            group, message = await self._queue.get()
+            await self._wake.wait()
+            self._wake.clear()
+            self._busy, self._wake_due = True, False
             try:
-                await layer.group_send(group, message)
-            except Exception as exc:
-                log.warning("push of %s to %s failed: %s: %s", message.get("kind"), group, type(exc).__name__, exc)
+                while self._items:
+                    taken = []
+                    while self._items:
+                        taken.append(self._items.popleft())
+                    for group, messages in _runs(taken):
+                        message = messages[0] if len(messages) == 1 else {"type": BATCH_TYPE, "messages": messages}
+                        try:
+                            await layer.group_send(group, message)
+                        except Exception as exc:
+                            log.warning("push of %s to %s failed: %s: %s", [m.get("kind") for m in messages], group,
+                                        type(exc).__name__, exc)
+            finally:
+                self._busy = False
 
     def put(self, group: str, message: dict) -> None:
         self._ensure()
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (group, message))
+        self._items.append((group, message))
+        if not self._wake_due:
+            self._wake_due = True
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until every queued message was sent (tests, shutdown)."""
@@ -79,10 +110,21 @@ class _Publisher:
             return
 
         async def wait_empty():
-            while not self._queue.empty():
+            while self._items or self._wake_due or self._busy:
                 await asyncio.sleep(0.005)
 
         asyncio.run_coroutine_threadsafe(wait_empty(), self._loop).result(timeout)
+
+
+def _runs(items: list[tuple[str, dict]]) -> list[tuple[str, list[dict]]]:
+    """``(group, message)`` items as runs of consecutive messages to the same group, in order."""
+    runs: list[tuple[str, list[dict]]] = []
+    for group, message in items:
+        if runs and runs[-1][0] == group:
+            runs[-1][1].append(message)
+        else:
+            runs.append((group, [message]))
+    return runs
 
 
 _publisher = _Publisher()
