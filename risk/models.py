@@ -182,8 +182,9 @@ class AuditEvent(models.Model):
     actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     actor_token = models.ForeignKey(AgentToken, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    action = models.CharField(max_length=64, db_index=True)
-    account = models.ForeignKey("trading.Account", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=64)  # indexed by audit_action (equality; no LIKE index to write)
+    account = models.ForeignKey("trading.Account", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                db_index=False)  # audit_account_recent leads with it
     params = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     message = models.TextField(blank=True, default="")
@@ -194,13 +195,16 @@ class AuditEvent(models.Model):
     # The Redis stream id of the write-ahead entry this row was drained from (``risk.audit``), null
     # for rows written directly. Unique: an entry delivered twice (a drainer that died between its
     # commit and its XACK, or one whose pending entries another claimed) is written once.
-    wal_id = models.CharField(max_length=32, null=True, blank=True, unique=True, editable=False)
+    # (A constraint rather than unique=True: on PostgreSQL that adds a second, LIKE index to every insert.)
+    wal_id = models.CharField(max_length=32, null=True, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["account", "-created_at"], name="audit_account_recent")]
+        indexes = [models.Index(fields=["account", "-created_at"], name="audit_account_recent"),
+                   models.Index(fields=["action"], name="audit_action")]
+        constraints = [models.UniqueConstraint(fields=["wal_id"], name="audit_unique_wal_id")]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.channel} {self.action} {self.outcome}"

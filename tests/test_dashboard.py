@@ -326,16 +326,16 @@ def test_user_b_never_receives_user_a_events(trader, make_user):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_transactions_events_go_as_one_layer_message_and_each_reaches_the_socket(trader):
-    """The events one transaction publishes for one account (an order's order, balances and
-    activity) leave as one ``events.batch`` channel-layer message, in order; the dashboard socket
-    still gets each of them, and an event for another group is not folded into the batch."""
+def test_an_orders_events_go_as_one_layer_message_and_each_reaches_the_socket(trader):
+    """The events an order publishes together (order, balances and activity:
+    ``publish_account_events``) leave as one ``events.batch`` channel-layer message, in order; the
+    dashboard socket still gets each of them, and an event for another group is not folded in."""
     from asgiref.sync import async_to_sync
     from channels.db import database_sync_to_async
     from channels.layers import get_channel_layer
     from django.db import transaction
 
-    from trading.events import BATCH_TYPE, account_group, drain_account_events, publish_account_event, publish_user_event
+    from trading.events import BATCH_TYPE, account_group, drain_account_events, publish_account_events, publish_user_event
 
     user, account, _ = trader
     layer = get_channel_layer()
@@ -345,8 +345,8 @@ def test_one_transactions_events_go_as_one_layer_message_and_each_reaches_the_so
 
     def publish():
         with transaction.atomic():
-            for kind in ("order", "balances", "activity"):
-                publish_account_event(account.pk, kind, {"clientOrderId": f"batch-{kind}"})
+            publish_account_events(account.pk, [(kind, {"clientOrderId": f"batch-{kind}"})
+                                                for kind in ("order", "balances", "activity")])
             publish_user_event(user.pk, "activity", {"message": "user-own"})
         drain_account_events()
 

@@ -129,3 +129,42 @@ def test_token_restricted_to_accounts_and_symbols(two_users):
                        ("get_fees", {"symbols": ["BTCUSDT"]}), ("subscribe_stream", {"stream": "btcusdt@trade"})):
         is_error, message = call(key, tool, **args)
         assert is_error and "only ETHUSDT" in message and "BTCUSDT" in message, (tool, message)
+
+
+def test_account_get_and_accounts_for_user_apply_the_same_rules(make_user):
+    """Owner, viewer and trader grants, a stranger, and a token restricted to one account: what
+    ``account_get`` admits (by id and as the first account) is exactly what ``accounts_for_user``
+    lists, and both give the expected accounts for every case."""
+    from risk.models import AccountGrant
+    from trading.errors import NotFound, PermissionDenied
+    from trading.selectors import account_get, accounts_for_user
+
+    alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
+    a1, a2 = account_create(owner=alice, name="A1"), account_create(owner=alice, name="A2")
+    AccountGrant.objects.create(account=a1, user=bob, role="viewer")
+    AccountGrant.objects.create(account=a1, user=carol, role="trader")
+    open_token, _ = agent_token_create(user=alice, name="all")
+    narrow_token, _ = agent_token_create(user=alice, name="narrow")
+    narrow_token.accounts.set([a2])
+    cases = {  # (user, token, need) -> the accounts it may use
+        (alice, None, "read"): {a1, a2}, (alice, None, "trade"): {a1, a2},
+        (alice, open_token, "trade"): {a1, a2}, (alice, narrow_token, "read"): {a2}, (alice, narrow_token, "trade"): {a2},
+        (bob, None, "read"): {a1}, (bob, None, "trade"): set(),
+        (carol, None, "read"): {a1}, (carol, None, "trade"): {a1},
+        (dave, None, "read"): set(), (dave, None, "trade"): set(),
+    }
+    for (user, token, need), expected in cases.items():
+        case = f"{user.username} token={getattr(token, 'name', None)} {need}"
+        assert set(accounts_for_user(user, need=need, token=token)) == expected, case
+        for account in (a1, a2):
+            if account in expected:
+                assert account_get(user=user, account_id=account.pk, need=need, token=token) == account, case
+            else:
+                readable = account in accounts_for_user(user, need="read", token=token)
+                with pytest.raises(PermissionDenied if readable and need == "trade" else NotFound):
+                    account_get(user=user, account_id=account.pk, need=need, token=token)
+        if expected:
+            assert account_get(user=user, need=need, token=token) == min(expected, key=lambda a: a.pk), case
+        else:
+            with pytest.raises(NotFound):
+                account_get(user=user, need=need, token=token)

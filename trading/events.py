@@ -15,6 +15,7 @@ import collections
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -98,8 +99,12 @@ class _Publisher:
                 self._busy = False
 
     def put(self, group: str, message: dict) -> None:
+        self.put_many([(group, message)])
+
+    def put_many(self, items: list[tuple[str, dict]]) -> None:
+        """Queue ``(group, message)`` items, in order, with one wake-up of the worker."""
         self._ensure()
-        self._items.append((group, message))
+        self._items.extend(items)
         if not self._wake_due:
             self._wake_due = True
             self._loop.call_soon_threadsafe(self._wake.set)
@@ -130,25 +135,38 @@ def _runs(items: list[tuple[str, dict]]) -> list[tuple[str, list[dict]]]:
 _publisher = _Publisher()
 
 
-def publish_account_event(account_id: int, kind: str, data: dict) -> None:
+def publish_account_event(account_id: int, kind: str, data: dict | Callable[[], dict]) -> None:
     """Send ``{"kind": kind, "account": account_id, "data": data}`` to the account's group once
-    the current transaction commits (at once outside a transaction); never blocks on Redis."""
-    _send_on_commit(account_group(account_id), {"type": "account.event", "kind": kind, "account": account_id, "data": data})
+    the current transaction commits (at once outside a transaction); never blocks on Redis.
+    ``data`` may be a function returning it, called then (e.g. a row's id known only at commit)."""
+    publish_account_events(account_id, [(kind, data)])
 
 
-def publish_user_event(user_id: int, kind: str, data: dict) -> None:
+def publish_account_events(account_id: int, events: list[tuple[str, dict | Callable[[], dict]]]) -> None:
+    """``publish_account_event`` for several ``(kind, data)`` at once: handed to the publisher
+    together, so they leave as one ``events.batch`` message (one Redis ``group_send``)."""
+    _send_on_commit([(account_group(account_id), {"type": "account.event", "kind": kind, "account": account_id, "data": data})
+                     for kind, data in events])
+
+
+def publish_user_event(user_id: int, kind: str, data: dict | Callable[[], dict]) -> None:
     """Send ``{"kind": kind, "user": user_id, "data": data}`` to the user's own group (only that
-    user's dashboard sockets join it) once the current transaction commits; never blocks."""
-    _send_on_commit(user_group(user_id), {"type": "user.event", "kind": kind, "user": user_id, "data": data})
+    user's dashboard sockets join it) once the current transaction commits; never blocks.
+    ``data`` as in ``publish_account_event``."""
+    _send_on_commit([(user_group(user_id), {"type": "user.event", "kind": kind, "user": user_id, "data": data})])
 
 
-def _send_on_commit(group: str, message: dict) -> None:
-    """Hand ``message`` to the publisher once the current transaction commits; a failure is logged."""
+def _send_on_commit(items: list[tuple[str, dict]]) -> None:
+    """Hand ``(group, message)`` items to the publisher once the current transaction commits (a
+    message's ``data`` called first when it is a function); a failure is logged."""
     def send():
         try:
-            _publisher.put(group, message)
+            for _, message in items:
+                if callable(message["data"]):
+                    message["data"] = message["data"]()
+            _publisher.put_many(items)
         except Exception as exc:
-            log.warning("push of %s to %s failed: %s: %s", message.get("kind"), group, type(exc).__name__, exc)
+            log.warning("push of %s failed: %s: %s", [(g, m.get("kind")) for g, m in items], type(exc).__name__, exc)
 
     transaction.on_commit(send)
 

@@ -52,7 +52,7 @@ class Account(models.Model):
 class Balance(models.Model):
     """One asset's balance in an account: ``free`` can be spent, ``locked`` backs open orders."""
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="balances")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="balances", db_index=False)  # balance_unique_account_asset leads with it
     asset = models.CharField(max_length=16)
     free = models.DecimalField(**AMOUNT, default=Decimal("0"))
     locked = models.DecimalField(**AMOUNT, default=Decimal("0"))
@@ -112,7 +112,7 @@ class Order(models.Model):
     ``cummulative_quote_qty`` (Binance's spelling) in the quote asset.
     """
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders", db_index=False)  # order_unique_account_client_order_id leads with it
     client_order_id = models.CharField(max_length=64)
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=OrderSide.choices)
@@ -184,7 +184,7 @@ class Fill(models.Model):
     """
 
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="fills")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="fills", db_index=False)  # fill_account_time leads with it
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=OrderSide.choices)
     price = models.DecimalField(**AMOUNT)
@@ -217,7 +217,7 @@ class Position(models.Model):
     ``quantity`` in the base asset, ``avg_entry_price`` and ``realized_pnl`` in the quote asset.
     """
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="positions")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="positions", db_index=False)  # position_unique_account_symbol leads with it
     symbol = models.CharField(max_length=32)
     quantity = models.DecimalField(**AMOUNT, default=Decimal("0"))
     avg_entry_price = models.DecimalField(**AMOUNT, default=Decimal("0"))

@@ -16,23 +16,40 @@ def dstr(value: Decimal | None) -> str | None:
 from trading.models import Account, Balance, Fill, Order, OrderList, Position
 
 
+def _may_use(user_id: int, *, trade: bool):
+    """The access rule, as a condition on ``Account`` rows: owned by the user, or granted to them
+    (``risk.models.AccountGrant``) in a role that allows it (``trader`` to trade, ``trader`` or
+    ``viewer`` to read)."""
+    from django.db.models import Exists, OuterRef, Q
+
+    from risk.models import AccountGrant
+
+    roles = ["trader"] if trade else ["trader", "viewer"]
+    return Q(owner_id=user_id) | Exists(AccountGrant.objects.filter(account=OuterRef("pk"), user_id=user_id, role__in=roles))
+
+
+def _token_admits(token_id: int):
+    """The agent token's account restriction, as a condition on ``Account`` rows: a token linked
+    to no account may use all of its user's; one linked to some, only those."""
+    from django.db.models import Exists, OuterRef
+
+    from risk.models import AgentToken
+
+    links = AgentToken.accounts.through.objects.filter(agenttoken_id=token_id)
+    return ~Exists(links) | Exists(links.filter(account_id=OuterRef("pk")))
+
+
 def accounts_for_user(user, *, need: str = "read", token=None):
     """QuerySet of the accounts ``user`` may use: their own, plus accounts granted to them
     (``risk.models.AccountGrant``: a ``viewer`` grant for ``need="read"``, a ``trader`` grant for
-    ``need="trade"``). With an agent ``token`` restricted to some accounts, only those."""
-    from django.db.models import Q
+    ``need="trade"``). With an agent ``token`` restricted to some accounts, only those.
 
-    from risk.models import AccountGrant, AgentToken
-
+    The rules are ``_may_use`` and ``_token_admits``; ``account_get`` runs the same two."""
     if not getattr(user, "is_authenticated", False):
         return Account.objects.none()
-    roles = ["trader"] if need == "trade" else ["trader", "viewer"]
-    granted = AccountGrant.objects.filter(user=user, role__in=roles).values("account_id")
-    qs = Account.objects.filter(Q(owner=user) | Q(pk__in=granted))
+    qs = Account.objects.filter(_may_use(user.pk, trade=need == "trade"))
     if token is not None and getattr(token, "pk", None):
-        allowed = list(AgentToken.accounts.through.objects.filter(agenttoken_id=token.pk).values_list("account_id", flat=True))
-        if allowed:
-            qs = qs.filter(pk__in=allowed)
+        qs = qs.filter(_token_admits(token.pk))
     return qs
 
 
@@ -44,9 +61,9 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
     which) and when the user has no account at all; ``PermissionDenied`` when the user may read but
     not trade it; ``InvalidInput`` for a non-integer id.
 
-    One statement with SQL built once (``project.fastsql``; every MCP trading call resolves its
-    account here): the account row with whether the user may read and trade it and whether the
-    token's account restriction admits it. The same rules as ``accounts_for_user``.
+    One statement (every MCP trading call resolves its account here): the account row with whether
+    the user may read and trade it, by the rules of ``accounts_for_user`` (``_may_use``,
+    ``_token_admits``), compiled once by Django (``project.fastsql.compile_queryset``).
     """
     if account_id is not None and (isinstance(account_id, bool) or not isinstance(account_id, int)):
         try:
@@ -70,45 +87,33 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
     return row[0]
 
 
-_ACCOUNT_SQL: dict[tuple, str] = {}
-
-
 def _account_row(user_id: int, token_id: int | None, account_id: int | None, need: str):
     """(account, may_read, may_trade) of ``account_id`` (readability includes the token's
     restriction), or of the user's first account usable for ``need`` when ``account_id`` is None;
     None when there is no such row."""
-    from django.db import connection
+    from django.db.models import BooleanField, ExpressionWrapper
 
     from project import fastsql
-    from risk.models import AccountGrant, AgentToken
 
-    first = account_id is None
-    key = (first, need if first else "", connection.vendor)
-    sql = _ACCOUNT_SQL.get(key)
-    if sql is None:
-        qn = fastsql.qn
-        g = qn(AccountGrant._meta.db_table)
-        through = AgentToken.accounts.through._meta
-        t = qn(through.db_table)
-        tok_col, acc_col = qn(through.get_field("agenttoken").column), qn(through.get_field("account").column)
+    first, restricted = account_id is None, token_id is not None
 
-        def granted(roles):
-            return (f"EXISTS (SELECT 1 FROM {g} g WHERE g.{qn('account_id')} = a.{qn('id')} AND g.{qn('user_id')} = %(user)s "
-                    f"AND g.{qn('role')} IN ({', '.join(repr(r) for r in roles)}))")
-        owner = f"a.{qn('owner_id')} = %(user)s"
-        token = "CAST(%(token)s AS BIGINT)"  # typed: PostgreSQL cannot infer the type of a NULL parameter
-        token_ok = (f"({token} IS NULL OR NOT EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = {token}) "
-                    f"OR EXISTS (SELECT 1 FROM {t} t WHERE t.{tok_col} = {token} AND t.{acc_col} = a.{qn('id')}))")
-        role_ok = f"({owner} OR {granted(['trader', 'viewer'])})"
-        may_trade = f"({owner} OR {granted(['trader'])})"
-        cols = (f"SELECT {fastsql.columns(Account, 'a')}, ({role_ok} AND {token_ok}), {may_trade} "
-                f"FROM {qn(Account._meta.db_table)} a")
+    def build(user, token=None, account=None):
+        may_read = _may_use(user, trade=False)
+        if restricted:
+            may_read &= _token_admits(token)
+        qs = Account.objects.annotate(
+            may_read=ExpressionWrapper(may_read, output_field=BooleanField()),
+            may_trade=ExpressionWrapper(_may_use(user, trade=True), output_field=BooleanField()),
+        )
         if first:
-            sql = f"{cols} WHERE {may_trade if need == 'trade' else role_ok} AND {token_ok} ORDER BY a.{qn('id')} LIMIT 1"
+            qs = qs.filter(may_read=True, **({"may_trade": True} if need == "trade" else {})).order_by("pk")[:1]
         else:
-            sql = f"{cols} WHERE a.{qn('id')} = %(account)s"
-        sql = _ACCOUNT_SQL[key] = sql
-    row = fastsql.execute(sql, {"user": user_id, "token": token_id, "account": account_id}, fetch="one")
+            qs = qs.filter(pk=account)
+        return qs.values_list(*[f.attname for f in Account._meta.concrete_fields], "may_read", "may_trade")
+
+    names = ["user"] + (["token"] if restricted else []) + ([] if first else ["account"])
+    compiled = fastsql.compile_queryset(("account_get", first, need if first else "", restricted), build, names)
+    row = fastsql.execute(compiled.sql, compiled.params(user=user_id, token=token_id, account=account_id), fetch="one")
     if row is None:
         return None
     n = fastsql.width(Account)
