@@ -6,7 +6,6 @@ a refused call changes no balance and books no live order.
 
 Tools come from ``tools/list``, so a new tool is fuzzed without editing this file.
 """
-import json
 import os
 import re
 from decimal import Decimal
@@ -71,10 +70,18 @@ def from_schema(schema: dict, defs: dict | None = None):
 
 
 def state(account):
-    return (
-        sorted((b.asset, b.free, b.locked) for b in Balance.objects.filter(account=account)),
-        Order.objects.filter(account=account).exclude(status="REJECTED").count(),
-    )
+    """The account's balances ``[(asset, free, locked)]`` and how many of its orders are not
+    REJECTED. Plain SQL: it runs after every fuzz call, and building the same two queries with the
+    ORM's compiler was ~40 % of the fuzzer's time. Amounts are read as text (exact on both
+    databases) and returned as ``Decimal``."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT asset, CAST(free AS TEXT), CAST(locked AS TEXT) FROM {Balance._meta.db_table} "
+                    "WHERE account_id = %s ORDER BY asset", [account.pk])
+        balances = [(asset, Decimal(free), Decimal(locked)) for asset, free, locked in cur.fetchall()]
+        cur.execute(f"SELECT COUNT(*) FROM {Order._meta.db_table} WHERE account_id = %s AND status <> 'REJECTED'", [account.pk])
+        return balances, cur.fetchone()[0]
 
 
 def check_response(resp, name):
@@ -100,7 +107,7 @@ def test_fuzz_every_tool(quotes, trader):
     user, account, key = trader
     tools = rpc(key, "tools/list").json()["result"]["tools"]
     per_tool = max(50, TOTAL_CALLS // len(tools))
-    calls = {"n": 0, "refused": 0}
+    calls = {"n": 0, "refused": 0, "state": state(account)}  # state: after the previous call
 
     for tool in tools:
         schema = tool["inputSchema"]
@@ -111,13 +118,14 @@ def test_fuzz_every_tool(quotes, trader):
                   suppress_health_check=list(HealthCheck))
         @given(arguments=from_schema(schema) | hostile_args)
         def fuzz(arguments):
-            before = state(account)
+            before = calls["state"]
             resp = rpc(key, "tools/call", {"name": tool["name"], "arguments": arguments})
             refused = check_response(resp, tool["name"])
             calls["n"] += 1
+            calls["state"] = after = state(account)
             if refused:
                 calls["refused"] += 1
-                assert state(account) == before, (tool["name"], arguments)
+                assert after == before, (tool["name"], arguments)
 
         fuzz()
     assert calls["n"] >= per_tool * len(tools)
