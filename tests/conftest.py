@@ -23,6 +23,11 @@ from marketdata.replay.server import ReplayServer
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
+ON_POSTGRES = "postgresql" in settings.DATABASES["default"]["ENGINE"]
+# For slow tests whose subject never touches the database (Redis, the channel layer, WebSocket
+# sessions): run once, in the SQLite pass, to keep `make test` inside CI's 20 minutes.
+sqlite_pass_only = pytest.mark.skipif(ON_POSTGRES, reason="database-independent: runs in the SQLite pass")
+
 
 def free_port() -> int:
     with socket.socket() as s:

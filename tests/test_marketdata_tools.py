@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from test_mcp import call
 
-from conftest import wait_until
+from conftest import sqlite_pass_only, wait_until
 from marketdata import services
 from marketdata.binance import make_client
 from marketdata.replay import wire
@@ -129,6 +129,7 @@ class IngesterThread:
         assert not self.thread.is_alive(), "the ingester stops promptly"
 
 
+@sqlite_pass_only
 def test_stream_subscriptions_reach_the_running_ingester(symbols, trader, django_capture_on_commit_callbacks):
     _, _, key = trader
     err, text = call(key, "subscribe_stream", stream="btcusdt@candles")

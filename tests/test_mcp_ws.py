@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from mcp import ClientSession
 
-from conftest import wait_until
+from conftest import sqlite_pass_only, wait_until
 from marketdata.cache import book_key, get_redis
 from marketdata.services import exchange_info_sync
 from risk.models import AuditEvent
@@ -154,6 +154,7 @@ def test_subscriber_receives_pushed_stream_updates_and_order_events(live, trader
     assert session_id
 
 
+@sqlite_pass_only
 def test_reconnect_with_session_id_restores_subscriptions(live, trader, make_user):
     _, _, token = trader
     url = ws_url(live)
