@@ -61,7 +61,6 @@ from pydantic import ValidationError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
-from trading.events import BATCH_TYPE
 from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_count_and_read, parse_message
 
 log = logging.getLogger(__name__)
@@ -489,10 +488,6 @@ class Connection:
     def deliver(self, message: dict) -> None:
         """Queue one channel-layer message for the client (see module docstring, "Server push")."""
         kind = message.get("type")
-        if kind == BATCH_TYPE:  # several account/user events in one message (trading.events)
-            for one in message.get("messages") or ():
-                self.deliver(one)
-            return
         if kind == "market.update":
             stream = f"{str(message.get('symbol', '')).lower()}@{message.get('stream')}"
         elif kind == "stream.message":
