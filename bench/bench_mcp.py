@@ -105,6 +105,8 @@ def main():
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="uvicorn")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--connections", default="1,8,32")
+    parser.add_argument("--tools", default="get_ticker,place_order,place_order*",
+                        help="which of ours to measure (comma-separated); the bare server is always measured")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -158,14 +160,18 @@ def main():
 
         booked_before = Order.objects.filter(account__in=spread_ids + [account.pk], status="FILLED").count()
         conns = [int(c) for c in args.connections.split(",")]
+        tools = set(args.tools.split(","))
         results: dict[tuple, list] = {}
         for _ in range(args.rounds):
             for c in conns:
                 results.setdefault(("bare", "get_ticker", c), []).append(run_wrk(bare_url, lua_script(None, TICKER_BODY), c, args.duration))
-                results.setdefault(("ours", "get_ticker", c), []).append(run_wrk(ours_url, lua_script(token, TICKER_BODY), c, args.duration))
-                results.setdefault(("ours", "place_order", c), []).append(run_wrk(ours_url, lua_script(token, None, True), c, args.duration))
-                results.setdefault(("ours", "place_order*", c), []).append(
-                    run_wrk(ours_url, lua_script(token, None, True, spread_ids[:c]), c, args.duration))
+                if "get_ticker" in tools:
+                    results.setdefault(("ours", "get_ticker", c), []).append(run_wrk(ours_url, lua_script(token, TICKER_BODY), c, args.duration))
+                if "place_order" in tools:
+                    results.setdefault(("ours", "place_order", c), []).append(run_wrk(ours_url, lua_script(token, None, True), c, args.duration))
+                if "place_order*" in tools:
+                    results.setdefault(("ours", "place_order*", c), []).append(
+                        run_wrk(ours_url, lua_script(token, None, True, spread_ids[:c]), c, args.duration))
         # A tool error is an HTTP 200 too: every place_order call must have booked a FILLED order.
         sent = sum(r["requests"] for (_, tool, _), rows in results.items() if tool.startswith("place_order") for r in rows)
         booked = Order.objects.filter(account__in=spread_ids + [account.pk], status="FILLED").count() - booked_before

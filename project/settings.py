@@ -134,6 +134,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so the servers the end-to-end tests start see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.sqlite3")}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django turns psycopg's prepared statements off (prepare_threshold None, for transaction-mode
+    # poolers), which also makes ``prepare=True`` a no-op: the order path's precompiled statements
+    # (project.fastsql) would be parsed and planned by PostgreSQL on every execution. Django's own
+    # cursors bind client-side and never prepare, so this only affects fastsql's. Set
+    # DB_PREPARED_STATEMENTS=0 behind a pooler that cannot keep them (PgBouncer < 1.21).
+    if os.environ.get("DB_PREPARED_STATEMENTS", "1") != "0":
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
