@@ -61,6 +61,7 @@ from pydantic import ValidationError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
+from trading.events import BATCH_TYPE
 from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_count_and_read, parse_message
 
 log = logging.getLogger(__name__)
@@ -320,7 +321,11 @@ class Connection:
         self.auth_header = {b"authorization": f"Bearer {self.token_key}".encode("latin-1", "replace")}
 
         self.identity.META = {"REMOTE_ADDR": (self.scope.get("client") or ("", 0))[0], "MCP_TRANSPORT": "websocket"}
-        self.channel = await self.layer.new_channel(prefix="mcpws.")
+        # The default "specific" prefix, as Channels' own consumers use: channels_redis serves all of
+        # a process's channels with one blocking pop on one key per prefix, under one lock that the
+        # popper keeps until a message comes for *its* key. A second prefix ("mcpws." before) let a
+        # dashboard socket's pop starve every MCP WebSocket of the process (or the reverse).
+        self.channel = await self.layer.new_channel()
         if tool_allowed("get_account", self.identity.auth):
             self.account_ids = set(await sync_to_async(_readable_account_ids)(self.identity))
         for account_id in sorted(self.account_ids):
@@ -488,6 +493,10 @@ class Connection:
     def deliver(self, message: dict) -> None:
         """Queue one channel-layer message for the client (see module docstring, "Server push")."""
         kind = message.get("type")
+        if kind == BATCH_TYPE:  # several account/user events in one message (trading.events)
+            for one in message.get("messages") or ():
+                self.deliver(one)
+            return
         if kind == "market.update":
             stream = f"{str(message.get('symbol', '')).lower()}@{message.get('stream')}"
         elif kind == "stream.message":

@@ -49,6 +49,7 @@ def audit_record(
     risk_decision: dict | None = None,
     latency_ms: float | None = None,
     request_id: str = "",
+    push: bool = True,
 ) -> AuditEvent:
     """Append one audit event and return it.
 
@@ -61,6 +62,8 @@ def audit_record(
         params: the call's arguments; result: what it returned or the error's ``as_dict()``.
         risk_decision: the risk check's ``as_dict()`` when an order was checked.
         latency_ms: wall time the action took, in ms.
+        push: False when the caller pushes the event itself (with others of the same commit,
+            ``audit_event_payload``).
 
     The event is also pushed to the account's dashboard group after the transaction commits.
     """
@@ -81,10 +84,15 @@ def audit_record(
     fastsql.insert([event])  # an INSERT (append-only), SQL built once: this runs on every order
     from trading.events import publish_account_event, publish_user_event
 
-    if account is not None:
-        publish_account_event(account.pk, "activity", audit_event_payload(event))
+    def payload():  # built when the push is sent, after the commit: the row has its id by then
+        return audit_event_payload(event)
+
+    if not push:
+        pass
+    elif account is not None:
+        publish_account_event(account.pk, "activity", payload)
     elif event.actor_user_id is not None:  # account-less actions reach the acting user's own dashboard
-        publish_user_event(event.actor_user_id, "activity", audit_event_payload(event))
+        publish_user_event(event.actor_user_id, "activity", payload)
     return event
 
 

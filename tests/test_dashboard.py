@@ -342,6 +342,48 @@ def test_user_b_never_receives_user_a_events(trader, make_user):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_orders_events_go_as_one_layer_message_and_each_reaches_the_socket(trader):
+    """The events an order publishes together (order, balances and activity:
+    ``publish_account_events``) leave as one ``events.batch`` channel-layer message, in order; the
+    dashboard socket still gets each of them, and an event for another group is not folded in."""
+    from asgiref.sync import async_to_sync
+    from channels.db import database_sync_to_async
+    from channels.layers import get_channel_layer
+    from django.db import transaction
+
+    from trading.events import BATCH_TYPE, account_group, drain_account_events, publish_account_events, publish_user_event
+
+    user, account, _ = trader
+    layer = get_channel_layer()
+    probe = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(account_group(account.pk), probe)
+    cookie = _cookie("alice")
+
+    def publish():
+        with transaction.atomic():
+            publish_account_events(account.pk, [(kind, {"clientOrderId": f"batch-{kind}"})
+                                                for kind in ("order", "balances", "activity")])
+            publish_user_event(user.pk, "activity", {"message": "user-own"})
+        drain_account_events()
+
+    async def run():
+        comm = await _connect(cookie)
+        await _next(comm, "hello")
+        await database_sync_to_async(publish)()
+        raw = await asyncio.wait_for(layer.receive(probe), 5)
+        got = [await _next(comm, "account") for _ in range(3)]
+        user_msg = await _next(comm, "user")
+        await comm.disconnect()
+        return raw, got, user_msg
+
+    raw, got, user_msg = asyncio.run(run())
+    assert raw["type"] == BATCH_TYPE
+    assert [m["kind"] for m in raw["messages"]] == ["order", "balances", "activity"]
+    assert [m["kind"] for m in got] == ["order", "balances", "activity"]
+    assert got[0]["data"]["clientOrderId"] == "batch-order" and user_msg["data"]["message"] == "user-own"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_market_updates_are_coalesced_and_the_latest_arrives(symbols, trader):
     from channels.layers import get_channel_layer
 

@@ -324,6 +324,48 @@ def test_slow_reader_gets_coalesced_market_data_but_every_order_event(symbols, t
     assert trades[-1]["droppedTotal"] == dropped_total == n_trades - len(trades)
 
 
+def test_pushes_reach_an_mcp_socket_while_another_consumer_of_the_process_waits(symbols, trader):
+    """A dashboard socket (or any Channels consumer) and an MCP WebSocket in one web process share
+    its channel layer. channels_redis serves a process's channels with one blocking pop, under one
+    lock that the popper keeps until a message comes for its own key; MCP channels named with a
+    prefix of their own ("mcpws.") had their own key, so an idle consumer that took the lock first
+    starved every MCP socket of the process of its pushes (found when a stack test's subscriber got
+    no stream updates after the end-to-end tests had left a dashboard socket open)."""
+    from channels_redis.core import RedisChannelLayer
+
+    from project.mcp_ws import MCPWebSocketApp
+
+    _, account, token = trader
+
+    async def scenario():
+        # Configured as in production (settings.CHANNEL_LAYERS: its socket timeout outlasts the pop,
+        # so an idle pop is simply repeated), with a prefix of its own.
+        config = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "prefix": f"{settings.REDIS_KEY_PREFIX}t-{uuid.uuid4().hex[:6]}"}
+        layer = RedisChannelLayer(**config)
+        idle = asyncio.create_task(layer.receive(await layer.new_channel()))  # as a Channels consumer waits
+        await asyncio.sleep(0.2)  # it holds the layer's receive lock now
+        app = MCPWebSocketApp(layer=layer)
+        client = SlowClient(app, token)
+        await client.inbox.put({"type": "websocket.connect"})
+        server = asyncio.create_task(app(client.scope, client.receive, client.send))
+        await asyncio.wait_for(client.accepted.wait(), 10)
+        await client.request(1, "ping")
+        await layer.group_send(f"account.{account.pk}", {"type": "account.event", "kind": "order", "account": account.pk,
+                                                         "data": {"seq": 1}})
+        for _ in range(1200):  # up to 12 s: more than two of channels_redis's 5 s pops
+            if any(f.get("params", {}).get("kind") == "order" for f in client.frames):
+                break
+            await asyncio.sleep(0.01)
+        await client.inbox.put({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(server, 10)
+        idle.cancel()
+        await asyncio.gather(idle, return_exceptions=True)
+        await layer.flush()
+        return [f["params"]["data"] for f in client.frames if f.get("params", {}).get("kind") == "order"]
+
+    assert asyncio.run(scenario()) == [{"seq": 1}]
+
+
 def test_a_client_that_never_reads_is_cut_off_rather_than_losing_order_events(symbols, trader, monkeypatch):
     from channels_redis.core import RedisChannelLayer
 

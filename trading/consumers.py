@@ -33,6 +33,7 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -221,6 +222,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     async def market_update(self, event):
         message = {"type": "market", "symbol": event["symbol"], "stream": event["stream"], "data": event["data"]}
         await self.coalescer.offer(("market", event["symbol"], event["stream"]), message)
+
+    async def events_batch(self, event):
+        """Several messages to one group in one channel-layer message (``trading.events``), each
+        handled as if it had come alone (``dispatch`` already ran its connection hygiene once)."""
+        for message in event["messages"]:
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is not None and handler != self.events_batch:
+                await handler(message)
 
     async def account_event(self, event):
         if event["account"] not in self.account_ids:

@@ -17,12 +17,13 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from marketdata.selectors import quote_get, symbol_get
-from risk.audit import audit_record
-from risk.models import Outcome, Protection, RiskLimit
+from project import fastsql
+from risk.audit import audit_event_payload, audit_record
+from risk.models import AuditEvent, Outcome, Protection, RiskLimit
 from risk.services import risk_check
 from trading import filters
 from trading.errors import FilterFailure, InvalidInput, NotFound, OrderRejected, RiskRejected, TradingError
-from trading.events import publish_account_event
+from trading.events import publish_account_event, publish_account_events
 from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.selectors import balance_as_dict, order_as_dict
 from trading.venues import MarketView, OrderRequest, venue_for
@@ -113,16 +114,18 @@ class PlaceResult:
     duplicate: bool = False
 
 
-def _publish(account: Account, data: dict, balances: list | None = None) -> None:
+def _publish(account: Account, data: dict, balances: list | None = None, activity: AuditEvent | None = None) -> None:
     """Push the order and the account's balances to its dashboard group (``balances``: the rows the
-    venue just wrote, when it knows them; else all of the account's rows are read)."""
-    publish_account_event(account.pk, "order", data)
+    venue just wrote, when it knows them; else all of the account's rows are read), and the
+    ``activity`` audit row when given (recorded with ``push=False``): one handover after commit."""
     if balances is not None:
-        publish_account_event(account.pk, "balances", {"balances": [balance_as_dict(b) for b in balances], "partial": True})
-        return
-    publish_account_event(account.pk, "balances", {
-        "balances": [balance_as_dict(b) for b in Balance.objects.filter(account=account).order_by("asset")]
-    })
+        balance_data = {"balances": [balance_as_dict(b) for b in balances], "partial": True}
+    else:
+        balance_data = {"balances": [balance_as_dict(b) for b in Balance.objects.filter(account=account).order_by("asset")]}
+    events = [("order", data), ("balances", balance_data)]
+    if activity is not None:
+        events.append(("activity", lambda: audit_event_payload(activity)))  # its id is known after commit
+    publish_account_events(account.pk, events)
 
 
 def reference_price(quote) -> Decimal:
@@ -131,6 +134,21 @@ def reference_price(quote) -> Decimal:
     if quote.last_price is not None:
         return quote.last_price
     return (quote.bid_price + quote.ask_price) / 2
+
+
+def _auditor(*, channel: str, action: str, actor_user, actor_token, account: Account, params: dict, request_id: str,
+             t0: float):
+    """``audit(outcome, message="", result=None, decision=None, push=True)``: record one
+    ``action`` of this call with ``risk.audit.audit_record`` (``push``: see its
+    docstring) and return the ``AuditEvent``; its latency is measured from ``t0``
+    (``time.perf_counter()``)."""
+    def audit(outcome: str, message: str = "", result: dict | None = None, decision: dict | None = None,
+              push: bool = True) -> AuditEvent:
+        return audit_record(channel=channel, action=action, outcome=outcome, actor_user=actor_user, actor_token=actor_token,
+                            account=account, params=params, message=message, result=result, risk_decision=decision,
+                            latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id, push=push)
+
+    return audit
 
 
 def order_place(
@@ -196,12 +214,8 @@ def order_place(
             return approvals.order_hold(account=account, actor_user=actor_user, actor_token=actor_token, channel=channel,
                                         params=params, request_id=request_id, order_list_id=order_list_id)
 
-    def audit(outcome: str, message: str = "", result: dict | None = None, decision: dict | None = None):
-        audit_record(
-            channel=channel, action=audit_action, outcome=outcome, actor_user=actor_user, actor_token=actor_token,
-            account=account, params=params, message=message, result=result, risk_decision=decision,
-            latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id,
-        )
+    audit = _auditor(channel=channel, action=audit_action, actor_user=actor_user, actor_token=actor_token,
+                     account=account, params=params, request_id=request_id, t0=t0)
 
     def duplicate_of(existing: Order) -> PlaceResult:
         data = order_as_dict(existing)
@@ -259,7 +273,7 @@ def order_place(
                 data = order_as_dict(order, fills=[])
                 error = RiskRejected(f"Order rejected by risk check: {decision.reason}.",
                                      details={"order": data, "riskDecision": decision.as_dict()})
-                audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict())
+                event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), push=False)
                 balances = None
             else:
                 execution = venue_for(locked).submit(account=locked, request=request,
@@ -268,11 +282,12 @@ def order_place(
                 balances = execution.balances
                 if execution.rejected:
                     error = OrderRejected(execution.reason, code=execution.code or None, details={"order": data, **execution.details})
-                    audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict())
+                    event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), push=False)
                 else:
                     qty_text = f"{request.quantity.normalize():f}" if request.quantity else f"{request.quote_order_qty.normalize():f} {request.symbol.quote_asset} of"
-                    audit(Outcome.OK, f"{request.side} {request.type} {qty_text} {request.symbol.symbol} {data['status']}", data, decision.as_dict())
-            _publish(locked, data, balances=balances)
+                    event = audit(Outcome.OK, f"{request.side} {request.type} {qty_text} {request.symbol.symbol} {data['status']}",
+                                  data, decision.as_dict(), push=False)
+            _publish(locked, data, balances=balances, activity=event)
     except IntegrityError:
         # A concurrent call with the same clientOrderId won the race: answer with its order.
         existing = Order.objects.filter(account=account, client_order_id=request.client_order_id).first()
@@ -308,8 +323,6 @@ def _lock_account_for_order(account: Account, request: OrderRequest) -> Account:
     The row lock serializes orders of one account, which makes check-then-book atomic. Raises
     ``Account.DoesNotExist`` if the account was deleted.
     """
-    from project import fastsql
-
     stop = request.type in STOP_TYPES
     sql = _LOCK_SQL.get((stop, connection.vendor))
     if sql is None:
@@ -660,10 +673,8 @@ def _oco_place_exchange(*, account: Account, actor_user, actor_token, channel: s
     params = {"account_id": account.pk, "symbol": symbol, "side": side, "quantity": str(qty), "price": str(px),
               "stop_price": str(sp), "stop_limit_price": None if slp is None else str(slp), "list_client_order_id": list_id}
 
-    def audit(outcome, message, result=None, decision=None):
-        audit_record(channel=channel, action="order.oco", outcome=outcome, actor_user=actor_user, actor_token=actor_token,
-                     account=account, params=params, message=message, result=result, risk_decision=decision,
-                     latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id)
+    audit = _auditor(channel=channel, action="order.oco", actor_user=actor_user, actor_token=actor_token,
+                     account=account, params=params, request_id=request_id, t0=t0)
 
     try:
         stop_type, stop_tif = (OrderType.STOP_LOSS_LIMIT, stop_limit_time_in_force or "GTC") if slp is not None else (OrderType.STOP_LOSS, None)
