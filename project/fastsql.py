@@ -83,16 +83,18 @@ def qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def execute_batch(statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple]]:
+def execute_batch(statements: Sequence[tuple[str, Sequence]], *, commit: bool = False) -> list[list[tuple]]:
     """Run ``statements`` ((SQL, params) pairs) in order and return each one's rows. On PostgreSQL
     they go in one round trip (psycopg pipeline mode), as prepared statements; elsewhere one after
     another. Errors as ``execute``; a pipeline is logged as one query entry (one round trip) whose
-    SQL lists its statements."""
-    if connection.vendor != "postgresql" or len(statements) < 2:
+    SQL lists its statements. ``commit`` (PostgreSQL only, see ``finish``): the transaction's COMMIT
+    goes in the same pipeline, after them."""
+    if connection.vendor != "postgresql" or (len(statements) < 2 and not commit):
         return [execute(sql, params) for sql, params in statements]
     import psycopg
 
-    logged = f"-- pipeline of {len(statements)} statements\n" + ";\n".join(sql for sql, _ in statements)
+    logged = (f"-- pipeline of {len(statements) + commit} statements\n"
+              + ";\n".join([sql for sql, _ in statements] + (["COMMIT"] if commit else [])))
     cursors = []
     try:
         with _postgres(logged) as conn:
@@ -101,10 +103,31 @@ def execute_batch(statements: Sequence[tuple[str, Sequence]]) -> list[list[tuple
                     cur = psycopg.Cursor(conn)
                     cursors.append(cur)
                     cur.execute(sql, params, prepare=True)
+                if commit:
+                    conn.commit()  # queued behind them; the pipeline's sync sends all in one round trip
             return [_fetch(cur, "all") for cur in cursors]
     finally:
         for cur in cursors:
             cur.close()
+
+
+def finish(batch: "Batch") -> bool:
+    """Run ``batch``, the last writes of the caller's ``transaction.atomic()`` block, and, when
+    that block is the outermost one on PostgreSQL (no enclosing atomic block or savepoint, nothing
+    marked for rollback), COMMIT in the same round trip. Django's own COMMIT at the end of the
+    block then finds no transaction open and sends nothing; its on-commit callbacks run as
+    usual. Call it as the block's very last statement: anything after it would run outside the
+    transaction. Returns True when it committed.
+
+    Inside an enclosing transaction (a caller's ``atomic()``, the tests' per-test transaction) or
+    on SQLite it only runs ``batch``. A failing statement raises as ``execute`` and nothing is
+    committed (the block's exit rolls back)."""
+    commit = (connection.vendor == "postgresql" and connection.in_atomic_block and len(connection.atomic_blocks) == 1
+              and not connection.savepoint_ids and not connection.needs_rollback)
+    if not batch._items and not commit:
+        return False
+    batch.run(commit=commit)
+    return commit
 
 
 class Batch:
@@ -120,10 +143,10 @@ class Batch:
     def add(self, sql: str, params: Sequence, on_rows=None) -> None:
         self._items.append((sql, params, on_rows))
 
-    def run(self) -> None:
-        """Send the queued writes."""
+    def run(self, *, commit: bool = False) -> None:
+        """Send the queued writes (``commit``: and the transaction's COMMIT, see ``finish``)."""
         items, self._items = self._items, []
-        for (_, _, on_rows), rows in zip(items, execute_batch([(sql, params) for sql, params, _ in items])):
+        for (_, _, on_rows), rows in zip(items, execute_batch([(sql, params) for sql, params, _ in items], commit=commit)):
             if on_rows is not None:
                 on_rows(rows)
 

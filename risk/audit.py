@@ -49,6 +49,7 @@ def audit_record(
     risk_decision: dict | None = None,
     latency_ms: float | None = None,
     request_id: str = "",
+    batch: fastsql.Batch | None = None,
     push: bool = True,
 ) -> AuditEvent:
     """Append one audit event and return it.
@@ -62,6 +63,8 @@ def audit_record(
         params: the call's arguments; result: what it returned or the error's ``as_dict()``.
         risk_decision: the risk check's ``as_dict()`` when an order was checked.
         latency_ms: wall time the action took, in ms.
+        batch: queue the INSERT in this ``project.fastsql.Batch`` (the caller runs it in the same
+            transaction, e.g. with its COMMIT: ``fastsql.finish``); the row's id is set then.
         push: False when the caller pushes the event itself (with others of the same commit,
             ``audit_event_payload``).
 
@@ -81,7 +84,7 @@ def audit_record(
         latency_ms=latency_ms,
         request_id=request_id,
     )
-    fastsql.insert([event])  # an INSERT (append-only), SQL built once: this runs on every order
+    fastsql.insert([event], batch=batch)  # an INSERT (append-only), SQL built once: this runs on every order
     from trading.events import publish_account_event, publish_user_event
 
     def payload():  # built when the push is sent, after the commit: the row has its id by then

@@ -218,6 +218,58 @@ def test_order_path_statements_are_prepared_once_per_connection(quotes, trader):
         assert any(table in sql for sql in prepared), (table, prepared)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_audit_row_goes_with_the_commit(quotes, trader):
+    """Outside any enclosing transaction (as in production), the order's audit row is written in
+    the round trip that commits (``fastsql.finish``): on PostgreSQL the last pipeline ends with
+    COMMIT and Django's own COMMIT then finds no transaction open. The order, its fills and the
+    audit row are committed together, and the order's pushes (order, balances, activity with the
+    row's id) are handed to the publisher at once, after the commit."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from risk.models import AuditEvent
+    from trading import events
+
+    user, account, _ = trader
+    place(account, user, quantity="0.004")
+    connection.ensure_connection()
+    raw = connection.connection
+    commits = []  # the transaction status at each psycopg commit() call: ours in finish, then Django's
+    original_commit = raw.commit
+
+    def commit():
+        commits.append(raw.pgconn.transaction_status)
+        return original_commit()
+
+    pushed = []
+    put_many = events._publisher.put_many
+    if connection.vendor == "postgresql":  # (sqlite3's connection does not let its commit be wrapped)
+        raw.commit = commit
+    events._publisher.put_many = lambda items: pushed.append([message for _, message in items])
+    try:
+        with CaptureQueriesContext(connection) as ctx:
+            order = place(account, user, side="SELL", quantity="0.002", client_order_id="tail-1").order
+    finally:
+        if connection.vendor == "postgresql":
+            raw.commit = original_commit
+        events._publisher.put_many = put_many
+    event = AuditEvent.objects.get(action="order.place", params__client_order_id="tail-1")
+    assert event.result["orderId"] == order["orderId"] and event.outcome == "ok"
+    assert Order.objects.get(pk=order["orderId"]).fills.count() == len(order["fills"]) >= 1
+    # One handover after the commit: the order, its balances and the activity row, with its id.
+    assert [[m["kind"] for m in items] for items in pushed] == [["order", "balances", "activity"]]
+    assert pushed[0][0]["data"]["orderId"] == order["orderId"] and pushed[0][2]["data"]["id"] == event.pk
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        trips = [q["sql"] for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+        assert len(trips) == 3, trips
+        assert trips[-1].startswith("-- pipeline of 2 statements") and trips[-1].endswith("COMMIT"), trips[-1]
+        idle = psycopg.pq.TransactionStatus.IDLE
+        assert len(commits) == 2 and commits[0] != idle and commits[1] == idle, commits  # Django's had nothing left
+
+
 def test_one_exchange_order_is_booked_once_per_account(trader):
     from django.db import IntegrityError, transaction
 

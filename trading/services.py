@@ -138,15 +138,15 @@ def reference_price(quote) -> Decimal:
 
 def _auditor(*, channel: str, action: str, actor_user, actor_token, account: Account, params: dict, request_id: str,
              t0: float):
-    """``audit(outcome, message="", result=None, decision=None, push=True)``: record one
-    ``action`` of this call with ``risk.audit.audit_record`` (``push``: see its
+    """``audit(outcome, message="", result=None, decision=None, batch=None, push=True)``: record one
+    ``action`` of this call with ``risk.audit.audit_record`` (``batch``, ``push``: see its
     docstring) and return the ``AuditEvent``; its latency is measured from ``t0``
     (``time.perf_counter()``)."""
     def audit(outcome: str, message: str = "", result: dict | None = None, decision: dict | None = None,
-              push: bool = True) -> AuditEvent:
+              batch=None, push: bool = True) -> AuditEvent:
         return audit_record(channel=channel, action=action, outcome=outcome, actor_user=actor_user, actor_token=actor_token,
                             account=account, params=params, message=message, result=result, risk_decision=decision,
-                            latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id, push=push)
+                            latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id, batch=batch, push=push)
 
     return audit
 
@@ -249,6 +249,7 @@ def order_place(
         raise
 
     error: TradingError | None = None
+    tail = fastsql.Batch()  # the audit row, sent with the transaction's COMMIT (fastsql.finish)
     try:
         with transaction.atomic():
             locked = _lock_account_for_order(account, request)
@@ -273,7 +274,7 @@ def order_place(
                 data = order_as_dict(order, fills=[])
                 error = RiskRejected(f"Order rejected by risk check: {decision.reason}.",
                                      details={"order": data, "riskDecision": decision.as_dict()})
-                event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), push=False)
+                event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), batch=tail, push=False)
                 balances = None
             else:
                 execution = venue_for(locked).submit(account=locked, request=request,
@@ -282,12 +283,13 @@ def order_place(
                 balances = execution.balances
                 if execution.rejected:
                     error = OrderRejected(execution.reason, code=execution.code or None, details={"order": data, **execution.details})
-                    event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), push=False)
+                    event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), batch=tail, push=False)
                 else:
                     qty_text = f"{request.quantity.normalize():f}" if request.quantity else f"{request.quote_order_qty.normalize():f} {request.symbol.quote_asset} of"
                     event = audit(Outcome.OK, f"{request.side} {request.type} {qty_text} {request.symbol.symbol} {data['status']}",
-                                  data, decision.as_dict(), push=False)
+                                  data, decision.as_dict(), batch=tail, push=False)
             _publish(locked, data, balances=balances, activity=event)
+            fastsql.finish(tail)  # last: on PostgreSQL the audit row and COMMIT go in one round trip
     except IntegrityError:
         # A concurrent call with the same clientOrderId won the race: answer with its order.
         existing = Order.objects.filter(account=account, client_order_id=request.client_order_id).first()
