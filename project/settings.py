@@ -148,8 +148,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The test suite (tests/conftest.py) sets PASSWORD_HASHERS_FAST=1 for itself and the servers it
 # starts: PBKDF2's deliberate slowness (~0.5 s a user on a 2-core box) was most of many tests'
 # set-up. Never set it in production.
+TEST_PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 if os.environ.get("PASSWORD_HASHERS_FAST") == "1":
-    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    PASSWORD_HASHERS = TEST_PASSWORD_HASHERS
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -90,11 +90,9 @@ def audit_record(
     def payload():  # built when the push is sent, after the commit: the row has its id by then
         return audit_event_payload(event)
 
-    if not push:
-        pass
-    elif account is not None:
+    if push and account is not None:
         publish_account_event(account.pk, "activity", payload)
-    elif event.actor_user_id is not None:  # account-less actions reach the acting user's own dashboard
+    elif push and event.actor_user_id is not None:  # account-less actions reach the acting user's own dashboard
         publish_user_event(event.actor_user_id, "activity", payload)
     return event
 

@@ -28,7 +28,7 @@ ON_POSTGRES = "postgresql" in settings.DATABASES["default"]["ENGINE"]
 # A fast password hasher for the users the tests create, here and in the servers they start (which
 # inherit the environment; project/settings.py reads it): PBKDF2 was most of many tests' set-up.
 os.environ["PASSWORD_HASHERS_FAST"] = "1"
-settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+settings.PASSWORD_HASHERS = settings.TEST_PASSWORD_HASHERS
 # For slow tests whose subject never touches the database (Redis, the channel layer, WebSocket
 # sessions): run once, in the SQLite pass, to keep `make test` inside CI's 20 minutes.
 sqlite_pass_only = pytest.mark.skipif(ON_POSTGRES, reason="database-independent: runs in the SQLite pass")
