@@ -78,7 +78,8 @@ async def _ws_load(url: str, token: str | None, connections: int, duration: floa
     await asyncio.gather(*[_ws_client(url, token, start, duration, lat) for _ in range(connections)])
     lat.sort()
     return {"rps": len(lat) / duration, "p50": lat[len(lat) // 2] if lat else None,
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None, "non2xx": 0}
+            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None, "non2xx": 0,
+            "requests": len(lat)}
 
 
 def client_main(argv) -> None:
@@ -107,6 +108,29 @@ def run_ws(url: str, token: str | None, connections: int, duration: int) -> dict
     if out.returncode:
         raise SystemExit(f"WebSocket load generator failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU (s) used so far by process ``pid`` and its live children (uvicorn workers)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def with_cpu(pid: int, run) -> dict:
+    """``run()`` (a load phase returning ``requests``) plus the server's CPU per call in ms."""
+    before = cpu_seconds(pid)
+    row = run()
+    row["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(1, row["requests"])
+    return row
 
 
 # --- the benchmark ------------------------------------------------------------------------------------
@@ -168,15 +192,17 @@ def main() -> None:
             for c in conns:
                 for server in ("bare", "ours"):
                     tok = token if server == "ours" else None
-                    results.setdefault(("http", server, c), []).append(
-                        hb.run_wrk(urls[("http", server)], hb.lua_script(tok, TICKER_CALL), c, args.duration))
+                    pid = procs[0 if server == "bare" else 1].pid
+                    results.setdefault(("http", server, c), []).append(with_cpu(pid, lambda: hb.run_wrk(
+                        urls[("http", server)], hb.lua_script(tok, TICKER_CALL), c, args.duration)))
                     spy = None
                     if args.py_spy and server == "ours":
                         spy = subprocess.Popen([os.environ.get("PY_SPY") or shutil.which("py-spy") or "py-spy", "record",
                                                 "--nonblocking", "-r", "250", "-f", "raw", "-d", str(args.duration + 2),
                                                 "-p", str(procs[1].pid), "-o", f"{args.py_spy}-{c}.txt"],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    results.setdefault(("ws", server, c), []).append(run_ws(urls[("ws", server)], tok, c, args.duration))
+                    results.setdefault(("ws", server, c), []).append(
+                        with_cpu(pid, lambda: run_ws(urls[("ws", server)], tok, c, args.duration)))
                     if spy is not None:
                         spy.wait(30)
     finally:
@@ -196,13 +222,15 @@ def main() -> None:
     db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     print(f"\nMCP get_ticker over HTTP and WebSocket — {os.cpu_count()} cores, {db}, ours on uvicorn x{args.workers}, "
           f"{args.duration}s x {args.rounds} rounds (medians), loopback; HTTP load: wrk; WebSocket load: Python (websockets, uvloop)")
-    print(f"{'transport':<9} {'conns':>5} | {'bare calls/s':>12} {'p50':>6} {'p99':>6} | {'ours calls/s':>12} {'p50':>6} {'p99':>6} | {'ours/bare':>9}")
+    print(f"{'transport':<9} {'conns':>5} | {'bare calls/s':>12} {'p50':>6} {'p99':>6} {'cpu':>5} | "
+          f"{'ours calls/s':>12} {'p50':>6} {'p99':>6} {'cpu':>5} | {'ours/bare':>9}")
     for transport in ("http", "ws"):
         for c in [int(x) for x in args.connections.split(",")]:
             b, o = results[(transport, "bare", c)], results[(transport, "ours", c)]
-            print(f"{transport:<9} {c:>5} | {med(b, 'rps'):>12.0f} {med(b, 'p50'):>6.2f} {med(b, 'p99'):>6.2f} | "
-                  f"{med(o, 'rps'):>12.0f} {med(o, 'p50'):>6.2f} {med(o, 'p99'):>6.2f} | {med(o, 'rps') / med(b, 'rps'):>9.2f}")
-    print("(p50/p99 in ms per call; calls/s summed over clients)")
+            print(f"{transport:<9} {c:>5} | {med(b, 'rps'):>12.0f} {med(b, 'p50'):>6.2f} {med(b, 'p99'):>6.2f} "
+                  f"{med(b, 'cpu_ms'):>5.2f} | {med(o, 'rps'):>12.0f} {med(o, 'p50'):>6.2f} {med(o, 'p99'):>6.2f} "
+                  f"{med(o, 'cpu_ms'):>5.2f} | {med(o, 'rps') / med(b, 'rps'):>9.2f}")
+    print("(p50/p99 in ms per call; cpu: the server's CPU ms per call, all its processes; calls/s summed over clients)")
 
 
 if __name__ == "__main__":

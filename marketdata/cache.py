@@ -72,9 +72,13 @@ def async_redis_shared() -> aredis.Redis:
 
 
 async def async_redis_shared_close() -> None:
-    """Close and forget the running loop's shared client (for short-lived loops, e.g. tests)."""
+    """Close and forget the running loop's shared client and its ``project.fastredis`` lane, once
+    the lane's outstanding replies are in (for short-lived loops, e.g. tests)."""
     import asyncio
 
+    from project.fastredis import close_lane
+
+    await close_lane()
     client = _shared_async.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from marketdata.cache import read_ahead, read_ahead_keys
+from project import fastredis
 
 log = logging.getLogger(__name__)
 
@@ -148,27 +149,24 @@ async def authenticate_count_and_read(headers: dict[bytes, bytes], *, count: boo
     if key is None:
         return None, 0, {}
     key_hash = hashlib.sha256(key.encode()).hexdigest()
-    redis = async_redis_shared()
+    lane = await fastredis.lane()  # one pipelined connection per loop: the hot path's round trip
     memo = _memo.get(key_hash)
     counted = None
     values: dict = {}
     limited = bool(count and memo is not None and ratelimit.limit_for(memo[2]))
-    if memo is not None and (limited or read_ahead):
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.get(token_cache_key(key_hash))
-            if limited:
-                rl_key, retry = ratelimit._key(memo[2].pk, time.time())
-                pipe.incr(rl_key).expire(rl_key, 61)
-            if read_ahead:
-                pipe.mget(*read_ahead)
-            out = await pipe.execute()
-        cached = out[0]
+    commands: list[tuple] = [("GET", token_cache_key(key_hash))]
+    if memo is not None and limited:
+        rl_key, retry = ratelimit._key(memo[2].pk, time.time())
+        commands += [("INCR", rl_key), ("EXPIRE", rl_key, 61)]
+    if memo is not None and read_ahead:
+        commands.append(("MGET", *read_ahead))
+    out = await lane.execute(*commands)
+    cached = out[0]
+    if len(commands) > 1:
         if limited:
             counted = out[1]
         if read_ahead:
             values = dict(zip(read_ahead, out[-1]))
-    else:
-        cached = await redis.get(token_cache_key(key_hash))
     if cached == b"-":
         return None, 0, {}
     if cached is None:
@@ -176,7 +174,7 @@ async def authenticate_count_and_read(headers: dict[bytes, bytes], *, count: boo
 
         loaded = await run_sync(_load_identity, key)  # the tool pool: its threads close their DB connections
         cached = orjson.dumps(loaded) if loaded else b"-"
-        await redis.set(token_cache_key(key_hash), cached, ex=TOKEN_CACHE_TTL_S if loaded else 10)
+        await async_redis_shared().set(token_cache_key(key_hash), cached, ex=TOKEN_CACHE_TTL_S if loaded else 10)
         if loaded is None:
             return None, 0, {}
     identity = _identity_from_cache(key_hash, cached)

@@ -1,14 +1,20 @@
 """The only writer of ``AuditEvent``: every action by every person, agent and the system."""
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import uuid
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
+from redis.exceptions import RedisError
 
-from project import fastsql
+from project import fastredis, fastsql
 from risk.models import AuditEvent
+
+log = logging.getLogger(__name__)
 
 
 def _jsonable(value: Any) -> Any:
@@ -121,7 +127,9 @@ def audit_event_payload(event: AuditEvent) -> dict:
 # entries into ``AuditEvent`` rows in batches (a Celery beat task every second) and acknowledges
 # them only after the rows are committed, so a crashed drainer's entries are re-read
 # (XAUTOCLAIM of entries pending for more than ``AUDIT_CLAIM_IDLE_MS``). If Redis refuses the
-# append, the event is written to the database at once instead.
+# append, the event is written to the database instead. The async append (MCP calls on the event
+# loop) is written to Redis before the call answers but its reply is handled after (see
+# ``audit_enqueue_async``).
 
 AUDIT_GROUP = "drain"
 AUDIT_CLAIM_IDLE_MS = 30_000
@@ -142,58 +150,62 @@ def audit_enqueue(**event) -> None:
     try:
         get_redis().xadd(audit_stream_key(), {"e": payload})
     except Exception:  # Redis down: never lose the event, pay for the INSERT instead
-        _write_records([_loads(payload)])
+        _write_fallback([payload])
 
 
 async def audit_enqueue_async(**event) -> None:
-    """``audit_enqueue`` for async callers; returns once the entry is in the write-ahead stream.
+    """``audit_enqueue`` for async callers (the MCP hot path), without waiting for Redis.
 
-    Group commit: the entries of the calls running concurrently on this event loop are appended in
-    one pipelined round trip (XADD each) by a flusher task; each caller waits for its batch. If
-    Redis refuses the batch, its rows are written at once in a worker thread (never lost)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    batch = _wal_batches.get(loop)
-    if batch is None:
-        for dead in [lp for lp in _wal_batches if lp.is_closed()]:
-            del _wal_batches[dead]
-        batch = _wal_batches[loop] = {"items": [], "task": None}
-    done = loop.create_future()
-    batch["items"].append((_wal_payload(event), done))
-    if batch["task"] is None:
-        batch["task"] = loop.create_task(_wal_flush(batch))
-    await asyncio.shield(done)
-
-
-_wal_batches: dict = {}  # event loop → {"items": [(payload, future)], "task": the running flusher}
-
-
-async def _wal_flush(batch: dict) -> None:
+    The entry's XADD is written to the running loop's pipelined Redis connection
+    (``project.fastredis``) before this returns, so it is on its way to Redis (in the kernel's
+    socket buffer) before the caller answers its client; Redis's reply is not awaited. If Redis
+    refuses the entry or the connection fails before it answers, the event is written to the
+    database instead, in a worker thread (``_wal_refused``); if Redis cannot be reached at all, the
+    row is written before this returns. So no event is lost unless this process and Redis fail
+    together, which also loses what Redis had acknowledged: Redis runs without persistence here.
+    An entry whose reply was lost although Redis stored it is written by both routes; both rows
+    carry the entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
+    payload = _wal_payload(event)
+    try:
+        lane = await fastredis.lane()
+        lane.send(("XADD", audit_stream_key(), "*", "e", payload), functools.partial(_wal_refused, payload))
+        return
+    except RedisError:  # Redis down: never lose the event, pay for the INSERT instead
+        pass
     from asgiref.sync import sync_to_async
 
-    from marketdata.cache import async_redis_shared
+    await sync_to_async(_write_fallback)([payload])
 
-    try:
-        while batch["items"]:
-            items, batch["items"] = batch["items"], []
-            try:
-                async with async_redis_shared().pipeline(transaction=False) as pipe:
-                    for payload, _ in items:
-                        pipe.xadd(audit_stream_key(), {"e": payload})
-                    await pipe.execute()
-                error = None
-            except Exception:  # Redis down: never lose the events, pay for the INSERTs instead
-                try:
-                    await sync_to_async(_write_records)([_loads(p) for p, _ in items])
-                    error = None
-                except Exception as exc:
-                    error = exc
-            for _, done in items:
-                if not done.done():
-                    done.set_exception(error) if error is not None else done.set_result(None)
-    finally:
-        batch["task"] = None
+
+def _wal_refused(payload: bytes, reply) -> None:
+    """The reply to one ``audit_enqueue_async`` XADD: when it is an error (refused, or the
+    connection failed first), write the event to the database in a worker thread."""
+    if not isinstance(reply, Exception):
+        return
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    log.warning("audit write-ahead append failed (%s): writing the event to the database", reply)
+    task = asyncio.get_running_loop().create_task(sync_to_async(_write_fallback)([payload]))
+    _fallbacks.add(task)
+    task.add_done_callback(_fallback_done)
+
+
+_fallbacks: set = set()  # running fallback writes (kept referenced until done)
+
+
+def _fallback_done(task) -> None:
+    _fallbacks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("audit event lost: neither Redis nor the database took it", exc_info=task.exception())
+
+
+def _write_fallback(payloads: list[bytes]) -> None:
+    """Write write-ahead ``payloads`` straight to ``AuditEvent`` (Redis refused them); one already
+    written by the drainer (same ``uid``) is skipped."""
+    records = [_loads(p) for p in payloads]
+    _write_records(records, [r.get("uid") for r in records], ignore_conflicts=True)
 
 
 def _loads(payload: bytes):
@@ -207,6 +219,7 @@ def _wal_payload(event: dict) -> bytes:
     import orjson
 
     record = {
+        "uid": uuid.uuid4().hex,  # the row's wal_id: written once whichever route writes it
         "created_at": timezone.now().isoformat(),
         "actor_user_id": _pk(event.pop("actor_user", None)),
         "actor_token_id": _pk(event.pop("actor_token", None)),
@@ -237,9 +250,11 @@ def _pk(obj):
     return getattr(obj, "pk", None)
 
 
-def _write_records(records: list[dict], wal_ids: list[str | None] | None = None) -> list[AuditEvent]:
-    """Insert one ``AuditEvent`` per write-ahead record (``wal_ids``: their stream entry ids, in
-    the same order, stored in ``AuditEvent.wal_id``)."""
+def _write_records(records: list[dict], wal_ids: list[str | None] | None = None, *,
+                   ignore_conflicts: bool = False) -> list[AuditEvent]:
+    """Insert one ``AuditEvent`` per write-ahead record (``wal_ids``: their entry ids, in the same
+    order, stored in ``AuditEvent.wal_id``; ``ignore_conflicts``: skip a record whose ``wal_id``
+    is already a row's)."""
     from datetime import datetime
 
     records = [_storable(r) for r in records]
@@ -263,7 +278,7 @@ def _write_records(records: list[dict], wal_ids: list[str | None] | None = None)
         )
         for r, wal_id in zip(records, wal_ids)
     ]
-    return AuditEvent.objects.bulk_create(events)
+    return AuditEvent.objects.bulk_create(events, ignore_conflicts=ignore_conflicts)
 
 
 def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
@@ -299,11 +314,14 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
         if not entries:
             return total
         ids = [eid for eid, _ in entries]
-        wal_ids = [eid.decode() if isinstance(eid, bytes) else str(eid) for eid in ids]
+        records = [orjson.loads(fields[b"e"]) for _, fields in entries]
+        # An entry's row is keyed by its uid (older entries: by the stream id), so an event the
+        # enqueuer also wrote to the database itself (``_wal_refused``) gets no second row.
+        wal_ids = [r.get("uid") or (eid.decode() if isinstance(eid, bytes) else str(eid)) for r, eid in zip(records, ids)]
         with transaction.atomic():
             done = set(AuditEvent.objects.filter(wal_id__in=wal_ids).values_list("wal_id", flat=True))
-            todo = [(w, fields) for w, (_, fields) in zip(wal_ids, entries) if w not in done]
-            events = _write_records([orjson.loads(fields[b"e"]) for _, fields in todo], [w for w, _ in todo])
+            todo = [(w, r) for w, r in zip(wal_ids, records) if w not in done]
+            events = _write_records([r for _, r in todo], [w for w, _ in todo])
         r.xack(key, AUDIT_GROUP, *ids)
         r.xdel(key, *ids)
         total += len(events)
