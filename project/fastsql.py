@@ -60,8 +60,25 @@ def execute(sql: str, params: Sequence | dict = (), *, fetch: str | None = "all"
 
 def _fetch(cur, fetch: str | None):
     if fetch == "all":
-        return cur.fetchall() if cur.description is not None else []
+        return cur.fetchall() if _has_rows(cur) else []
     return cur.fetchone() if fetch == "one" else None
+
+
+def _has_rows(cur) -> bool:
+    """Did the statement return a result set? (psycopg: its result's status, without building
+    ``cur.description``'s column objects on every statement of the hot path.)"""
+    result = getattr(cur, "pgresult", False)
+    if result is False:  # a Django cursor (SQLite)
+        return cur.description is not None
+    return result is not None and result.status == _TUPLES_OK
+
+
+try:
+    from psycopg.pq import ExecStatus
+
+    _TUPLES_OK = ExecStatus.TUPLES_OK
+except ImportError:  # no psycopg: SQLite only
+    _TUPLES_OK = None
 
 
 @contextmanager

@@ -261,18 +261,35 @@ def _in_caller_thread() -> bool:
         SyncToAsync.thread_sensitive_context.get(None) is not None
 
 
+HEALTH_CHECK_FRESH_S = 1.0
+_last_clean = threading.local()  # per worker thread: when its connection last ended a call cleanly
+
+
 def _with_db_hygiene(fn):
     """``fn`` between two ``close_old_connections()``, as Django runs a request: the worker
-    thread's connection is reused only while ``CONN_MAX_AGE`` allows and it is healthy."""
-    from django.db import close_old_connections
+    thread's connection is reused only while ``CONN_MAX_AGE`` allows and it is healthy.
+
+    Django's ``CONN_HEALTH_CHECKS`` would ping the connection (``SELECT 1``, a round trip) before
+    every call; a connection that ended its previous call without error less than
+    ``HEALTH_CHECK_FRESH_S`` ago is used without that ping (agents call in tight loops). If the
+    server dropped it within that second, that one call fails with a database error and the
+    connection is replaced after it, as Django does after any error."""
+    from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         close_old_connections()
+        db = connections[DEFAULT_DB_ALIAS]
+        if db.connection is not None and time.monotonic() - getattr(_last_clean, "at", -1e9) < HEALTH_CHECK_FRESH_S:
+            db.health_check_done = True
+        clean = False
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            clean = True
+            return result
         finally:
             close_old_connections()
+            _last_clean.at = time.monotonic() if clean and db.connection is not None and not db.errors_occurred else -1e9
 
     return run
 

@@ -275,6 +275,38 @@ def test_pool_threads_do_not_leak_database_connections(endpoint, symbols, reader
         wait_until(lambda: _server_connections() <= baseline, timeout=15, what="the pool's connections to close")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_fresh_from_a_clean_call_skips_the_health_check_ping(monkeypatch):
+    """A pool thread's connection that ended a call cleanly under a second ago is not pinged
+    (``SELECT 1``) before the next call; one idle for longer is, as Django's CONN_HEALTH_CHECKS
+    would before every call."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)  # connections kept between calls
+    pings = []
+    cls = type(connections["default"])
+    real = cls.is_usable
+    monkeypatch.setattr(cls, "is_usable", lambda self: pings.append(1) or real(self))
+
+    def query():
+        with connections["default"].cursor() as cur:
+            cur.execute("SELECT 1")
+            return cur.fetchone()[0]
+
+    call = mcp_guard._with_db_hygiene(query)
+
+    def in_a_worker_thread():
+        try:
+            assert call() == 1 and call() == 1 and call() == 1  # opened, then reused at once
+            fresh = len(pings)
+            mcp_guard._last_clean.at -= mcp_guard.HEALTH_CHECK_FRESH_S  # as if idle for a second
+            assert call() == 1
+            return fresh, len(pings)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(in_a_worker_thread).result() == (0, 1)
+
+
 def test_concurrent_async_calls_are_each_audited_once(endpoint, quotes, reader):
     """The async audit path appends the entries of concurrent calls in shared batches (group
     commit): every call still gets exactly one write-ahead entry, hence one AuditEvent."""
