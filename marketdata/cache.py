@@ -171,3 +171,12 @@ async def mget_async(*keys: str) -> list[bytes | None]:
     if ahead is not None and all(k in ahead for k in keys):
         return [ahead[k] for k in keys]
     return await async_redis_shared().mget(*keys)
+
+
+def mget(*keys: str) -> list[bytes | None]:
+    """``mget_async`` for sync code (a tool running in the tool pool sees its request's read-ahead:
+    the context travels with ``sync_to_async``). Raises ``redis.RedisError`` as MGET does."""
+    ahead = _read_ahead_values.get()
+    if ahead is not None and all(k in ahead for k in keys):
+        return [ahead[k] for k in keys]
+    return get_redis().mget(*keys)

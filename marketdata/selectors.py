@@ -139,7 +139,7 @@ def quote_get(symbol: str, *, max_age_s: float | None = None) -> Quote:
     the cache (Redis) cannot be reached.
     """
     try:
-        raw_book, raw_kline = cache.get_redis().mget(cache.book_key(symbol), cache.kline_key(symbol, "1m"))
+        raw_book, raw_kline = cache.mget(cache.book_key(symbol), cache.kline_key(symbol, "1m"))  # read ahead by /mcp
     except RedisError as exc:
         raise _cache_unreachable(symbol, exc) from None
     return _quote_from_cache(symbol, raw_book, raw_kline, max_age_s)

@@ -368,3 +368,44 @@ def test_get_ticker_reads_its_quote_with_the_token_check_and_never_a_stale_one(e
     assert second[1]["bidPrice"] == first[1]["bidPrice"] == quotes["BTCUSDT"]["bidPrice"]
     assert third[1]["bidPrice"] == "1234.50000000"  # read in this request, not reused from the last
     assert len(mgets) == 2 and str(direct.bid_price) == "1234.50000000"
+
+
+def test_place_order_reads_its_quote_with_the_token_check(endpoint, quotes, trader, monkeypatch):
+    """place_order (a pool tool) takes its quote from the token-check pipeline too: once the token
+    is known to the process, the order makes no MGET of its own (the values are read afresh in
+    each request: see the get_ticker test above)."""
+    from marketdata import cache
+
+    user, account, token = trader
+    mgets = []
+    real_get_redis = cache.get_redis
+
+    class Counting:
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def mget(self, *keys):
+            mgets.append(keys)
+            return self._client.mget(*keys)
+
+    monkeypatch.setattr(cache, "get_redis", lambda: Counting(real_get_redis()))
+
+    async def scenario():
+        out = [await _post(endpoint, token, "place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"})]
+        counted = len(mgets)  # the first call of a token reads the quote itself
+        out.append(await _post(endpoint, token, "place_order", {"symbol": "btcusdt", "side": "BUY", "quantity": "0.002"}))
+        return out, counted, len(mgets)
+
+    (first, second), counted, after = run_on_loop(scenario)
+    assert not first[0] and not second[0], (first, second)
+    assert quote_keys_read(mgets, "BTCUSDT") == counted == 1 and after == counted, mgets
+    assert first[1]["status"] == second[1]["status"] == "FILLED"
+
+
+def quote_keys_read(mgets, symbol):
+    from marketdata.selectors import quote_keys
+
+    return sum(1 for keys in mgets if tuple(keys) == tuple(quote_keys(symbol)))

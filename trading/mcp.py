@@ -8,11 +8,24 @@ from typing import Optional, Union
 
 from mcp_server import MCPToolset
 
+from marketdata import cache
 from risk.mcp_guard import TOOL_SCOPES, current_call, guarded_tool
 from risk.models import Channel, Scope
 from trading import portfolio, selectors, services
 
 Number = Optional[Union[str, float]]
+
+
+def _order_read_ahead(args: dict) -> list[str]:
+    """place_order reads its symbol's quote keys (``marketdata.selectors.quote_get``): the MCP
+    endpoint fetches them with the token check (``marketdata.cache.read_ahead``), one Redis round
+    trip less per order. A malformed symbol reads nothing ahead (the tool reports it)."""
+    from marketdata.selectors import _symbol_name, quote_keys
+
+    return list(quote_keys(_symbol_name(args.get("symbol"))))
+
+
+cache.read_ahead_register("place_order", _order_read_ahead)
 
 
 def _account(account_id):
