@@ -181,9 +181,11 @@ def test_market_order_statement_budget(quotes, trader):
     """The order hot path stays lean (bench/bench_orders.py measures it): a paper MARKET order is
     one transaction of 8 statements: the account lock with its risk limit, duplicate check and
     open-order counts; its balance and position rows; the order, balances, position and fills
-    written; the audit row. On PostgreSQL they take three round trips (the reads and the writes
-    each go as one pipeline, ``project.fastsql.execute_batch``, logged as one entry), plus the
-    transaction's own BEGIN/COMMIT (here the test's SAVEPOINT/RELEASE, not counted)."""
+    written; the audit row. On PostgreSQL they take two round trips (``project.fastsql.execute_batch``
+    pipelines, each logged as one entry): the reads, with the order's and its fills' ids allocated
+    from their sequences; then every write, the audit row included (with the COMMIT when the block is
+    outermost: ``fastsql.finish``). Plus the transaction's own BEGIN (here the test's SAVEPOINT, not
+    counted)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -194,8 +196,11 @@ def test_market_order_statement_budget(quotes, trader):
     trips = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert order["status"] == "FILLED"
     if connection.vendor == "postgresql":
-        assert len(trips) == 3, trips
-        assert trips[0].startswith("-- pipeline of 4 statements") and trips[1].startswith("-- pipeline of 5 statements")
+        assert len(trips) == 2, trips
+        assert trips[0].startswith("-- pipeline of 5 statements") and "generate_series" in trips[0]
+        assert trips[1].startswith("-- pipeline of 6 statements") and "risk_auditevent" in trips[1]
+        ids = [f["id"] for f in order["fills"]]  # allocated before the write, as the database kept them
+        assert ids == list(Fill.objects.filter(order_id=order["orderId"]).order_by("id").values_list("id", flat=True))
     else:
         assert len(trips) <= 8, trips
 
@@ -220,8 +225,8 @@ def test_order_path_statements_are_prepared_once_per_connection(quotes, trader):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_audit_row_goes_with_the_commit(quotes, trader):
-    """Outside any enclosing transaction (as in production), the order's audit row is written in
-    the round trip that commits (``fastsql.finish``): on PostgreSQL the last pipeline ends with
+    """Outside any enclosing transaction (as in production), a MARKET order's writes and its audit
+    row go in the round trip that commits (``fastsql.finish``): on PostgreSQL the last pipeline ends with
     COMMIT and Django's own COMMIT then finds no transaction open. The order, its fills and the
     audit row are committed together, and the order's pushes (order, balances, activity with the
     row's id) are handed to the publisher at once, after the commit."""
@@ -264,8 +269,8 @@ def test_the_audit_row_goes_with_the_commit(quotes, trader):
         import psycopg
 
         trips = [q["sql"] for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
-        assert len(trips) == 3, trips
-        assert trips[-1].startswith("-- pipeline of 2 statements") and trips[-1].endswith("COMMIT"), trips[-1]
+        assert len(trips) == 2, trips  # the locked reads; then the writes, the audit row and COMMIT
+        assert trips[-1].startswith("-- pipeline of 7 statements") and trips[-1].endswith("COMMIT"), trips[-1]
         idle = psycopg.pq.TransactionStatus.IDLE
         assert len(commits) == 2 and commits[0] != idle and commits[1] == idle, commits  # Django's had nothing left
 

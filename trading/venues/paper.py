@@ -182,9 +182,11 @@ class Ledger:
         self._positions: dict[str, Position] = {}
         self.pending_fills: list[Fill] = []
         self.order_id = None
+        self.fill_ids: list[int] = []
         pre = account.__dict__.pop("ledger_preload", None)  # read with the account lock (services)
         if pre is not None and pre.assets == (base_asset, quote_asset):
             self.order_id = pre.order_id
+            self.fill_ids = list(pre.fill_ids)
             balances = pre.balances
             self._positions = {sym: pos or Position(account=account, symbol=sym) for sym, pos in pre.positions.items()}
         else:
@@ -236,8 +238,18 @@ class Ledger:
         if fills:
             for f in fills:
                 f.order_id = f.order.pk
+            if self.fills_have_ids(fills):
+                for f, pk in zip(fills, self.fill_ids):
+                    f.pk = pk
+                self.fill_ids = self.fill_ids[len(fills):]
             fastsql.insert(fills, batch=batch)
         return fills
+
+    def fills_have_ids(self, fills: list | None = None) -> bool:
+        """Are there ids allocated (with the account lock) for every pending fill? Then their rows
+        need no ``RETURNING`` and the answer can be built before they are written."""
+        fills = self.pending_fills if fills is None else fills
+        return len(fills) <= len(self.fill_ids) and all(f.pk is None for f in fills)
 
 
 _POSITION_FIELDS = ["quantity", "avg_entry_price", "realized_pnl", "updated_at"]
@@ -254,6 +266,7 @@ class LedgerPreload:
     balances: list
     positions: dict
     order_id: int | None = None  # allocated from the order table's sequence (PostgreSQL), else None
+    fill_ids: tuple = ()  # likewise for the fills the order is expected to get (MARKET)
 
 
 def locked_rows_statement(model, key: str, account, keys: list[str]) -> tuple[str, list]:
@@ -351,18 +364,36 @@ def _reject(order: Order, reason: str, code: int = -2010, **details) -> Executio
     return Execution(order=order, rejected=True, reason=reason, code=code, details=details)
 
 
+def market_walk(*, side: str, quantity: Decimal | None, quote_order_qty: Decimal | None, book,
+                step: Decimal = EIGHT) -> tuple[list, bool]:
+    """The executions of a MARKET order of ``quantity`` (base asset; or, when it is empty,
+    ``quote_order_qty``, quote asset) against ``book``, within the slippage cap: ``walk``'s
+    ``([(price, qty), ...], complete)``; ``([], False)`` without a book side."""
+    buy = side == OrderSide.BUY
+    levels = (book.asks if buy else book.bids) if book is not None else ()
+    if not levels:
+        return [], False
+    qty = None if quote_order_qty is not None and not quantity else quantity
+    return walk(levels, buy=buy, qty=qty, quote_qty=quote_order_qty if qty is None else None,
+                cap=slippage_cap(levels[0][0], buy=buy), step=step)
+
+
+def market_fill_count(request: OrderRequest, book) -> int:
+    """How many fills a new MARKET ``request`` would get from ``book`` (before any balance check):
+    the fill ids to allocate with the account lock (``trading.services``)."""
+    fills, _ = market_walk(side=request.side, quantity=request.quantity, quote_order_qty=request.quote_order_qty,
+                           book=book, step=lot_step(request.symbol, market=True))
+    return len(fills)
+
+
 def _execute_market(ledger: Ledger, order: Order, book, *, symbol_row=None, step: Decimal | None = None) -> Execution | None:
     """Walk ``book`` for a market(-executing) ``order`` (lock taken here). Returns an Execution when
     the order is rejected for balance, else None (the order is settled: FILLED or EXPIRED)."""
     buy = order.side == OrderSide.BUY
-    levels = (book.asks if buy else book.bids) if book is not None else ()
     if step is None:
         step = lot_step(symbol_row, market=True) if symbol_row is not None else EIGHT
-    fills, complete = ([], False)
-    if levels:
-        qty = None if order.quote_order_qty is not None and not order.quantity else order.remaining_qty
-        fills, complete = walk(levels, buy=buy, qty=qty, quote_qty=order.quote_order_qty if qty is None else None,
-                               cap=slippage_cap(levels[0][0], buy=buy), step=step)
+    fills, complete = market_walk(side=order.side, quantity=order.remaining_qty if order.quantity else order.quantity,
+                                  quote_order_qty=order.quote_order_qty, book=book, step=step)
     need = sum((q8(p * q) for p, q in fills), ZERO) if buy else sum((q for _, q in fills), ZERO)
     asset = ledger.quote_asset if buy else ledger.base_asset
     if need > ledger.free(asset):
@@ -384,7 +415,11 @@ def _execute_market(ledger: Ledger, order: Order, book, *, symbol_row=None, step
 class PaperVenue(VenueBase):
     """Executes paper orders by the rules in the module docstring."""
 
-    def submit(self, *, account, request: OrderRequest, market: MarketView) -> Execution:
+    def submit(self, *, account, request: OrderRequest, market: MarketView, batch: fastsql.Batch | None = None) -> Execution:
+        """Book ``request`` (see the module docstring). ``batch``: the caller's last writes (its
+        audit row and COMMIT, ``fastsql.finish``): when the order's and its fills' ids were
+        allocated with the account lock, the order's writes are queued there instead of being
+        sent now, so a MARKET order costs one round trip less while the account is locked."""
         sym = request.symbol
         ledger = Ledger(account, sym.base_asset, sym.quote_asset)
         order = Order(
@@ -398,10 +433,11 @@ class PaperVenue(VenueBase):
             return result
         if ledger.order_id is not None:  # its id was allocated with the account lock: all writes in one round trip
             order.pk = ledger.order_id
-            batch = fastsql.Batch()
-            fastsql.insert([order], batch=batch)
-            fills = ledger.save(batch=batch)
-            batch.run()
+            writes = batch if batch is not None and ledger.fills_have_ids() else fastsql.Batch()
+            fastsql.insert([order], batch=writes)
+            fills = ledger.save(batch=writes)
+            if writes is not batch:
+                writes.run()
         else:
             fastsql.insert([order])
             fills = ledger.save()
