@@ -115,7 +115,8 @@ def execute_batch(statements: Sequence[tuple[str, Sequence]], *, commit: bool = 
     cursors = []
     try:
         with _postgres(logged) as conn:
-            with conn.pipeline():
+            with conn.pipeline() as pipeline:
+                _begin_in(conn, pipeline)
                 for sql, params in statements:
                     cur = psycopg.Cursor(conn)
                     cursors.append(cur)
@@ -126,6 +127,26 @@ def execute_batch(statements: Sequence[tuple[str, Sequence]], *, commit: bool = 
     finally:
         for cur in cursors:
             cur.close()
+
+
+def _begin_in(conn, pipeline) -> None:
+    """Start the transaction inside ``pipeline`` when this batch is its first work (Django's
+    ``atomic()`` turned autocommit off and nothing has run since). psycopg would send its BEGIN
+    and then wait for the server's answer before the batch (a pipeline sync: one more round
+    trip, each order's first); queued first in the same pipeline, it costs none. A BEGIN that
+    fails raises when the batch's results are read, as any of its statements would. Relies on
+    psycopg 3.3's pipeline internals (pinned in requirements.txt); without them psycopg's own
+    BEGIN is used."""
+    from psycopg.pq import TransactionStatus
+
+    if conn.autocommit or conn.pgconn.transaction_status != TransactionStatus.IDLE:
+        return
+    start = getattr(conn, "_get_tx_start_command", None)
+    queue = getattr(pipeline, "result_queue", None)
+    if start is None or queue is None:
+        return
+    conn.pgconn.send_query_params(start(), None)  # libpq now reports the connection ACTIVE: the
+    queue.append(None)  # cursors below add no BEGIN of their own; its result is checked, not returned
 
 
 def finish(batch: "Batch") -> bool:

@@ -304,3 +304,32 @@ def test_an_unreachable_market_data_cache_is_a_typed_refusal(quotes, trader, mon
         place(account, user, client_order_id="redis-down")
     assert exc.value.code == -1003 and "unreachable" in exc.value.msg
     assert not Order.objects.filter(account=account).exists()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg pipelines are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_an_order_starts_its_transaction_inside_its_first_pipeline(quotes, trader, monkeypatch):
+    """psycopg sends a transaction's BEGIN and waits for it (a pipeline sync: one round trip)
+    before the first statements; ``fastsql`` queues the BEGIN in the order's first pipeline
+    instead. So a MARKET order's only syncs are its pipelines' own: the locked reads, then the
+    writes with the COMMIT (whose sync is psycopg's ``commit()`` inside the pipeline)."""
+    from psycopg._pipeline_base import BasePipeline
+
+    user, account, _ = trader
+    place(account, user, quantity="0.004")  # balances and position exist
+    syncs, exits = [], []
+    real_sync, real_exit = BasePipeline._sync_gen, BasePipeline._exit_gen
+
+    def sync(self):
+        syncs.append(1)
+        return real_sync(self)
+
+    def exit_(self):
+        exits.append(1)
+        return real_exit(self)
+
+    monkeypatch.setattr(BasePipeline, "_sync_gen", sync)
+    monkeypatch.setattr(BasePipeline, "_exit_gen", exit_)
+    order = place(account, user, side="SELL", quantity="0.002").order
+    assert order["status"] == "FILLED"
+    assert (len(syncs), len(exits)) == (1, 2), (syncs, exits)  # the COMMIT's sync; two pipelines
