@@ -37,6 +37,7 @@ other's Redis and database round trips. Instead:
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -45,6 +46,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
@@ -345,7 +347,32 @@ class GuardedCaller:
         if self.async_impl is not None:
             return await self.async_impl(instance, *args, **kwargs)
         method = _SyncToolCallWrapper(getattr(instance, self.method_name))
-        return await run_sync(method, *args, serial=self.serial, **kwargs)
+        if TOOL_SCOPES.get(self.method_name) != Scope.TRADE:
+            return await run_sync(method, *args, serial=self.serial, **kwargs)
+        async with _account_queue(instance.request, kwargs.get("account_id")):
+            return await run_sync(method, *args, serial=self.serial, **kwargs)
+
+
+_account_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (loop, user, account) → lock
+
+
+def _account_queue(identity, account_id) -> asyncio.Lock:
+    """The per-process queue of one caller's trading calls on one account (``account_id`` as the
+    call names it; None = the caller's default account), on this event loop.
+
+    A trading call locks its account's row for its whole transaction, so two calls on the same
+    account run one after the other whatever we do. Queued here first, the waiting ones hold no
+    worker thread, database connection or GIL time while the first one books: with all of a
+    process's tool threads blocked on one account's row lock, calls on other accounts would wait
+    for a thread, and the lock holder would compete for the GIL with threads that can only wait.
+    Other processes still meet on the row lock itself, which stays the guarantee. The lock is
+    forgotten when no call holds or awaits it."""
+    user = getattr(getattr(identity, "user", None), "pk", None)
+    key = (id(asyncio.get_running_loop()), user, account_id if isinstance(account_id, (int, str)) else None)
+    lock = _account_locks.get(key)
+    if lock is None:
+        lock = _account_locks[key] = asyncio.Lock()
+    return lock
 
 
 def install_dispatch(server) -> int:

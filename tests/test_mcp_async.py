@@ -409,3 +409,42 @@ def quote_keys_read(mgets, symbol):
     from marketdata.selectors import quote_keys
 
     return sum(1 for keys in mgets if tuple(keys) == tuple(quote_keys(symbol)))
+
+
+def test_calls_queued_on_one_account_leave_the_pool_to_other_accounts(endpoint, quotes, trader, monkeypatch):
+    """Trading calls on one account queue in the process (``mcp_guard._account_queue``) before
+    taking a worker thread: while one order on account A is held inside its transaction and more
+    orders for A wait, an order on account B still gets a thread and fills."""
+    from trading import services
+    from trading.models import Balance
+    from trading.services import account_create
+
+    user, account_a, token = trader
+    account_b = account_create(owner=user, name="Second")
+    Balance.objects.filter(account=account_b, asset="USDT").update(free=10_000)
+    release = threading.Event()
+    held = threading.Event()
+    real_place = services.order_place
+
+    def slow_on_a(*, account, **kw):
+        if account.pk == account_a.pk and not release.is_set():
+            held.set()
+            release.wait(30)  # an order of A holds its thread (as a long transaction would)
+        return real_place(account=account, **kw)
+
+    monkeypatch.setattr(services, "order_place", slow_on_a)
+    args = {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}
+
+    async def scenario():
+        on_a = [asyncio.ensure_future(_post(endpoint, token, "place_order", {**args, "account_id": account_a.pk}))
+                for _ in range(mcp_guard.TOOL_THREADS + 2)]
+        await asyncio.get_running_loop().run_in_executor(None, held.wait, 10)
+        try:
+            on_b = await asyncio.wait_for(_post(endpoint, token, "place_order", {**args, "account_id": account_b.pk}), 10)
+        finally:
+            release.set()
+        return on_b, await asyncio.gather(*on_a)
+
+    on_b, on_a = run_on_loop(scenario)
+    assert not on_b[0] and on_b[1]["status"] == "FILLED" and on_b[1]["accountId"] == account_b.pk, on_b
+    assert all(not err and payload["status"] == "FILLED" for err, payload in on_a), on_a
