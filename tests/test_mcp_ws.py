@@ -55,6 +55,21 @@ def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections():
+    """The in-process tests run sync code in the tool pool and in asgiref's sync thread: close
+    those threads' database connections after each test (PostgreSQL cannot drop the test
+    database at the end of the run while they are open)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from risk import mcp_guard
+
+    mcp_guard.close_tool_connections()
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
+
+
 @pytest.fixture
 def live(stack, trader):
     """The stack with exchangeInfo stored and the ingester's first quote cached.
