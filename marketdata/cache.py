@@ -14,7 +14,6 @@ Keys (all under ``settings.REDIS_KEY_PREFIX``):
 from __future__ import annotations
 
 import contextvars
-import socket
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import lru_cache
@@ -42,15 +41,12 @@ _shared_async: dict = {}
 def _release_dead_loop_client(client: aredis.Redis) -> None:
     """Let Redis drop the connections of a client whose event loop has closed (they can no longer
     be awaited): shut the sockets down so the server frees them at once."""
+    from project.fastredis import shutdown_transport
+
     pool = client.connection_pool
     for conn in list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ())):
         writer = getattr(conn, "_writer", None)
-        sock = writer.transport.get_extra_info("socket") if writer is not None else None
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, TypeError):  # uvloop sockets refuse shutdown() from another loop
-                pass
+        shutdown_transport(writer.transport if writer is not None else None)
 
 
 def async_redis_shared() -> aredis.Redis:

@@ -242,7 +242,13 @@ async def lane() -> Lane:
 def _release(old) -> None:
     """Shut down the socket of a lane whose event loop has closed (it can no longer be awaited), so
     Redis frees the connection at once."""
-    transport = getattr(old, "_transport", None)
+    shutdown_transport(getattr(old, "_transport", None))
+
+
+def shutdown_transport(transport) -> None:
+    """Shut down the socket under an asyncio ``transport`` (None: nothing) whose event loop has
+    closed: the transport can no longer be closed through its loop, but the server sees the
+    connection end at once."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
         try:

@@ -27,7 +27,6 @@ from trading.events import publish_account_event, publish_account_events
 from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.selectors import balance_as_dict, order_as_dict
 from trading.venues import MarketView, OrderRequest, venue_for
-from trading.venues import paper as paper_venue
 from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
 
 CLIENT_ORDER_ID_RE = re.compile(r"^[.A-Za-z0-9_:/-]{1,36}$")  # Binance: newClientOrderId, max 36 chars
@@ -253,8 +252,7 @@ def order_place(
     tail = fastsql.Batch()  # the audit row, sent with the transaction's COMMIT (fastsql.finish)
     try:
         with transaction.atomic():
-            fills = paper_venue.market_fill_count(request, book) if book is not None and request.type == OrderType.MARKET else 0
-            locked = _lock_account_for_order(account, request, fill_ids=fills)
+            locked = _lock_account_for_order(account, request, book=book)
             if locked.duplicate_id is not None:
                 return duplicate_of(Order.objects.get(pk=locked.duplicate_id))
             filters.check_max_num_orders(
@@ -313,7 +311,7 @@ def _limits_of(locked: Account) -> RiskLimit:
     return getattr(locked, "risk_limit", None) or RiskLimit(account=locked)
 
 
-def _lock_account_for_order(account: Account, request: OrderRequest, *, fill_ids: int = 0) -> Account:
+def _lock_account_for_order(account: Account, request: OrderRequest, *, book=None) -> Account:
     """Lock ``account``'s row for one order and read, in the same statement, its ``RiskLimit``, the
     id of an order already placed with ``request.client_order_id`` (``duplicate_id``), the open
     orders on the symbol (``open_orders``, ``open_algo_orders``; Binance MAX_NUM_ORDERS and
@@ -324,7 +322,8 @@ def _lock_account_for_order(account: Account, request: OrderRequest, *, fill_ids
     of every order (see bench/bench_orders.py). For a paper account the order's balance rows (base
     and quote asset) and position row are read and locked in the same round trip (a pipeline on
     PostgreSQL, after the account row) and handed to its ``Ledger`` (``paper.LedgerPreload``),
-    with the order's id and ``fill_ids`` fill ids allocated from their sequences (PostgreSQL), so
+    with the order's id and, for a MARKET order, one fill id per fill it gets from ``book`` (the
+    order book it will walk, read before the lock) allocated from their sequences (PostgreSQL), so
     the order's writes can go with the COMMIT.
     The row lock serializes orders of one account, which makes check-then-book atomic. Raises
     ``Account.DoesNotExist`` if the account was deleted.
@@ -359,8 +358,9 @@ def _lock_account_for_order(account: Account, request: OrderRequest, *, fill_ids
         next_id = fastsql.next_id_sql(Order)
         if next_id:  # the order's id up front, so all its writes can go in one round trip
             statements.append((f"SELECT {next_id}", []))
-            if fill_ids:  # and its fills' (a MARKET order's, counted on the book before the lock)
-                statements.append((f"SELECT {fastsql.next_id_sql(Fill)} FROM generate_series(1, %s)", [fill_ids]))
+            fills = paper.market_fill_count(request, book) if book is not None and request.type == OrderType.MARKET else 0
+            if fills:  # and its fills' ids
+                statements.append((f"SELECT {fastsql.next_id_sql(Fill)} FROM generate_series(1, %s)", [fills]))
     results = fastsql.execute_batch(statements)  # in one round trip on PostgreSQL, in this order
     row = results[0][0] if results[0] else None
     if row is None:
