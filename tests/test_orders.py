@@ -233,31 +233,29 @@ def test_the_audit_row_goes_with_the_commit(quotes, trader):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from project import fastsql
     from risk.models import AuditEvent
     from trading import events
 
     user, account, _ = trader
     place(account, user, quantity="0.004")
-    connection.ensure_connection()
-    raw = connection.connection
-    commits = []  # the transaction status at each psycopg commit() call: ours in finish, then Django's
-    original_commit = raw.commit
+    statuses = []  # the transaction status after each of fastsql's pipelines: open, then committed
+    real_pipeline = fastsql._pipeline
 
-    def commit():
-        commits.append(raw.pgconn.transaction_status)
-        return original_commit()
+    def pipeline(conn, statements, **kw):
+        rows = real_pipeline(conn, statements, **kw)
+        statuses.append(conn.pgconn.transaction_status)
+        return rows
 
     pushed = []
     put_many = events._publisher.put_many
-    if connection.vendor == "postgresql":  # (sqlite3's connection does not let its commit be wrapped)
-        raw.commit = commit
+    fastsql._pipeline = pipeline
     events._publisher.put_many = lambda items: pushed.append([message for _, message in items])
     try:
         with CaptureQueriesContext(connection) as ctx:
             order = place(account, user, side="SELL", quantity="0.002", client_order_id="tail-1").order
     finally:
-        if connection.vendor == "postgresql":
-            raw.commit = original_commit
+        fastsql._pipeline = real_pipeline
         events._publisher.put_many = put_many
     event = AuditEvent.objects.get(action="order.place", params__client_order_id="tail-1")
     assert event.result["orderId"] == order["orderId"] and event.outcome == "ok"
@@ -271,8 +269,8 @@ def test_the_audit_row_goes_with_the_commit(quotes, trader):
         trips = [q["sql"] for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
         assert len(trips) == 2, trips  # the locked reads; then the writes, the audit row and COMMIT
         assert trips[-1].startswith("-- pipeline of 7 statements") and trips[-1].endswith("COMMIT"), trips[-1]
-        idle = psycopg.pq.TransactionStatus.IDLE
-        assert len(commits) == 2 and commits[0] != idle and commits[1] == idle, commits  # Django's had nothing left
+        status = psycopg.pq.TransactionStatus
+        assert statuses == [status.INTRANS, status.IDLE], statuses  # Django's COMMIT has nothing left to do
 
 
 def test_one_exchange_order_is_booked_once_per_account(trader):
@@ -309,27 +307,26 @@ def test_an_unreachable_market_data_cache_is_a_typed_refusal(quotes, trader, mon
 @pytest.mark.skipif(not ON_POSTGRES, reason="psycopg pipelines are PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_an_order_starts_its_transaction_inside_its_first_pipeline(quotes, trader, monkeypatch):
-    """psycopg sends a transaction's BEGIN and waits for it (a pipeline sync: one round trip)
-    before the first statements; ``fastsql`` queues the BEGIN in the order's first pipeline
-    instead. So a MARKET order's only syncs are its pipelines' own: the locked reads, then the
-    writes with the COMMIT (whose sync is psycopg's ``commit()`` inside the pipeline)."""
-    from psycopg._pipeline_base import BasePipeline
+    """psycopg sends a transaction's BEGIN alone and waits for it (one round trip) before the
+    first statement; ``fastsql`` queues the BEGIN in the order's first pipeline instead. So a
+    MARKET order takes two round trips in all (the locked reads; the writes with the COMMIT) and
+    psycopg sends no BEGIN of its own."""
+    import psycopg
+
+    from project import fastsql
 
     user, account, _ = trader
     place(account, user, quantity="0.004")  # balances and position exist
-    syncs, exits = [], []
-    real_sync, real_exit = BasePipeline._sync_gen, BasePipeline._exit_gen
+    begins = []
+    real_exec = psycopg.Connection._exec_command
 
-    def sync(self):
-        syncs.append(1)
-        return real_sync(self)
+    def exec_command(self, command, *args, **kwargs):
+        if bytes(command).upper().startswith(b"BEGIN"):
+            begins.append(command)
+        return real_exec(self, command, *args, **kwargs)
 
-    def exit_(self):
-        exits.append(1)
-        return real_exit(self)
-
-    monkeypatch.setattr(BasePipeline, "_sync_gen", sync)
-    monkeypatch.setattr(BasePipeline, "_exit_gen", exit_)
+    monkeypatch.setattr(psycopg.Connection, "_exec_command", exec_command)
+    before = fastsql.round_trips
     order = place(account, user, side="SELL", quantity="0.002").order
     assert order["status"] == "FILLED"
-    assert (len(syncs), len(exits)) == (1, 2), (syncs, exits)  # the COMMIT's sync; two pipelines
+    assert fastsql.round_trips - before == 2 and begins == [], (fastsql.round_trips - before, begins)
