@@ -92,10 +92,11 @@ def main():
     print(f"database: {db}; replay paused; BTCUSDT MARKET 0.002 BUY/SELL alternating")
 
     def timed(label, fn, n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        dt = time.perf_counter() - t0
-        print(f"  {label:<58} {n / dt:8.0f} /s   ({n} in {dt:.2f} s, {dt / n * 1000:.2f} ms each)")
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"  {label:<58} {n / dt:8.0f} /s   ({n} in {dt:.2f} s, {dt / n * 1000:.2f} ms each, "
+              f"this process's CPU {cpu / n * 1000:.2f} ms each)")
 
     a = new_account("one")
     timed("order_place MARKET, 1 thread", lambda: market_loop(a, args.n, "m1"), args.n)

@@ -15,7 +15,9 @@ convert values exactly as Django does in both directions:
   false, deferred-field tracking).
 
 Only plain single-table rows go through here; relations are written as their ``<name>_id``
-attribute. Everything runs on the default connection inside the caller's transaction.
+attribute. Everything runs on the default connection inside the caller's transaction. Each
+function looks that connection up once (``connections[DEFAULT_DB_ALIAS]``): every attribute read
+through ``django.db.connection``, a proxy, is a thread-local lookup, and the order path made ~80.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
 
 _SQL: dict[tuple, object] = {}
@@ -41,6 +43,7 @@ def execute(sql: str, params: Sequence | dict = (), *, fetch: str | None = "all"
     statement is logged where Django logs queries (``CaptureQueriesContext``,
     ``django_assert_num_queries``, DEBUG), so statement budgets still count it.
     """
+    connection = connections[DEFAULT_DB_ALIAS]
     if connection.vendor != "postgresql":
         with connection.cursor() as cur:
             if many:
@@ -73,6 +76,7 @@ def _postgres(logged_sql: str):
     """The raw psycopg connection, as Django's cursors would use it: connected, refused inside a
     broken atomic block, errors turned into Django's; the work is logged as one query entry where
     Django logs queries."""
+    connection = connections[DEFAULT_DB_ALIAS]
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     t0 = time.monotonic()
@@ -84,6 +88,7 @@ def _postgres(logged_sql: str):
 
 def qn(name: str) -> str:
     """The database's quoting of an identifier (table or column name)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     return connection.ops.quote_name(name)
 
 
@@ -93,6 +98,7 @@ def execute_batch(statements: Sequence[tuple[str, Sequence]], *, commit: bool = 
     another. Errors as ``execute``; a pipeline is logged as one query entry (one round trip) whose
     SQL lists its statements. ``commit`` (PostgreSQL only, see ``finish``): the transaction's COMMIT
     goes in the same pipeline, after them."""
+    connection = connections[DEFAULT_DB_ALIAS]
     if connection.vendor != "postgresql" or (len(statements) < 2 and not commit):
         return [execute(sql, params) for sql, params in statements]
     logged = (f"-- pipeline of {len(statements) + commit} statements\n"
@@ -139,18 +145,16 @@ def _pipeline(conn, statements: Sequence[tuple[str, Sequence]], *, commit: bool 
     psycopg 3.3 internals (pinned in requirements.txt).
     """
     global round_trips
-    from collections import deque
     from functools import partial
 
     from psycopg import errors, pq
     from psycopg._preparing import Prepare
     from psycopg._queries import _query2pg_nocache
     from psycopg.adapt import Transformer
-    from psycopg.generators import fetch_many, pipeline_communicate
 
     pgconn, manager = conn.pgconn, conn._prepared
     tx = Transformer(conn)
-    commands: deque = deque()
+    commands: list = []
     slots: list = []  # per command: None (BEGIN, a Parse, COMMIT) or (key, prepare status, name)
     if not conn.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
         commands.append(partial(pgconn.send_query_params, conn._get_tx_start_command(), None))
@@ -180,10 +184,10 @@ def _pipeline(conn, statements: Sequence[tuple[str, Sequence]], *, commit: bool 
     with conn.lock:
         pgconn.enter_pipeline_mode()
         try:
-            fetched = conn.wait(pipeline_communicate(pgconn, commands))
+            for command in commands:
+                command()
+            fetched = conn.wait(_communicate(pgconn))
             round_trips += 1
-            while not (fetched and fetched[-1] and fetched[-1][0].status == pq.ExecStatus.PIPELINE_SYNC):
-                fetched.append(conn.wait(fetch_many(pgconn)))
         finally:
             if pgconn.status == pq.ConnStatus.OK:
                 try:
@@ -215,6 +219,24 @@ def _pipeline(conn, statements: Sequence[tuple[str, Sequence]], *, commit: bool 
     return out
 
 
+def _communicate(pgconn):
+    """psycopg generator (run it with ``conn.wait``): flush what the pipeline queued (its commands
+    and a sync), then read one list of results per command up to the sync's (``[PIPELINE_SYNC]``,
+    the last). The commands were queued all at once (libpq buffers them; the connection is
+    nonblocking): psycopg's ``pipeline_communicate`` would wait for the socket once per command,
+    which suits pipelines of thousands, not ours of a few."""
+    from psycopg import pq
+    from psycopg.generators import fetch_many, send
+
+    yield from send(pgconn)
+    fetched = []
+    while True:
+        results = yield from fetch_many(pgconn)
+        fetched.append(results)
+        if results and results[0].status == pq.ExecStatus.PIPELINE_SYNC:
+            return fetched
+
+
 def finish(batch: "Batch") -> bool:
     """Run ``batch``, the last writes of the caller's ``transaction.atomic()`` block, and, when
     that block is the outermost one on PostgreSQL (no enclosing atomic block or savepoint, nothing
@@ -226,6 +248,7 @@ def finish(batch: "Batch") -> bool:
     Inside an enclosing transaction (a caller's ``atomic()``, the tests' per-test transaction) or
     on SQLite it only runs ``batch``. A failing statement raises as ``execute`` and nothing is
     committed (the block's exit rolls back)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     commit = (connection.vendor == "postgresql" and connection.in_atomic_block and len(connection.atomic_blocks) == 1
               and not connection.savepoint_ids and not connection.needs_rollback)
     if not batch._items and not commit:
@@ -256,6 +279,7 @@ class Batch:
 
 
 def _insert_plan(model: type[Model], rows: int, with_pk: bool = False):
+    connection = connections[DEFAULT_DB_ALIAS]
     key = ("insert", model, rows, with_pk, connection.vendor)
     plan = _SQL.get(key)
     if plan is None:
@@ -280,6 +304,7 @@ def insert(objs: Sequence[Model], *, batch: Batch | None = None) -> None:
     handling and value adaptation. No signals are sent (none are connected to these models).
     Raises ``django.db.IntegrityError`` as the ORM would (unique constraints).
     """
+    connection = connections[DEFAULT_DB_ALIAS]
     if not objs:
         return
     model = type(objs[0])
@@ -309,6 +334,7 @@ def insert(objs: Sequence[Model], *, batch: Batch | None = None) -> None:
 def next_id_sql(model: type[Model]) -> str | None:
     """SQL of an expression that allocates the next primary key of ``model`` from its sequence
     (PostgreSQL), or None where the database has no sequences (SQLite)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     if connection.vendor != "postgresql":
         return None
     meta = model._meta
@@ -320,6 +346,7 @@ def update(objs: Iterable[Model], fields: Sequence[str], *, batch: Batch | None 
     object in one ``executemany`` (a single round trip in psycopg's pipeline mode), or queued in
     ``batch``. ``auto_now`` fields named in ``fields`` are stamped as ``save(update_fields=...)``
     would."""
+    connection = connections[DEFAULT_DB_ALIAS]
     objs = list(objs)
     if not objs:
         return
@@ -353,6 +380,7 @@ def width(model: type[Model]) -> int:
 
 
 def _read_plan(model: type[Model]):
+    connection = connections[DEFAULT_DB_ALIAS]
     key = ("read", model, connection.vendor)
     plan = _SQL.get(key)
     if plan is None:
@@ -368,6 +396,7 @@ def from_row(model: type[Model], values: Sequence) -> Model:
     """An instance of ``model`` from ``values`` (its concrete columns as ``columns()`` lists them),
     converted as the ORM converts query results; None when the primary key is NULL (an outer join
     found no row)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     attnames, convs, cols, pk_index = _read_plan(model)
     out = []
     for value, cs, col in zip(values, convs, cols):
@@ -382,6 +411,7 @@ def from_row(model: type[Model], values: Sequence) -> Model:
 def for_update(of: str | None = None) -> str:
     """`` FOR UPDATE [OF alias]`` where the backend supports row locks (PostgreSQL), else ``""``
     (SQLite locks the whole database for a write transaction, as ``select_for_update`` relies on)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     if not connection.features.has_select_for_update:
         return ""
     if of and connection.features.has_select_for_update_of:
@@ -417,6 +447,7 @@ def compile_queryset(key: tuple, build, names: Sequence[str]) -> Compiled:
     the same SQL shape for any values of those arguments (branch on None outside, in ``key``).
     Raises ``ValueError`` if a placeholder was transformed by the compiler instead of passed as a
     parameter (it could not be re-bound)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     full_key = ("queryset", *key, connection.vendor)
     compiled = _SQL.get(full_key)
     if compiled is None:
