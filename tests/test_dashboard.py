@@ -383,6 +383,51 @@ def test_an_orders_events_go_as_one_layer_message_and_each_reaches_the_socket(tr
     assert got[0]["data"]["clientOrderId"] == "batch-order" and user_msg["data"]["message"] == "user-own"
 
 
+@sqlite_pass_only
+@pytest.mark.django_db(transaction=True)
+def test_pushes_to_a_group_nobody_listens_to_are_not_sent(trader, monkeypatch):
+    """Agents trading with no dashboard open: the publisher counts a group's live members first
+    (one round trip on its Redis lane) and skips ``group_send`` (two more) for a group with none.
+    A socket that joins is sent the next push; one whose membership expired is not."""
+    import time
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from channels_redis.core import RedisChannelLayer
+    from django.db import transaction
+
+    from trading.events import account_group, drain_account_events, publish_account_event
+
+    _, account, _ = trader
+    layer = get_channel_layer()
+    sent = []
+    real_send = RedisChannelLayer.group_send
+
+    async def group_send(self, group, message):
+        sent.append(group)
+        return await real_send(self, group, message)
+
+    monkeypatch.setattr(RedisChannelLayer, "group_send", group_send)
+
+    def push(tag):
+        with transaction.atomic():
+            publish_account_event(account.pk, "order", {"clientOrderId": tag})
+        drain_account_events()
+
+    push("nobody")
+    assert sent == []
+    probe = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(account_group(account.pk), probe)
+    push("listened")
+    assert sent == [account_group(account.pk)]
+    message = async_to_sync(layer.receive)(probe)
+    assert message["data"]["clientOrderId"] == "listened"
+    monkeypatch.setattr(layer, "group_expiry", 1)  # the probe's membership lapses within 2 s
+    time.sleep(2.1)
+    push("expired")
+    assert sent == [account_group(account.pk)]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_market_updates_are_coalesced_and_the_latest_arrives(symbols, trader):
     from channels.layers import get_channel_layer
