@@ -27,3 +27,22 @@ def test_debug_off_without_secret_key_refuses_to_start(tmp_path):
     env.pop("SECRET_KEY", None)
     out = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "SECRET_KEY must be set" in out.stderr
+
+
+def test_the_database_check_warns_when_postgresql_runs_without_autovacuum(db):
+    """``manage.py check --database default`` warns (trading.W001) exactly when the PostgreSQL
+    server's autovacuum is off; SQLite has nothing to vacuum."""
+    from django.db import connection
+
+    from trading.checks import autovacuum_on
+
+    found = autovacuum_on(databases=["default"])
+    if connection.vendor != "postgresql":
+        assert found == []
+        return
+    with connection.cursor() as cur:
+        cur.execute("SHOW autovacuum")
+        setting = cur.fetchone()[0]
+    assert [w.id for w in found] == ([] if setting == "on" else ["trading.W001"])
+    if found:
+        assert f"autovacuum={setting}" in found[0].msg and "VACUUM ANALYZE" in found[0].hint

@@ -6,3 +6,6 @@ class TradingConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "trading"
+
+    def ready(self) -> None:
+        from trading import checks  # noqa: F401  (registers the database checks)
