@@ -331,6 +331,21 @@ def insert(objs: Sequence[Model], *, batch: Batch | None = None) -> None:
         saved(execute(sql, params, fetch="all" if not with_pk else None))
 
 
+def relate(obj: Model, **related) -> Model:
+    """Point ``obj``'s foreign keys at ``related`` (field name → saved instance or None) as
+    ``obj.<name> = value`` would (the ``<name>_id`` column value, and the instance cached so reading
+    ``obj.<name>`` makes no query), without the descriptor's database-router checks: on the order
+    path every row relates objects read on this same connection, and those checks were ~5 % of a
+    ``place_order`` call's CPU at 32 connections (py-spy). Returns ``obj``."""
+    meta = obj._meta
+    for name, value in related.items():
+        field = meta.get_field(name)
+        setattr(obj, field.attname, None if value is None else value.pk)
+        if value is not None:
+            field.set_cached_value(obj, value)
+    return obj
+
+
 def next_id_sql(model: type[Model]) -> str | None:
     """SQL of an expression that allocates the next primary key of ``model`` from its sequence
     (PostgreSQL), or None where the database has no sequences (SQLite)."""

@@ -76,20 +76,17 @@ def audit_record(
 
     The event is also pushed to the account's dashboard group after the transaction commits.
     """
-    event = AuditEvent(
+    event = fastsql.relate(AuditEvent(
         channel=channel,
         action=action,
         outcome=outcome,
-        actor_user=actor_user if getattr(actor_user, "pk", None) else None,
-        actor_token=actor_token,
-        account=account,
         params=_jsonable(params or {}),
         message=_storable(message[:2000]),
         result=_jsonable(result or {}),
         risk_decision=_jsonable(risk_decision),
         latency_ms=latency_ms,
         request_id=request_id,
-    )
+    ), actor_user=actor_user if getattr(actor_user, "pk", None) else None, actor_token=actor_token, account=account)
     fastsql.insert([event], batch=batch)  # an INSERT (append-only), SQL built once: this runs on every order
     from trading.events import publish_account_event, publish_user_event
 

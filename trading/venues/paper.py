@@ -335,11 +335,11 @@ def apply_fill(ledger: Ledger, order: Order, *, price: Decimal, qty: Decimal, is
     order.cummulative_quote_qty += quote_qty
     realized = position_apply_fill(account=account, symbol=order.symbol, side=order.side, price=price,
                                    base_delta=base_delta, qty=qty, position=ledger.position(order.symbol))
-    fill = Fill(  # values as the database returns them (8 decimals): the answer is built from this row
-        order=order, account=account, symbol=order.symbol, side=order.side, price=q8(price), qty=q8(qty),
+    fill = fastsql.relate(Fill(  # values as the database returns them (8 decimals): the answer is built from this row
+        symbol=order.symbol, side=order.side, price=q8(price), qty=q8(qty),
         quote_qty=quote_qty, commission=commission, commission_asset=commission_asset,
         commission_quote=commission_quote, is_maker=is_maker, realized_pnl=realized, time=timezone.now(),
-    )
+    ), order=order, account=account)
     ledger.pending_fills.append(fill)
     return fill
 
@@ -422,12 +422,12 @@ class PaperVenue(VenueBase):
         sent now, so a MARKET order costs one round trip less while the account is locked."""
         sym = request.symbol
         ledger = Ledger(account, sym.base_asset, sym.quote_asset)
-        order = Order(
-            account=account, client_order_id=request.client_order_id, symbol=sym.symbol, side=request.side,
+        order = fastsql.relate(Order(
+            client_order_id=request.client_order_id, symbol=sym.symbol, side=request.side,
             type=request.type, quantity=request.quantity or ZERO, quote_order_qty=request.quote_order_qty,
             price=request.price, stop_price=request.stop_price, time_in_force=request.time_in_force,
             channel=request.channel, order_list_id=request.order_list_id, working_time=timezone.now(),
-        )
+        ), account=account)
         result = self._submit(ledger, order, request, market, sym)
         if result is not None:
             return result
