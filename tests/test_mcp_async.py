@@ -13,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
 import pytest
-
-from conftest import wait_until
 from asgiref.sync import async_to_sync
 from django.db import connection, connections
 
