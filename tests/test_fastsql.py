@@ -119,3 +119,26 @@ def test_statements_are_prepared_once_and_again_after_psycopgs_deallocate_all(tr
     assert prepared_count() == 0
     assert fastsql.execute(sql, [account.pk, "USDT"], fetch="one") is not None
     assert prepared_count() == 1
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a PostgreSQL backend is terminated")
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_lost_mid_call_is_djangos_operational_error_and_the_next_call_reconnects(trader):
+    """The server ends the session (restart, failover, idle kill): the next pipeline fails at once
+    with Django's ``OperationalError`` (no hang, no psycopg class leaking out), and after Django
+    drops the broken connection, as it does after a request, the next call opens a new one."""
+    import psycopg
+    from django.db import OperationalError, close_old_connections
+
+    _, account, _ = trader
+    assert fastsql.execute(_balance_sql(), [account.pk, "USDT"], fetch="one") is not None
+    pid = connection.connection.info.backend_pid
+    dsn = connection.connection.info.dsn
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(OperationalError):
+        fastsql.execute_batch([(_balance_sql(), [account.pk, "USDT"]), (_balance_sql(), [account.pk, "BTC"])])
+    close_old_connections()  # what Django runs after every request (and the tool pool after every call)
+    assert connection.connection is None
+    row = fastsql.execute(_balance_sql(), [account.pk, "USDT"], fetch="one")
+    assert row is not None and connection.connection.info.backend_pid != pid
