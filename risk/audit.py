@@ -7,6 +7,7 @@ import logging
 import uuid
 from typing import Any
 
+import orjson
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -17,12 +18,29 @@ from risk.models import AuditEvent
 log = logging.getLogger(__name__)
 
 
+# orjson options that make it write what ``json.dumps(value, default=str)`` writes: datetimes,
+# dates, times and dataclasses go to ``str()`` (orjson would format them itself), non-string keys
+# become strings.
+_AS_STDLIB = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
+
+
 def _jsonable(value: Any) -> Any:
-    """Round-trip through Django's JSON encoder so Decimals, datetimes and UUIDs become strings,
-    and make every string storable (see ``_storable``)."""
+    """Round-trip through JSON so that Decimals, datetimes, UUIDs and anything else JSON has no
+    type for become their ``str()``, and make every string storable (see ``_storable``).
+
+    orjson does the round trip (the standard library's was ~2 % of an order call's CPU) with
+    ``_AS_STDLIB``, so the stored values are the ones ``json.dumps(value, default=str)`` gave
+    (what this did before), except that a plain ``Enum`` is stored as its value, not its name,
+    and a float NaN or infinity as null (PostgreSQL's jsonb refused those). What orjson refuses
+    (an integer beyond 64 bits, a string that is not valid UTF-8) goes through the standard
+    library."""
     if value is None:
         return None
-    return _storable(json.loads(json.dumps(value, cls=DjangoJSONEncoder, default=str)))
+    try:
+        loaded = orjson.loads(orjson.dumps(value, default=str, option=_AS_STDLIB))
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        loaded = json.loads(json.dumps(value, cls=DjangoJSONEncoder, default=str))
+    return _storable(loaded)
 
 
 def _storable(value: Any) -> Any:
@@ -206,15 +224,11 @@ def _write_fallback(payloads: list[bytes]) -> None:
 
 
 def _loads(payload: bytes):
-    import orjson
-
     return orjson.loads(payload)
 
 
 def _wal_payload(event: dict) -> bytes:
     """One write-ahead entry (JSON) of an ``audit_enqueue`` event."""
-    import orjson
-
     record = {
         "uid": uuid.uuid4().hex,  # the row's wal_id: written once whichever route writes it
         "created_at": timezone.now().isoformat(),
@@ -287,7 +301,6 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
     two drainers claimed it) is acknowledged without a second row; the unique ``wal_id`` refuses a
     duplicate even when two drainers race, and the loser's entries are settled on its next run.
     """
-    import orjson
     import redis as redis_lib
     from django.db import transaction
 

@@ -244,3 +244,36 @@ def test_a_redelivered_audit_entry_is_written_once(trader, monkeypatch):
     assert len({e.wal_id for e in rows}) == 4 and all(e.wal_id for e in rows)
     assert r.xlen(audit.audit_stream_key()) == 0  # every entry acknowledged and deleted
     assert audit.audit_drain(consumer="third") == 0
+
+
+def test_audit_values_are_stored_as_the_standard_librarys_json_stored_them():
+    """``risk.audit._jsonable`` round-trips through orjson but stores what ``json.dumps(value,
+    default=str)`` stored (Decimals, datetimes, dates, UUIDs, dataclasses, sets as their ``str()``,
+    non-string keys as strings), falls back to the standard library for what orjson refuses
+    (integers beyond 64 bits, lone surrogates), and makes every string storable."""
+    import dataclasses
+    import datetime
+    import json
+    import uuid
+
+    from risk.audit import _jsonable, _storable
+
+    @dataclasses.dataclass
+    class Point:
+        x: int = 1
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    values = [
+        {"qty": Decimal("0.00200000"), "at": now, "naive": datetime.datetime(2020, 1, 2, 3, 4, 5, 123456),
+         "day": now.date(), "clock": datetime.time(1, 2, 3, 4000), "id": uuid.uuid4(), 7: "int key",
+         "nested": [1, 2.5, True, None, {"k\x00": "v\x00"}], "point": Point(), "set": {3}, "raw": b"ab",
+         "span": datetime.timedelta(seconds=3.5), "pair": (1, "b")},
+        {"big": 2**70, "neg": -2**80, "at": now},
+        {"surrogate": "\ud800", "qty": Decimal("1E-8")},
+        "text\x00", 12, [], None,
+    ]
+    for value in values:
+        expected = None if value is None else _storable(json.loads(json.dumps(value, default=str)))
+        assert _jsonable(value) == expected, value
+    assert _jsonable({"at": now})["at"] == str(now)  # not orjson's own datetime format
+    assert _jsonable({"big": 2**70})["big"] == str(2**70)  # beyond bigint: its digits
