@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 
-from conftest import cache_quotes, wait_until
+from conftest import cache_quotes, sqlite_pass_only, wait_until
 from marketdata.replay.server import ReplayServer
 from marketdata.services import exchange_info_sync
 from trading.matcher import PaperMatcher
@@ -78,10 +78,12 @@ def test_resting_limit_fills_on_a_replayed_print_through_it(fast_replay, trader)
 def _run_matcher(matcher):
     holder = {}
 
-    def run():
-        loop = asyncio.new_event_loop()
-        holder["loop"] = loop
-        loop.run_until_complete(matcher.run())
+    async def main():
+        holder["loop"] = asyncio.get_running_loop()
+        await matcher.run()
+
+    def run():  # as the paper_matcher command runs it: asyncio.run cancels what is left at the end
+        asyncio.run(main())
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -93,6 +95,7 @@ def _run_matcher(matcher):
 
         holder["loop"].call_soon_threadsafe(matcher.stop)
         thread.join(15)
+        stop.stopped = not thread.is_alive()
         # paper_match ran in asgiref's sync thread: close its connection, or the test database
         # cannot be dropped at the end of the run ("being accessed by other users").
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
@@ -143,3 +146,24 @@ def test_prints_missed_while_no_matcher_ran_are_matched_on_restart(fast_replay, 
     assert second.caught_up >= cross - now and second.trades == 0  # filled from REST, the stream was still
     fill = Fill.objects.get(order_id=order["orderId"])
     assert fill.price == price and fill.is_maker
+
+
+@sqlite_pass_only
+@pytest.mark.django_db(transaction=True)
+def test_a_matcher_stops_promptly_when_the_exchange_has_gone_too(fast_replay):
+    """``make run``'s Ctrl-C stops the replay exchange and the matcher together. python-binance's
+    socket then keeps reconnecting (5 attempts with backoff, ~25 s) and its close waits for that;
+    the matcher gives the close ``SOCKET_CLOSE_TIMEOUT_S`` and stops (it was SIGKILLed before).
+    A liveness bound, not a speed goal: the join allows several times what a stop takes."""
+    from trading.matcher import SOCKET_CLOSE_TIMEOUT_S
+
+    exchange_info_sync()
+    matcher = PaperMatcher(["BTCUSDT"])
+    stop = _run_matcher(matcher)
+    wait_until(lambda: matcher.sessions >= 1, timeout=30, what="the matcher to subscribe")
+    fast_replay.stop()
+    time.sleep(0.5)  # the socket has seen the exchange go and is reconnecting
+    started = time.monotonic()
+    stop()
+    assert stop.stopped, "the matcher was still running 15 s after it was told to stop"
+    assert SOCKET_CLOSE_TIMEOUT_S <= 2 and time.monotonic() - started < 10  # ~1.5 s here; unbounded, 15-25 s

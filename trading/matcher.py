@@ -16,6 +16,7 @@ trades, default 10,000), then follows the stream. ``paper_match`` skips a trade 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from asgiref.sync import sync_to_async
@@ -67,7 +68,7 @@ class PaperMatcher:
         client = await make_async_client()
         try:
             streams = [f"{s.lower()}@trade" for s in self.symbols] + [f"{s.lower()}@bookTicker" for s in self.symbols]
-            async with make_socket_manager(client).multiplex_socket(streams) as socket:
+            async with _bounded_exit(make_socket_manager(client).multiplex_socket(streams)) as socket:
                 await self._catch_up(client)  # subscribed first: nothing falls between REST and stream
                 self.sessions += 1  # connected and caught up
                 while not self._stopping.is_set():
@@ -148,6 +149,28 @@ class PaperMatcher:
                     self.fills += len(await sync_to_async(paper_match)(symbol, book=book))
                 except Exception:
                     log.exception("paper matcher: matching %s on a book ticker failed", symbol)
+
+
+SOCKET_CLOSE_TIMEOUT_S = 2.0
+
+
+@contextlib.asynccontextmanager
+async def _bounded_exit(socket_cm):
+    """``async with socket_cm`` whose exit gives up after ``SOCKET_CLOSE_TIMEOUT_S``.
+
+    python-binance's ``ReconnectingWebsocket.__aexit__`` waits for its read loop to end, and while
+    that loop is reconnecting to an exchange that has gone (its 5 attempts with backoff) it does
+    not: a matcher told to stop then took ~25 s to exit (found on ``make run``'s Ctrl-C, where the
+    replay exchange stops at the same moment; the process was SIGKILLed after 5 s). What is left
+    running is cancelled when the event loop closes."""
+    socket = await socket_cm.__aenter__()
+    try:
+        yield socket
+    finally:
+        try:
+            await asyncio.wait_for(asyncio.shield(socket_cm.__aexit__(None, None, None)), SOCKET_CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("paper matcher: the exchange socket did not close within %.0f s; leaving it", SOCKET_CLOSE_TIMEOUT_S)
 
 
 def _has_open_paper_orders(symbol: str) -> bool:
