@@ -63,7 +63,7 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
 
     One statement (every MCP trading call resolves its account here): the account row with whether
     the user may read and trade it, by the rules of ``accounts_for_user`` (``_may_use``,
-    ``_token_admits``), compiled once by Django (``project.fastsql.compile_queryset``).
+    ``_token_admits``), as annotations.
     """
     if account_id is not None and (isinstance(account_id, bool) or not isinstance(account_id, int)):
         try:
@@ -93,31 +93,21 @@ def _account_row(user_id: int, token_id: int | None, account_id: int | None, nee
     None when there is no such row."""
     from django.db.models import BooleanField, ExpressionWrapper
 
-    from project import fastsql
-
-    first, restricted = account_id is None, token_id is not None
-
-    def build(user, token=None, account=None):
-        may_read = _may_use(user, trade=False)
-        if restricted:
-            may_read &= _token_admits(token)
-        qs = Account.objects.annotate(
-            may_read=ExpressionWrapper(may_read, output_field=BooleanField()),
-            may_trade=ExpressionWrapper(_may_use(user, trade=True), output_field=BooleanField()),
-        )
-        if first:
-            qs = qs.filter(may_read=True, **({"may_trade": True} if need == "trade" else {})).order_by("pk")[:1]
-        else:
-            qs = qs.filter(pk=account)
-        return qs.values_list(*[f.attname for f in Account._meta.concrete_fields], "may_read", "may_trade")
-
-    names = ["user"] + (["token"] if restricted else []) + ([] if first else ["account"])
-    compiled = fastsql.compile_queryset(("account_get", first, need if first else "", restricted), build, names)
-    row = fastsql.execute(compiled.sql, compiled.params(user=user_id, token=token_id, account=account_id), fetch="one")
-    if row is None:
+    may_read = _may_use(user_id, trade=False)
+    if token_id is not None:
+        may_read &= _token_admits(token_id)
+    qs = Account.objects.annotate(
+        account_get_may_read=ExpressionWrapper(may_read, output_field=BooleanField()),
+        account_get_may_trade=ExpressionWrapper(_may_use(user_id, trade=True), output_field=BooleanField()),
+    )
+    if account_id is None:
+        qs = qs.filter(account_get_may_read=True, **({"account_get_may_trade": True} if need == "trade" else {}))
+        account = qs.order_by("pk").first()
+    else:
+        account = qs.filter(pk=account_id).first()
+    if account is None:
         return None
-    n = fastsql.width(Account)
-    return fastsql.from_row(Account, row[:n]), bool(row[n]), bool(row[n + 1])
+    return account, bool(account.account_get_may_read), bool(account.account_get_may_trade)
 
 
 def order_as_dict(order: Order, *, with_fills: bool = True, fills: list | None = None) -> dict:
