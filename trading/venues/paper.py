@@ -182,8 +182,10 @@ class Ledger:
         self._positions: dict[str, Position] = {}
         self.pending_fills: list[Fill] = []
         # Through the account's related manager, so each row knows its account without a query.
-        rows = {b.asset: b for b in account.balances.select_for_update().filter(asset__in=(base_asset, quote_asset))}
+        rows = {b.asset: b for b in account.balances.select_for_update().filter(asset__in=(base_asset, quote_asset))
+                .order_by("asset")}
         self.rows = {a: rows.get(a) or Balance(account=account, asset=a) for a in (base_asset, quote_asset)}
+        self._read = {a: (b.free, b.locked) for a, b in rows.items()}  # as stored: save() writes what changed
 
     def free(self, asset: str) -> Decimal:
         return self.rows[asset].free
@@ -192,7 +194,7 @@ class Ledger:
         """The account's position row in ``symbol``, locked (an unsaved zero row if none yet)."""
         pos = self._positions.get(symbol)
         if pos is None:
-            pos = (self.account.positions.select_for_update().filter(symbol=symbol).first()
+            pos = (self.account.positions.select_for_update().filter(symbol=symbol).order_by("pk").first()
                    or Position(account=self.account, symbol=symbol))
             self._positions[symbol] = pos
         return pos
@@ -215,18 +217,21 @@ class Ledger:
 
     def save(self) -> list[Fill]:
         """Write balances, positions and the pending fills (their orders must be saved) in the
-        caller's transaction and return the fills written, with their primary keys."""
+        caller's transaction and return the fills written, with their primary keys. A stored
+        balance row is written only when it changed (one ``UPDATE`` each: cheaper to build than
+        ``bulk_update``'s ``CASE`` for the two rows an order touches)."""
         now = timezone.now()
-        stored = [row for row in self.rows.values() if row.pk is not None]
-        for row in stored:
-            row.updated_at = now  # auto_now: bulk_update does not stamp it
-        if len(stored) == 1:
-            stored[0].save(update_fields=_BALANCE_FIELDS)
-        elif stored:
-            Balance.objects.bulk_update(stored, _BALANCE_FIELDS)
+        for asset, row in self.rows.items():
+            if row.pk is None:
+                continue
+            if (row.free, row.locked) != self._read[asset]:
+                row.updated_at = now  # auto_now, as save() would stamp it
+                Balance.objects.filter(pk=row.pk).update(free=row.free, locked=row.locked, updated_at=now)
+                self._read[asset] = (row.free, row.locked)
         new = [row for row in self.rows.values() if row.pk is None]
         if new:
             Balance.objects.bulk_create(new)
+            self._read.update({row.asset: (row.free, row.locked) for row in new})
         for pos in self._positions.values():
             if pos.pk is None:
                 pos.save(force_insert=True)
@@ -238,7 +243,6 @@ class Ledger:
         return fills
 
 
-_BALANCE_FIELDS = ["free", "locked", "updated_at"]
 _POSITION_FIELDS = ["quantity", "avg_entry_price", "realized_pnl", "updated_at"]
 
 
@@ -343,6 +347,22 @@ def _execute_market(ledger: Ledger, order: Order, book, *, symbol_row=None, step
     return None
 
 
+def _take_as_limit(ledger: Ledger, order: Order, book) -> None:
+    """A working limit order meets the book: take what crosses (taker), then rest/expire by TIF."""
+    buy = order.side == OrderSide.BUY
+    tif = order.time_in_force or "GTC"
+    fills = []
+    if book is not None:
+        fills, _ = walk(book.asks if buy else book.bids, buy=buy, qty=order.remaining_qty, limit=order.price)
+    if tif == "FOK" and sum((q for _, q in fills), ZERO) < order.remaining_qty:
+        order.status = OrderStatus.EXPIRED
+        ledger.release(order)
+        return
+    for price, qty in fills:
+        apply_fill(ledger, order, price=price, qty=qty, is_maker=False)
+    _settle(ledger, order, rest_status=OrderStatus.EXPIRED if tif in ("IOC", "FOK") else None)
+
+
 class PaperVenue(VenueBase):
     """Executes paper orders by the rules in the module docstring."""
 
@@ -402,24 +422,8 @@ class PaperVenue(VenueBase):
             return _reject(order, f"{INSUFFICIENT} Needs {need.normalize():f} {asset}, free {ledger.free(asset).normalize():f} {asset}.",
                            needed=str(need), free=str(ledger.free(asset)), asset=asset)
         ledger.lock(order, asset, need)
-        self._take_as_limit(ledger, order, book if crossing else None)
+        _take_as_limit(ledger, order, book if crossing else None)
         return None
-
-    @staticmethod
-    def _take_as_limit(ledger: Ledger, order: Order, book) -> None:
-        """A working limit order meets the book: take what crosses (taker), then rest/expire by TIF."""
-        buy = order.side == OrderSide.BUY
-        tif = order.time_in_force or "GTC"
-        fills = []
-        if book is not None:
-            fills, _ = walk(book.asks if buy else book.bids, buy=buy, qty=order.remaining_qty, limit=order.price)
-        if tif == "FOK" and sum((q for _, q in fills), ZERO) < order.remaining_qty:
-            order.status = OrderStatus.EXPIRED
-            ledger.release(order)
-            return
-        for price, qty in fills:
-            apply_fill(ledger, order, price=price, qty=qty, is_maker=False)
-        _settle(ledger, order, rest_status=OrderStatus.EXPIRED if tif in ("IOC", "FOK") else None)
 
     def cancel(self, *, account, order) -> Order:
         """Cancel an open paper order (the caller holds the account lock): CANCELED, lock released.
@@ -558,7 +562,7 @@ def _match_one(order_id: int, t, b, depth) -> dict | None:
                     order.reject_reason = INSUFFICIENT
             else:
                 book = depth if depth is not None else _book_from_ticker(order.symbol, b, t)
-                PaperVenue._take_as_limit(ledger, order, book)
+                _take_as_limit(ledger, order, book)
         else:
             avail = ZERO
             if t is not None and (t[0] < order.price if buy else t[0] > order.price):
