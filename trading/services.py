@@ -171,6 +171,11 @@ def order_place(
         OrderRejected (-2010): insufficient balance, LIMIT_MAKER that would take, stop that would
             trigger immediately; a REJECTED order is booked, balances unchanged.
     Every call, accepted or not, writes one ``AuditEvent`` (action ``order.place``).
+
+    Steps, each a function: validate (``_validate``) → price (``_order_price``) → lock
+    (``_order_lock``, in the transaction from here on) → risk (``_order_risk``) → submit
+    (``_order_submit``) → book (``_order_book``, or ``_order_book_risk_rejection``) → audit
+    (``_order_audit``); the dashboard pushes are handed over after the commit (``_publish``).
     """
     t0 = time.perf_counter()
     params = {
