@@ -220,7 +220,7 @@ def order_place(
     booked: Booked | None = None
     try:
         with transaction.atomic():
-            lock = _order_lock(account, request)
+            lock = _order_lock(account, request, check_duplicate=bool(client_order_id))
             if lock.duplicate_order_id is not None:
                 return duplicate_of(Order.objects.get(pk=lock.duplicate_order_id))
             decision = _order_risk(lock, request, market)
@@ -255,14 +255,15 @@ class OrderLock:
     request's clientOrderId, else None; ``open_orders`` / ``open_algo_orders``: its open orders,
     and open stop orders, on the request's symbol (Binance MAX_NUM_ORDERS and MAX_NUM_ALGO_ORDERS
     count per symbol; the latter only counted for a stop request, else 0); ``has_protections``:
-    whether it has any ``risk.models.Protection`` row."""
+    whether it has any ``risk.models.Protection`` row (None: not read, for a SELL, which
+    protections never refuse)."""
 
     account: Account
     limits: RiskLimit
     duplicate_order_id: int | None
     open_orders: int
     open_algo_orders: int
-    has_protections: bool
+    has_protections: bool | None
 
 
 @dataclass(frozen=True)
@@ -291,39 +292,38 @@ def _order_price(account: Account, request: OrderRequest) -> MarketView:
     return MarketView(quote=quote, book=book, last_price=ref)
 
 
-def _order_lock(account: Account, request: OrderRequest) -> OrderLock:
+def _order_lock(account: Account, request: OrderRequest, *, check_duplicate: bool = True) -> OrderLock:
     """Step 3 of ``order_place`` (and of an exchange OCO): lock ``account``'s row
     (``select_for_update``, of the account table only) and read, in the same statement, its
-    ``RiskLimit`` (``select_related``), the id of an order already placed with
-    ``request.client_order_id``, the open (and, for a stop request, open stop) orders on the symbol
-    and whether it has any ``Protection`` (subquery annotations), as an ``OrderLock``.
+    ``RiskLimit`` (``select_related``) and, as subquery annotations: the id of an order already
+    placed with ``request.client_order_id`` (``check_duplicate``: False when the id was generated
+    here, so no earlier order can have it), the open (and, for a stop request, open stop) orders on
+    the symbol and, for a BUY (only BUYs consult protections), whether it has any ``Protection``.
+    Returns them as an ``OrderLock``.
 
     The row lock serializes orders of one account, which makes check-then-book atomic (on SQLite,
     whose ``select_for_update`` is a no-op, the write transaction's database lock does: settings
     begin it IMMEDIATE). Raises ``Account.DoesNotExist`` if the account was deleted.
     """
-    symbol = request.symbol.symbol
     orders = Order.objects.filter(account=OuterRef("pk")).order_by()
-    open_on_symbol = orders.filter(symbol=symbol, status__in=Order.OPEN_STATUSES)
-    open_algo = (_count(open_on_symbol.filter(type__in=sorted(STOP_TYPES))) if request.type in STOP_TYPES
-                 else Value(0, output_field=IntegerField()))
-    locked = (
-        Account.objects.select_for_update(of=("self",)).select_related("risk_limit")
-        .annotate(
-            order_lock_duplicate_id=Subquery(orders.filter(client_order_id=request.client_order_id).values("pk")[:1]),
-            order_lock_open_orders=_count(open_on_symbol),
-            order_lock_open_algo_orders=open_algo,
-            order_lock_has_protections=Exists(Protection.objects.filter(account=OuterRef("pk"))),
-        )
-        .get(pk=account.pk)
-    )
+    open_on_symbol = orders.filter(symbol=request.symbol.symbol, status__in=Order.OPEN_STATUSES)
+    facts = {"order_lock_open_orders": _count(open_on_symbol)}
+    if request.type in STOP_TYPES:
+        facts["order_lock_open_algo_orders"] = _count(open_on_symbol.filter(type__in=sorted(STOP_TYPES)))
+    if check_duplicate:
+        facts["order_lock_duplicate_id"] = Subquery(orders.filter(client_order_id=request.client_order_id).values("pk")[:1])
+    if request.side == OrderSide.BUY:
+        facts["order_lock_has_protections"] = Exists(Protection.objects.filter(account=OuterRef("pk")))
+    locked = Account.objects.select_for_update(of=("self",)).select_related("risk_limit").annotate(**facts).get(pk=account.pk)
+    read = {name: getattr(locked, name) for name in facts}
     try:
         limits = locked.risk_limit
     except RiskLimit.DoesNotExist:
         limits = RiskLimit(account=locked)
-    return OrderLock(account=locked, limits=limits, duplicate_order_id=locked.order_lock_duplicate_id,
-                     open_orders=locked.order_lock_open_orders, open_algo_orders=locked.order_lock_open_algo_orders,
-                     has_protections=bool(locked.order_lock_has_protections))
+    has_protections = read.get("order_lock_has_protections")
+    return OrderLock(account=locked, limits=limits, duplicate_order_id=read.get("order_lock_duplicate_id"),
+                     open_orders=read["order_lock_open_orders"], open_algo_orders=read.get("order_lock_open_algo_orders", 0),
+                     has_protections=None if has_protections is None else bool(has_protections))
 
 
 def _count(queryset) -> Subquery:
