@@ -135,13 +135,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.sqlite3")}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django turns psycopg's prepared statements off (prepare_threshold None, for transaction-mode
-    # poolers), which also makes ``prepare=True`` a no-op: the order path's precompiled statements
-    # (project.fastsql) would be parsed and planned by PostgreSQL on every execution. Django's own
-    # cursors bind client-side and never prepare, so this only affects fastsql's. Set
-    # DB_PREPARED_STATEMENTS=0 behind a pooler that cannot keep them (PgBouncer < 1.21).
+    # Server-side binding (Django's OPTIONS "server_side_binding", psycopg's ``Cursor``) sends the
+    # parameters apart from the SQL, so psycopg can prepare a statement it has run
+    # ``prepare_threshold`` times on a connection: PostgreSQL then parses and plans the order path's
+    # statements once per connection instead of on every execution. Django turns psycopg's
+    # preparing off by default (for transaction-mode poolers): set DB_PREPARED_STATEMENTS=0 behind a
+    # pooler that cannot keep prepared statements (PgBouncer < 1.21); binding stays server-side.
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
     if os.environ.get("DB_PREPARED_STATEMENTS", "1") != "0":
-        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -12,7 +12,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from project import fastredis, fastsql
+from project import fastredis
 from risk.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,6 @@ def audit_record(
     risk_decision: dict | None = None,
     latency_ms: float | None = None,
     request_id: str = "",
-    batch: fastsql.Batch | None = None,
     push: bool = True,
 ) -> AuditEvent:
     """Append one audit event and return it.
@@ -87,14 +86,14 @@ def audit_record(
         params: the call's arguments; result: what it returned or the error's ``as_dict()``.
         risk_decision: the risk check's ``as_dict()`` when an order was checked.
         latency_ms: wall time the action took, in ms.
-        batch: queue the INSERT in this ``project.fastsql.Batch`` (the caller runs it in the same
-            transaction, e.g. with its COMMIT: ``fastsql.finish``); the row's id is set then.
         push: False when the caller pushes the event itself (with others of the same commit,
             ``audit_event_payload``).
 
-    The event is also pushed to the account's dashboard group after the transaction commits.
+    The row is inserted at once, in the caller's transaction when there is one (an order's audit
+    row commits with the order). The event is also pushed to the account's dashboard group after
+    the transaction commits.
     """
-    event = fastsql.relate(AuditEvent(
+    event = AuditEvent(
         channel=channel,
         action=action,
         outcome=outcome,
@@ -104,8 +103,11 @@ def audit_record(
         risk_decision=_jsonable(risk_decision),
         latency_ms=latency_ms,
         request_id=request_id,
-    ), actor_user=actor_user if getattr(actor_user, "pk", None) else None, actor_token=actor_token, account=account)
-    fastsql.insert([event], batch=batch)  # an INSERT (append-only), SQL built once: this runs on every order
+        actor_user=actor_user if getattr(actor_user, "pk", None) else None,
+        actor_token=actor_token,
+        account=account,
+    )
+    event.save()  # an INSERT: AuditEvent rows are append-only
     from trading.events import publish_account_event, publish_user_event
 
     def payload():  # built when the push is sent, after the commit: the row has its id by then

@@ -184,16 +184,17 @@ EVALUATORS = {
 }
 
 
-def protections_check(*, account, symbol: str, side: str, now: datetime | None = None) -> ProtectionLock | None:
+def protections_check(*, account, symbol: str, side: str, now: datetime | None = None,
+                      has_protections: bool | None = None) -> ProtectionLock | None:
     """The lock that refuses this order, or None.
 
     Args: account (``trading.Account``, row locked by the caller), symbol, side ("BUY" | "SELL").
     Only BUYs are refused (exits stay allowed, as in freqtrade). Evaluates the account's enabled
     protections, writing (and auditing as ``risk.protection_lock``) any lock they trip, then returns
     the longest active lock on the account or the symbol. One query when the account has no protection,
-    none when the caller read ``account.has_protections`` (False) with the account row.
+    none when the caller passes ``has_protections=False`` (read with the account row lock).
     """
-    if side != "BUY" or getattr(account, "has_protections", None) is False:  # read with the account lock
+    if side != "BUY" or has_protections is False:
         return None
     protections = list(Protection.objects.filter(account=account))
     if not protections:

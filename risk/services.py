@@ -136,7 +136,7 @@ def _fmt(value: Decimal) -> str:
 
 def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Decimal,
                order_type: str = "MARKET", reference_price: Decimal | None = None,
-               limits: RiskLimit | None = None) -> RiskDecision:
+               limits: RiskLimit | None = None, has_protections: bool | None = None) -> RiskDecision:
     """Check one order against the account's ``RiskLimit`` and trading state.
 
     Args:
@@ -149,6 +149,8 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
         reference_price: last/mid price (quote asset) the price band is measured from.
         limits: the account's ``RiskLimit`` when the caller read it with the locked account row
             (an unsaved default row when it has none); read here when None.
+        has_protections: whether the account has any ``Protection`` row, when the caller read it
+            with the locked account row (False skips ``risk.protections``' query); None: unknown.
 
     Returns a ``RiskDecision`` naming every limit checked with its value and usage; it never raises
     for a refusal (the caller books the rejection). When the daily-loss breaker trips, the
@@ -198,7 +200,7 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
     if side == "BUY":
         from risk.protections import protections_check
 
-        lock = protections_check(account=account, symbol=symbol, side=side, now=now)
+        lock = protections_check(account=account, symbol=symbol, side=side, now=now, has_protections=has_protections)
         if lock is not None:
             return refuse("protections", None, notional, zero,
                           f"protections: {'the account' if not lock.symbol else lock.symbol} is locked until "

@@ -177,15 +177,25 @@ def test_market_order_answer_equals_the_stored_order(quotes, trader):
     assert result.order == stored and len(stored["fills"]) >= 1
 
 
+# The statements of one paper MARKET order (balances and position existing): the account lock with
+# its risk limit, duplicate check, open-order counts and protections flag; its balance rows; its
+# position row; the order INSERT; an UPDATE of each of the two balance rows; the position UPDATE;
+# the fills INSERT; the audit row. bench/bench_orders.py measures what they cost.
+MARKET_ORDER_STATEMENTS = 9
+
+
+def _order_statements(captured) -> list[str]:
+    """The SQL statements of captured queries, without transaction control (BEGIN, SAVEPOINT,
+    COMMIT, ...)."""
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+    return [q["sql"] for q in captured if not q["sql"].upper().startswith(control)]
+
+
 def test_market_order_statement_budget(quotes, trader):
-    """The order hot path stays lean (bench/bench_orders.py measures it): a paper MARKET order is
-    one transaction of 8 statements: the account lock with its risk limit, duplicate check and
-    open-order counts; its balance and position rows; the order, balances, position and fills
-    written; the audit row. On PostgreSQL they take two round trips (``project.fastsql.execute_batch``
-    pipelines, each logged as one entry): the reads, with the order's and its fills' ids allocated
-    from their sequences; then every write, the audit row included (with the COMMIT when the block is
-    outermost: ``fastsql.finish``). Plus the transaction's own BEGIN (here the test's SAVEPOINT, not
-    counted)."""
+    """The order hot path stays lean: a paper MARKET order on an account whose balance and position
+    rows exist is ``MARKET_ORDER_STATEMENTS`` statements, each table written once, the account row
+    locked first (FOR UPDATE on PostgreSQL), its balance and position rows locked before they are
+    written."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -193,29 +203,35 @@ def test_market_order_statement_budget(quotes, trader):
     place(account, user, quantity="0.004")  # position and balances exist
     with CaptureQueriesContext(connection) as ctx:
         order = place(account, user, side="SELL", quantity="0.002").order
-    trips = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+    statements = _order_statements(ctx.captured_queries)
     assert order["status"] == "FILLED"
+    assert len(statements) <= MARKET_ORDER_STATEMENTS, statements
+    writes = [s.split()[0] + " " + next(t for t in ("trading_order", "trading_balance", "trading_position",
+                                                    "trading_fill", "risk_auditevent") if t in s)
+              for s in statements if s.startswith(("INSERT", "UPDATE"))]
+    assert sorted(writes) == sorted(["INSERT trading_order", "UPDATE trading_balance", "UPDATE trading_balance",
+                                     "UPDATE trading_position", "INSERT trading_fill", "INSERT risk_auditevent"]), writes
+    assert "trading_account" in statements[0] and "risk_risklimit" in statements[0]
     if connection.vendor == "postgresql":
-        assert len(trips) == 2, trips
-        assert trips[0].startswith("-- pipeline of 5 statements") and "generate_series" in trips[0]
-        assert trips[1].startswith("-- pipeline of 6 statements") and "risk_auditevent" in trips[1]
-        ids = [f["id"] for f in order["fills"]]  # allocated before the write, as the database kept them
-        assert ids == list(Fill.objects.filter(order_id=order["orderId"]).order_by("id").values_list("id", flat=True))
-    else:
-        assert len(trips) <= 8, trips
+        assert statements[0].rstrip().endswith('FOR UPDATE OF "trading_account"'), statements[0]
+        locked = [s for s in statements if s.rstrip().endswith("FOR UPDATE")]
+        assert any("trading_balance" in s for s in locked) and any("trading_position" in s for s in locked), locked
+    ids = [f["id"] for f in order["fills"]]  # returned by the INSERT, as the database kept them
+    assert ids == list(Fill.objects.filter(order_id=order["orderId"]).order_by("id").values_list("id", flat=True))
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="prepared statements are PostgreSQL's")
 def test_order_path_statements_are_prepared_once_per_connection(quotes, trader):
-    """PostgreSQL parses and plans the order path's statements once per connection: they run as
-    named prepared statements (``pg_prepared_statements``), not as unnamed ones planned every
-    time. Django turns psycopg's preparing off unless OPTIONS set ``prepare_threshold``, which
-    silently made fastsql's ``prepare=True`` a no-op (found in session 5 with log_statement)."""
+    """PostgreSQL parses and plans the order path's statements once per connection: with
+    server-side binding (settings: OPTIONS ``server_side_binding``) psycopg runs a statement seen
+    ``prepare_threshold`` times as a named prepared statement (``pg_prepared_statements``), not as
+    an unnamed one planned every time."""
     from django.db import connection
 
     user, account, _ = trader
-    place(account, user, quantity="0.002")
-    place(account, user, quantity="0.002")
+    threshold = connection.settings_dict["OPTIONS"]["prepare_threshold"]
+    for _ in range(threshold + 1):
+        place(account, user, quantity="0.002")
     with connection.cursor() as cur:
         cur.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cur.fetchall()]
@@ -225,52 +241,41 @@ def test_order_path_statements_are_prepared_once_per_connection(quotes, trader):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_audit_row_goes_with_the_commit(quotes, trader):
-    """Outside any enclosing transaction (as in production), a MARKET order's writes and its audit
-    row go in the round trip that commits (``fastsql.finish``): on PostgreSQL the last pipeline ends with
-    COMMIT and Django's own COMMIT then finds no transaction open. The order, its fills and the
-    audit row are committed together, and the order's pushes (order, balances, activity with the
-    row's id) are handed to the publisher at once, after the commit."""
+    """Outside any enclosing transaction (as in production), a MARKET order is one transaction that
+    ``transaction.atomic()`` owns: its writes and its audit row, then one COMMIT (none before, no
+    rollback). The order, its fills and the audit row are committed together, and the order's
+    pushes (order, balances, activity with the row's id) are handed to the publisher at once, after
+    the commit."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from project import fastsql
     from risk.models import AuditEvent
     from trading import events
 
     user, account, _ = trader
     place(account, user, quantity="0.004")
-    statuses = []  # the transaction status after each of fastsql's pipelines: open, then committed
-    real_pipeline = fastsql._pipeline
-
-    def pipeline(conn, statements, **kw):
-        rows = real_pipeline(conn, statements, **kw)
-        statuses.append(conn.pgconn.transaction_status)
-        return rows
-
     pushed = []
     put_many = events._publisher.put_many
-    fastsql._pipeline = pipeline
-    events._publisher.put_many = lambda items: pushed.append([message for _, message in items])
+    events._publisher.put_many = lambda items: pushed.append(
+        ([message for _, message in items], connection.in_atomic_block))
     try:
         with CaptureQueriesContext(connection) as ctx:
             order = place(account, user, side="SELL", quantity="0.002", client_order_id="tail-1").order
     finally:
-        fastsql._pipeline = real_pipeline
         events._publisher.put_many = put_many
     event = AuditEvent.objects.get(action="order.place", params__client_order_id="tail-1")
     assert event.result["orderId"] == order["orderId"] and event.outcome == "ok"
     assert Order.objects.get(pk=order["orderId"]).fills.count() == len(order["fills"]) >= 1
     # One handover after the commit: the order, its balances and the activity row, with its id.
-    assert [[m["kind"] for m in items] for items in pushed] == [["order", "balances", "activity"]]
-    assert pushed[0][0]["data"]["orderId"] == order["orderId"] and pushed[0][2]["data"]["id"] == event.pk
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        trips = [q["sql"] for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
-        assert len(trips) == 2, trips  # the locked reads; then the writes, the audit row and COMMIT
-        assert trips[-1].startswith("-- pipeline of 7 statements") and trips[-1].endswith("COMMIT"), trips[-1]
-        status = psycopg.pq.TransactionStatus
-        assert statuses == [status.INTRANS, status.IDLE], statuses  # Django's COMMIT has nothing left to do
+    assert [[m["kind"] for m in items] for items, _ in pushed] == [["order", "balances", "activity"]]
+    assert pushed[0][0][0]["data"]["orderId"] == order["orderId"] and pushed[0][0][2]["data"]["id"] == event.pk
+    assert pushed[0][1] is False  # handed over outside the transaction: after its COMMIT
+    sql = [q["sql"].upper() for q in ctx.captured_queries]
+    assert sum(s.startswith("COMMIT") for s in sql) == 1 and not any(s.startswith("ROLLBACK") for s in sql), sql
+    commit = next(i for i, s in enumerate(sql) if s.startswith("COMMIT"))
+    audit_insert = next(i for i, s in enumerate(sql) if s.startswith("INSERT") and "RISK_AUDITEVENT" in s)
+    fill_insert = next(i for i, s in enumerate(sql) if s.startswith("INSERT") and "TRADING_FILL" in s)
+    assert fill_insert < audit_insert < commit == len(sql) - 1, sql
 
 
 def test_one_exchange_order_is_booked_once_per_account(trader):
@@ -304,29 +309,19 @@ def test_an_unreachable_market_data_cache_is_a_typed_refusal(quotes, trader, mon
     assert not Order.objects.filter(account=account).exists()
 
 
-@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg pipelines are PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
-def test_an_order_starts_its_transaction_inside_its_first_pipeline(quotes, trader, monkeypatch):
-    """psycopg sends a transaction's BEGIN alone and waits for it (one round trip) before the
-    first statement; ``fastsql`` queues the BEGIN in the order's first pipeline instead. So a
-    MARKET order takes two round trips in all (the locked reads; the writes with the COMMIT) and
-    psycopg sends no BEGIN of its own."""
-    import psycopg
-
-    from project import fastsql
+def test_an_order_is_one_transaction_of_a_bounded_number_of_statements(quotes, trader):
+    """As in production (no enclosing transaction): a MARKET order opens one transaction, runs at
+    most ``MARKET_ORDER_STATEMENTS`` statements in it and commits once; what a statement costs in
+    round trips is the driver's (each one on PostgreSQL, BEGIN sent with the first)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
 
     user, account, _ = trader
     place(account, user, quantity="0.004")  # balances and position exist
-    begins = []
-    real_exec = psycopg.Connection._exec_command
-
-    def exec_command(self, command, *args, **kwargs):
-        if bytes(command).upper().startswith(b"BEGIN"):
-            begins.append(command)
-        return real_exec(self, command, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Connection, "_exec_command", exec_command)
-    before = fastsql.round_trips
-    order = place(account, user, side="SELL", quantity="0.002").order
+    with CaptureQueriesContext(connection) as ctx:
+        order = place(account, user, side="SELL", quantity="0.002").order
     assert order["status"] == "FILLED"
-    assert fastsql.round_trips - before == 2 and begins == [], (fastsql.round_trips - before, begins)
+    sql = [q["sql"].upper() for q in ctx.captured_queries]
+    assert sum(s.startswith("COMMIT") for s in sql) == 1 and not any(s.startswith(("ROLLBACK", "SAVEPOINT")) for s in sql)
+    assert len(_order_statements(ctx.captured_queries)) <= MARKET_ORDER_STATEMENTS, sql

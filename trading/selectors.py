@@ -61,9 +61,9 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
     which) and when the user has no account at all; ``PermissionDenied`` when the user may read but
     not trade it; ``InvalidInput`` for a non-integer id.
 
-    One statement (every MCP trading call resolves its account here): the account row with whether
-    the user may read and trade it, by the rules of ``accounts_for_user`` (``_may_use``,
-    ``_token_admits``), compiled once by Django (``project.fastsql.compile_queryset``).
+    One statement when the account may be used for ``need`` (every MCP trading call resolves its
+    account here): ``accounts_for_user``'s QuerySet, so the rules are written once; a second one
+    only to tell a viewer grant (``PermissionDenied``) from an unknown id.
     """
     if account_id is not None and (isinstance(account_id, bool) or not isinstance(account_id, int)):
         try:
@@ -75,49 +75,18 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
     if not getattr(user, "is_authenticated", False):
         raise NotFound("You have no trading account yet: create one in the dashboard or ask an admin."
                        if account_id is None else f"Account {account_id} not found among your accounts.")
-    row = _account_row(user.pk, getattr(token, "pk", None), account_id, need)
+    usable = accounts_for_user(user, need=need, token=token)
     if account_id is None:
-        if row is None:
+        account = usable.order_by("pk").first()
+        if account is None:
             raise NotFound("You have no trading account yet: create one in the dashboard or ask an admin.")
-        return row[0]
-    if row is None or not row[1]:
-        raise NotFound(f"Account {account_id} not found among your accounts.")
-    if need == "trade" and not row[2]:
+        return account
+    account = usable.filter(pk=account_id).first()
+    if account is not None:
+        return account
+    if need == "trade" and accounts_for_user(user, need="read", token=token).filter(pk=account_id).exists():
         raise PermissionDenied(f"You may view account {account_id} but not trade on it (viewer grant).")
-    return row[0]
-
-
-def _account_row(user_id: int, token_id: int | None, account_id: int | None, need: str):
-    """(account, may_read, may_trade) of ``account_id`` (readability includes the token's
-    restriction), or of the user's first account usable for ``need`` when ``account_id`` is None;
-    None when there is no such row."""
-    from django.db.models import BooleanField, ExpressionWrapper
-
-    from project import fastsql
-
-    first, restricted = account_id is None, token_id is not None
-
-    def build(user, token=None, account=None):
-        may_read = _may_use(user, trade=False)
-        if restricted:
-            may_read &= _token_admits(token)
-        qs = Account.objects.annotate(
-            may_read=ExpressionWrapper(may_read, output_field=BooleanField()),
-            may_trade=ExpressionWrapper(_may_use(user, trade=True), output_field=BooleanField()),
-        )
-        if first:
-            qs = qs.filter(may_read=True, **({"may_trade": True} if need == "trade" else {})).order_by("pk")[:1]
-        else:
-            qs = qs.filter(pk=account)
-        return qs.values_list(*[f.attname for f in Account._meta.concrete_fields], "may_read", "may_trade")
-
-    names = ["user"] + (["token"] if restricted else []) + ([] if first else ["account"])
-    compiled = fastsql.compile_queryset(("account_get", first, need if first else "", restricted), build, names)
-    row = fastsql.execute(compiled.sql, compiled.params(user=user_id, token=token_id, account=account_id), fetch="one")
-    if row is None:
-        return None
-    n = fastsql.width(Account)
-    return fastsql.from_row(Account, row[:n]), bool(row[n]), bool(row[n + 1])
+    raise NotFound(f"Account {account_id} not found among your accounts.")
 
 
 def order_as_dict(order: Order, *, with_fills: bool = True, fills: list | None = None) -> dict:

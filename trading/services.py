@@ -14,19 +14,20 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, Func, IntegerField, OuterRef, Subquery, Value
 
 from marketdata.selectors import quote_get, symbol_get
-from project import fastsql
 from risk.audit import audit_event_payload, audit_record
 from risk.models import AuditEvent, Outcome, Protection, RiskLimit
-from risk.services import risk_check
+from risk.services import RiskDecision, risk_check
 from trading import filters
-from trading.errors import FilterFailure, InvalidInput, NotFound, OrderRejected, RiskRejected, TradingError
+from trading.errors import InvalidInput, NotFound, OrderRejected, RiskRejected, TradingError
 from trading.events import publish_account_event, publish_account_events
-from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
+from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.selectors import balance_as_dict, order_as_dict
-from trading.venues import MarketView, OrderRequest, venue_for
+from trading.market import depth_get
+from trading.venues import Execution, MarketView, OrderRequest, venue_for
 from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
 
 CLIENT_ORDER_ID_RE = re.compile(r"^[.A-Za-z0-9_:/-]{1,36}$")  # Binance: newClientOrderId, max 36 chars
@@ -59,35 +60,6 @@ def parse_decimal(value, *, name: str) -> Decimal:
     if number.adjusted() > 15:
         raise InvalidInput(f"{name} is too large: {value!r}.")
     return number
-
-
-def validate_quantity(symbol, quantity: Decimal) -> Decimal:
-    """Check ``quantity`` (base asset) against the symbol's LOT_SIZE filter (minQty, maxQty,
-    stepSize; Binance Spot API docs "Filters" -> LOT_SIZE) and return it normalized.
-
-    Raises ``FilterFailure`` (-1013, "Filter failure: LOT_SIZE") with the nearest valid quantity.
-    """
-    step = symbol.step_size
-    if step > 0 and (quantity - symbol.min_qty) % step != 0:
-        down = (quantity // step) * step
-        hint = max(down, symbol.min_qty)
-        raise FilterFailure(
-            f"Filter failure: LOT_SIZE. quantity {quantity.normalize():f} is not a multiple of stepSize "
-            f"{step.normalize():f}; nearest valid: {hint.normalize():f}.",
-            details={"filter": "LOT_SIZE", "stepSize": str(step), "nearestValid": str(hint.normalize())},
-        )
-    if quantity < symbol.min_qty:
-        raise FilterFailure(
-            f"Filter failure: LOT_SIZE. quantity {quantity.normalize():f} is below minQty {symbol.min_qty.normalize():f}.",
-            details={"filter": "LOT_SIZE", "minQty": str(symbol.min_qty), "nearestValid": str(symbol.min_qty.normalize())},
-        )
-    if symbol.max_qty is not None and quantity > symbol.max_qty:
-        raise FilterFailure(
-            f"Filter failure: LOT_SIZE. quantity {quantity.normalize():f} is above maxQty {symbol.max_qty.normalize():f}.",
-            details={"filter": "LOT_SIZE", "maxQty": str(symbol.max_qty), "nearestValid": str(symbol.max_qty.normalize())},
-        )
-    return quantity
-
 
 
 TIME_IN_FORCE = ("GTC", "IOC", "FOK")
@@ -138,15 +110,14 @@ def reference_price(quote) -> Decimal:
 
 def _auditor(*, channel: str, action: str, actor_user, actor_token, account: Account, params: dict, request_id: str,
              t0: float):
-    """``audit(outcome, message="", result=None, decision=None, batch=None, push=True)``: record one
-    ``action`` of this call with ``risk.audit.audit_record`` (``batch``, ``push``: see its
-    docstring) and return the ``AuditEvent``; its latency is measured from ``t0``
+    """``audit(outcome, message="", result=None, decision=None, push=True)``: record one
+    ``action`` of this call with ``risk.audit.audit_record`` (``push``: see its docstring) and return the ``AuditEvent``; its latency is measured from ``t0``
     (``time.perf_counter()``)."""
     def audit(outcome: str, message: str = "", result: dict | None = None, decision: dict | None = None,
-              batch=None, push: bool = True) -> AuditEvent:
+              push: bool = True) -> AuditEvent:
         return audit_record(channel=channel, action=action, outcome=outcome, actor_user=actor_user, actor_token=actor_token,
                             account=account, params=params, message=message, result=result, risk_decision=decision,
-                            latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id, batch=batch, push=push)
+                            latency_ms=(time.perf_counter() - t0) * 1000, request_id=request_id, push=push)
 
     return audit
 
@@ -200,6 +171,11 @@ def order_place(
         OrderRejected (-2010): insufficient balance, LIMIT_MAKER that would take, stop that would
             trigger immediately; a REJECTED order is booked, balances unchanged.
     Every call, accepted or not, writes one ``AuditEvent`` (action ``order.place``).
+
+    Steps, each a function: validate (``_validate``) → price (``_order_price``) → lock
+    (``_order_lock``, in the transaction from here on) → risk (``_order_risk``) → submit
+    (``_order_submit``) → book (``_order_book``, or ``_order_book_risk_rejection``) → audit
+    (``_order_audit``); the dashboard pushes are handed over after the commit (``_publish``).
     """
     t0 = time.perf_counter()
     params = {
@@ -228,14 +204,7 @@ def order_place(
                             client_order_id=client_order_id, channel=channel, order_list_id=order_list_id,
                             lock_amount=lock_amount)
         try:
-            quote = quote_get(request.symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
-            ref = reference_price(quote)
-            _validate_market(request, ref)
-            book = None
-            if account.venue == Venue.PAPER and _may_take(request, quote):
-                from trading.market import depth_get
-
-                book = depth_get(request.symbol.symbol, min_update_id=quote.update_id)
+            market = _order_price(account, request)
         except TradingError:
             # A retry of an order that was booked answers with that order even if the market has
             # moved or gone stale since (idempotency by clientOrderId comes first).
@@ -248,48 +217,20 @@ def order_place(
         audit(Outcome.REJECTED, str(exc), exc.as_dict())
         raise
 
-    error: TradingError | None = None
-    tail = fastsql.Batch()  # the audit row, sent with the transaction's COMMIT (fastsql.finish)
+    booked: Booked | None = None
     try:
         with transaction.atomic():
-            locked = _lock_account_for_order(account, request, book=book)
-            if locked.duplicate_id is not None:
-                return duplicate_of(Order.objects.get(pk=locked.duplicate_id))
-            filters.check_max_num_orders(
-                request.symbol, open_orders=locked.open_orders, open_algo_orders=locked.open_algo_orders,
-                order_type=request.type,
-            )
-            risk_price, risk_qty = _risk_terms(request, quote)
-            decision = risk_check(account=locked, symbol=request.symbol.symbol, side=request.side, quantity=risk_qty,
-                                  price=risk_price, order_type=request.type, reference_price=ref,
-                                  limits=_limits_of(locked))
-            if not decision.allowed:
-                order = Order.objects.create(
-                    account=locked, client_order_id=request.client_order_id, symbol=request.symbol.symbol,
-                    side=request.side, type=request.type, quantity=request.quantity or Decimal("0"),
-                    quote_order_qty=request.quote_order_qty, price=request.price, stop_price=request.stop_price,
-                    time_in_force=request.time_in_force, channel=channel, order_list_id=request.order_list_id,
-                    status=OrderStatus.REJECTED, reject_reason=f"Risk: {decision.reason}",
-                )
-                data = order_as_dict(order, fills=[])
-                error = RiskRejected(f"Order rejected by risk check: {decision.reason}.",
-                                     details={"order": data, "riskDecision": decision.as_dict()})
-                event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), batch=tail, push=False)
-                balances = None
+            lock = _order_lock(account, request, check_duplicate=bool(client_order_id))
+            if lock.duplicate_order_id is not None:
+                return duplicate_of(Order.objects.get(pk=lock.duplicate_order_id))
+            decision = _order_risk(lock, request, market)
+            if decision.allowed:
+                execution = _order_submit(lock, request, market)
+                booked = _order_book(execution)
             else:
-                execution = venue_for(locked).submit(account=locked, request=request, batch=tail,
-                                                     market=MarketView(quote=quote, book=book, last_price=ref))
-                data = order_as_dict(execution.order, fills=execution.fills)
-                balances = execution.balances
-                if execution.rejected:
-                    error = OrderRejected(execution.reason, code=execution.code or None, details={"order": data, **execution.details})
-                    event = audit(Outcome.REJECTED, error.msg, error.as_dict(), decision.as_dict(), batch=tail, push=False)
-                else:
-                    qty_text = f"{request.quantity.normalize():f}" if request.quantity else f"{request.quote_order_qty.normalize():f} {request.symbol.quote_asset} of"
-                    event = audit(Outcome.OK, f"{request.side} {request.type} {qty_text} {request.symbol.symbol} {data['status']}",
-                                  data, decision.as_dict(), batch=tail, push=False)
-            _publish(locked, data, balances=balances, activity=event)
-            fastsql.finish(tail)  # last: on PostgreSQL the audit row and COMMIT go in one round trip
+                booked = _order_book_risk_rejection(lock, request, decision)
+            event = _order_audit(audit, request, booked, decision)
+            _publish(lock.account, booked.order, balances=booked.balances, activity=event)
     except IntegrityError:
         # A concurrent call with the same clientOrderId won the race: answer with its order.
         existing = Order.objects.filter(account=account, client_order_id=request.client_order_id).first()
@@ -297,93 +238,152 @@ def order_place(
             raise
         return PlaceResult(order=order_as_dict(existing), duplicate=True)
     except TradingError as exc:
-        if error is None:
+        if booked is None or booked.error is None:
             audit(Outcome.REJECTED, str(exc), exc.as_dict())
         raise
-    if error is not None:
-        raise error
-    return PlaceResult(order=data)
+    if booked.error is not None:
+        raise booked.error
+    return PlaceResult(order=booked.order)
 
 
-def _limits_of(locked: Account) -> RiskLimit:
-    """The ``RiskLimit`` read with the locked account row (``_lock_account_for_order``), or an
-    unsaved default row when the account has none."""
-    return getattr(locked, "risk_limit", None) or RiskLimit(account=locked)
+@dataclass(frozen=True)
+class OrderLock:
+    """What ``_order_lock`` read with the account row lock, for one order.
+
+    ``account``: the locked ``Account`` row; ``limits``: its ``RiskLimit`` (an unsaved default row
+    when it has none); ``duplicate_order_id``: the id of an order already placed on it with the
+    request's clientOrderId, else None; ``open_orders`` / ``open_algo_orders``: its open orders,
+    and open stop orders, on the request's symbol (Binance MAX_NUM_ORDERS and MAX_NUM_ALGO_ORDERS
+    count per symbol; the latter only counted for a stop request, else 0); ``has_protections``:
+    whether it has any ``risk.models.Protection`` row (None: not read, for a SELL, which
+    protections never refuse)."""
+
+    account: Account
+    limits: RiskLimit
+    duplicate_order_id: int | None
+    open_orders: int
+    open_algo_orders: int
+    has_protections: bool | None
 
 
-def _lock_account_for_order(account: Account, request: OrderRequest, *, book=None) -> Account:
-    """Lock ``account``'s row for one order and read, in the same statement, its ``RiskLimit``, the
-    id of an order already placed with ``request.client_order_id`` (``duplicate_id``), the open
-    orders on the symbol (``open_orders``, ``open_algo_orders``; Binance MAX_NUM_ORDERS and
-    MAX_NUM_ALGO_ORDERS count per symbol) and whether it has any ``Protection`` (``has_protections``,
-    so ``risk.protections.protections_check`` skips its query when it has none).
+@dataclass(frozen=True)
+class Booked:
+    """An order as ``order_place`` booked it: the ``order`` (``order_as_dict`` shape), the balance
+    rows the venue wrote when it knows them (else None: ``_publish`` reads them), and the
+    ``error`` to raise after the commit when the order was booked REJECTED (else None)."""
 
-    One round trip instead of five, with SQL built once (``project.fastsql``): this is the hot path
-    of every order (see bench/bench_orders.py). For a paper account the order's balance rows (base
-    and quote asset) and position row are read and locked in the same round trip (a pipeline on
-    PostgreSQL, after the account row) and handed to its ``Ledger`` (``paper.LedgerPreload``),
-    with the order's id and, for a MARKET order, one fill id per fill it gets from ``book`` (the
-    order book it will walk, read before the lock) allocated from their sequences (PostgreSQL), so
-    the order's writes can go with the COMMIT.
-    The row lock serializes orders of one account, which makes check-then-book atomic. Raises
-    ``Account.DoesNotExist`` if the account was deleted.
+    order: dict
+    balances: list | None = None
+    error: TradingError | None = None
+
+
+def _order_price(account: Account, request: OrderRequest) -> MarketView:
+    """Step 2 of ``order_place``: the market the order is checked and priced against: the cached
+    quote (``marketdata.selectors.quote_get``; ``settings.MARKET_DATA_MAX_AGE_S``), its reference
+    price (``reference_price``), the filters that need it (``_validate_market``) and, for a paper
+    order that may execute at once, the order book (``trading.market.depth_get``). Raises
+    ``MarketDataUnavailable`` (-1003) or a filter's ``FilterFailure``/``InvalidInput``."""
+    quote = quote_get(request.symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
+    ref = reference_price(quote)
+    _validate_market(request, ref)
+    book = None
+    if account.venue == Venue.PAPER and _may_take(request, quote):
+        book = depth_get(request.symbol.symbol, min_update_id=quote.update_id)
+    return MarketView(quote=quote, book=book, last_price=ref)
+
+
+def _order_lock(account: Account, request: OrderRequest, *, check_duplicate: bool = True) -> OrderLock:
+    """Step 3 of ``order_place`` (and of an exchange OCO): lock ``account``'s row
+    (``select_for_update``, of the account table only) and read, in the same statement, its
+    ``RiskLimit`` (``select_related``) and, as subquery annotations: the id of an order already
+    placed with ``request.client_order_id`` (``check_duplicate``: False when the id was generated
+    here, so no earlier order can have it), the open (and, for a stop request, open stop) orders on
+    the symbol and, for a BUY (only BUYs consult protections), whether it has any ``Protection``.
+    Returns them as an ``OrderLock``.
+
+    The row lock serializes orders of one account, which makes check-then-book atomic (on SQLite,
+    whose ``select_for_update`` is a no-op, the write transaction's database lock does: settings
+    begin it IMMEDIATE). Raises ``Account.DoesNotExist`` if the account was deleted.
     """
-    stop = request.type in STOP_TYPES
-    sql = _LOCK_SQL.get((stop, connection.vendor))
-    if sql is None:
-        qn = fastsql.qn
-        o, p = qn(Order._meta.db_table), qn(Protection._meta.db_table)
-        statuses = ", ".join(f"'{s}'" for s in Order.OPEN_STATUSES)
-        stop_types = ", ".join(f"'{t}'" for t in sorted(STOP_TYPES))
-        open_where = f"o.{qn('account_id')} = a.{qn('id')} AND o.{qn('symbol')} = %s AND o.{qn('status')} IN ({statuses})"
-        algo = f"(SELECT COUNT(*) FROM {o} o WHERE {open_where} AND o.{qn('type')} IN ({stop_types}))" if stop else "0"
-        sql = _LOCK_SQL[(stop, connection.vendor)] = (
-            f"SELECT {fastsql.columns(Account, 'a')}, {fastsql.columns(RiskLimit, 'r')}, "
-            f"(SELECT o.{qn('id')} FROM {o} o WHERE o.{qn('account_id')} = a.{qn('id')} AND o.{qn('client_order_id')} = %s LIMIT 1), "
-            f"(SELECT COUNT(*) FROM {o} o WHERE {open_where}), {algo}, "
-            f"EXISTS (SELECT 1 FROM {p} p WHERE p.{qn('account_id')} = a.{qn('id')}) "
-            f"FROM {qn(Account._meta.db_table)} a LEFT JOIN {qn(RiskLimit._meta.db_table)} r ON r.{qn('account_id')} = a.{qn('id')} "
-            f"WHERE a.{qn('id')} = %s{fastsql.for_update(of='a')}"
-        )
-    symbol = request.symbol.symbol
-    params = [request.client_order_id, symbol] + ([symbol] if stop else []) + [account.pk]
-    statements = [(sql, params)]
-    preload = account.venue == Venue.PAPER  # its Ledger is built first thing in PaperVenue.submit
-    if preload:
-        from trading.venues import paper
-
-        assets = [request.symbol.base_asset, request.symbol.quote_asset]
-        statements += [paper.locked_rows_statement(Balance, "asset", account, assets),
-                       paper.locked_rows_statement(Position, "symbol", account, [symbol])]
-        next_id = fastsql.next_id_sql(Order)
-        if next_id:  # the order's id up front, so all its writes can go in one round trip
-            statements.append((f"SELECT {next_id}", []))
-            fills = paper.market_fill_count(request, book) if book is not None and request.type == OrderType.MARKET else 0
-            if fills:  # and its fills' ids
-                statements.append((f"SELECT {fastsql.next_id_sql(Fill)} FROM generate_series(1, %s)", [fills]))
-    results = fastsql.execute_batch(statements)  # in one round trip on PostgreSQL, in this order
-    row = results[0][0] if results[0] else None
-    if row is None:
-        raise Account.DoesNotExist(f"Account {account.pk} does not exist.")
-    na, nr = fastsql.width(Account), fastsql.width(RiskLimit)
-    locked = fastsql.from_row(Account, row[:na])
-    limits = fastsql.from_row(RiskLimit, row[na:na + nr])
-    Account.risk_limit.related.set_cached_value(locked, limits)  # as select_related("risk_limit") does
-    if limits is not None:
-        RiskLimit.account.field.set_cached_value(limits, locked)
-    locked.duplicate_id, locked.open_orders, locked.open_algo_orders, has_protections = row[na + nr:]
-    locked.has_protections = bool(has_protections)
-    if preload:
-        positions = paper.rows_as(Position, locked, results[2])
-        locked.ledger_preload = paper.LedgerPreload(
-            assets=tuple(assets), balances=paper.rows_as(Balance, locked, results[1]),
-            positions={symbol: positions[0] if positions else None},
-            order_id=results[3][0][0] if len(results) > 3 else None,
-            fill_ids=tuple(r[0] for r in results[4]) if len(results) > 4 else ())
-    return locked
+    orders = Order.objects.filter(account=OuterRef("pk")).order_by()
+    open_on_symbol = orders.filter(symbol=request.symbol.symbol, status__in=Order.OPEN_STATUSES)
+    facts = {"order_lock_open_orders": _count(open_on_symbol)}
+    if request.type in STOP_TYPES:
+        facts["order_lock_open_algo_orders"] = _count(open_on_symbol.filter(type__in=sorted(STOP_TYPES)))
+    if check_duplicate:
+        facts["order_lock_duplicate_id"] = Subquery(orders.filter(client_order_id=request.client_order_id).values("pk")[:1])
+    if request.side == OrderSide.BUY:
+        facts["order_lock_has_protections"] = Exists(Protection.objects.filter(account=OuterRef("pk")))
+    locked = Account.objects.select_for_update(of=("self",)).select_related("risk_limit").annotate(**facts).get(pk=account.pk)
+    read = {name: getattr(locked, name) for name in facts}
+    try:
+        limits = locked.risk_limit
+    except RiskLimit.DoesNotExist:
+        limits = RiskLimit(account=locked)
+    has_protections = read.get("order_lock_has_protections")
+    return OrderLock(account=locked, limits=limits, duplicate_order_id=read.get("order_lock_duplicate_id"),
+                     open_orders=read["order_lock_open_orders"], open_algo_orders=read.get("order_lock_open_algo_orders", 0),
+                     has_protections=None if has_protections is None else bool(has_protections))
 
 
-_LOCK_SQL: dict[tuple[bool, str], str] = {}
+def _count(queryset) -> Subquery:
+    """``SELECT COUNT(*)`` of ``queryset`` (rows of one table, unordered) as a scalar subquery."""
+    return Subquery(queryset.annotate(n=Func(Value(1), function="COUNT")).values("n"), output_field=IntegerField())
+
+
+def _order_risk(lock: OrderLock, request: OrderRequest, market: MarketView) -> RiskDecision:
+    """Step 4 of ``order_place``: Binance's MAX_NUM_ORDERS / MAX_NUM_ALGO_ORDERS filters (raise
+    ``FilterFailure``, nothing booked), then the account's risk limits (``risk.services.risk_check``,
+    with what ``_order_lock`` read), valuing the order by ``_risk_terms``. Returns the decision."""
+    filters.check_max_num_orders(request.symbol, open_orders=lock.open_orders, open_algo_orders=lock.open_algo_orders,
+                                 order_type=request.type)
+    risk_price, risk_qty = _risk_terms(request, market.quote)
+    return risk_check(account=lock.account, symbol=request.symbol.symbol, side=request.side, quantity=risk_qty,
+                      price=risk_price, order_type=request.type, reference_price=market.last_price,
+                      limits=lock.limits, has_protections=lock.has_protections)
+
+
+def _order_submit(lock: OrderLock, request: OrderRequest, market: MarketView) -> Execution:
+    """Step 5 of ``order_place``: the account's venue books (paper) or sends (exchange) the order
+    in the caller's transaction (``trading.venues``)."""
+    return venue_for(lock.account).submit(account=lock.account, request=request, market=market)
+
+
+def _order_book(execution: Execution) -> Booked:
+    """Step 6 of ``order_place``: the venue's ``execution`` as ``Booked``: the order's answer, and
+    ``OrderRejected`` (-2010 or the venue's code) when the venue refused it."""
+    data = order_as_dict(execution.order, fills=execution.fills)
+    error = None
+    if execution.rejected:
+        error = OrderRejected(execution.reason, code=execution.code or None, details={"order": data, **execution.details})
+    return Booked(order=data, balances=execution.balances, error=error)
+
+
+def _order_book_risk_rejection(lock: OrderLock, request: OrderRequest, decision: RiskDecision) -> Booked:
+    """Step 6 of ``order_place`` when the risk check refused: a REJECTED order booked (balances
+    unchanged) and the ``RiskRejected`` (-2010) to raise, carrying it and the decision."""
+    order = Order.objects.create(
+        account=lock.account, client_order_id=request.client_order_id, symbol=request.symbol.symbol,
+        side=request.side, type=request.type, quantity=request.quantity or Decimal("0"),
+        quote_order_qty=request.quote_order_qty, price=request.price, stop_price=request.stop_price,
+        time_in_force=request.time_in_force, channel=request.channel, order_list_id=request.order_list_id,
+        status=OrderStatus.REJECTED, reject_reason=f"Risk: {decision.reason}",
+    )
+    data = order_as_dict(order, fills=[])
+    error = RiskRejected(f"Order rejected by risk check: {decision.reason}.",
+                         details={"order": data, "riskDecision": decision.as_dict()})
+    return Booked(order=data, error=error)
+
+
+def _order_audit(audit, request: OrderRequest, booked: Booked, decision: RiskDecision) -> AuditEvent:
+    """Step 7 of ``order_place``: the call's ``AuditEvent`` (``audit``: ``_auditor``'s), written in
+    the order's transaction and pushed by the caller with the order (``push=False``)."""
+    if booked.error is not None:
+        return audit(Outcome.REJECTED, booked.error.msg, booked.error.as_dict(), decision.as_dict(), push=False)
+    qty_text = (f"{request.quantity.normalize():f}" if request.quantity
+                else f"{request.quote_order_qty.normalize():f} {request.symbol.quote_asset} of")
+    return audit(Outcome.OK, f"{request.side} {request.type} {qty_text} {request.symbol.symbol} {booked.order['status']}",
+                 booked.order, decision.as_dict(), push=False)
 
 
 def _may_take(request: OrderRequest, quote) -> bool:
@@ -698,12 +698,14 @@ def _oco_place_exchange(*, account: Account, actor_user, actor_token, channel: s
         for leg in legs:
             _validate_market(leg, ref)
         with transaction.atomic():
-            locked = _lock_account_for_order(account, legs[0])
-            filters.check_max_num_orders(legs[0].symbol, open_orders=locked.open_orders + 1, open_algo_orders=0,
+            lock = _order_lock(account, legs[0])
+            locked = lock.account
+            filters.check_max_num_orders(legs[0].symbol, open_orders=lock.open_orders + 1, open_algo_orders=0,
                                          order_type=OrderType.LIMIT_MAKER)
             value_at = max(px, slp or sp) if side == OrderSide.BUY else px
             decision = risk_check(account=locked, symbol=legs[0].symbol.symbol, side=side, quantity=qty, price=value_at,
-                                  order_type=OrderType.LIMIT_MAKER, reference_price=ref, limits=_limits_of(locked))
+                                  order_type=OrderType.LIMIT_MAKER, reference_price=ref, limits=lock.limits,
+                                  has_protections=lock.has_protections)
             if not decision.allowed:
                 raise RiskRejected(f"Order rejected by risk check: {decision.reason}.", details={"riskDecision": decision.as_dict()})
             olist = BinanceVenue().submit_oco(account=locked, list_client_order_id=list_id, legs=legs)

@@ -58,10 +58,8 @@ class VenueBase:
     """Executes one account's orders. Every method runs inside the caller's transaction with the
     account row locked, and books every balance change with the order change that caused it."""
 
-    def submit(self, *, account, request: OrderRequest, market: MarketView, batch=None) -> Execution:
-        """Book (paper) or send (exchange) ``request`` and return the resulting ``Execution``.
-        ``batch``: a ``project.fastsql.Batch`` the caller runs with its COMMIT, where a venue may
-        queue its last writes (the paper venue does; exchange venues write at once)."""
+    def submit(self, *, account, request: OrderRequest, market: MarketView) -> Execution:
+        """Book (paper) or send (exchange) ``request`` and return the resulting ``Execution``."""
         raise NotImplementedError
 
     def execute(self, *, account, request: OrderRequest, quote) -> Execution:

@@ -536,7 +536,7 @@ def _send(client, params: dict) -> dict:
 class BinanceVenue(VenueBase):
     """Executes orders of testnet/live accounts on the exchange (module docstring)."""
 
-    def submit(self, *, account, request, market, batch=None) -> Execution:
+    def submit(self, *, account, request, market) -> Execution:
         if request.order_list_id is not None:
             raise OrderRejected(f"OCO order lists are not supported on the {account.venue} venue yet; "
                                 "place the legs as separate orders.", code=-1013)

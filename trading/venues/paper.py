@@ -33,15 +33,13 @@ Rules (Binance Spot API docs "New order" / "Order types", Binance "Trading fees"
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from project import fastsql
 from trading.filters import lot_step, round_step
 from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.venues.base import Execution, MarketView, OrderRequest, VenueBase
@@ -172,8 +170,10 @@ class Ledger:
     """The balance rows of one account and symbol inside the current transaction (locked once),
     the positions and the fills booked on them, written together by ``save()``.
 
-    Writes are deferred so one order costs few statements: balances in one UPDATE, each touched
-    position once, the fills in one INSERT (after their orders have primary keys).
+    Reads: the base and quote balance rows when the ledger is built (one ``select_for_update``
+    query), each position row the first time it is asked for. Writes are deferred so one order
+    costs few statements: the stored balances in one ``bulk_update``, new rows and the fills each
+    in one ``bulk_create`` (after their orders have primary keys), each touched position once.
     """
 
     def __init__(self, account, base_asset: str, quote_asset: str):
@@ -181,18 +181,11 @@ class Ledger:
         self.base_asset, self.quote_asset = base_asset, quote_asset
         self._positions: dict[str, Position] = {}
         self.pending_fills: list[Fill] = []
-        self.order_id = None
-        self.fill_ids: list[int] = []
-        pre = account.__dict__.pop("ledger_preload", None)  # read with the account lock (services)
-        if pre is not None and pre.assets == (base_asset, quote_asset):
-            self.order_id = pre.order_id
-            self.fill_ids = list(pre.fill_ids)
-            balances = pre.balances
-            self._positions = {sym: pos or Position(account=account, symbol=sym) for sym, pos in pre.positions.items()}
-        else:
-            balances = _locked_rows(Balance, "asset", account, [base_asset, quote_asset])
-        rows = {b.asset: b for b in balances}
+        # Through the account's related manager, so each row knows its account without a query.
+        rows = {b.asset: b for b in account.balances.select_for_update().filter(asset__in=(base_asset, quote_asset))
+                .order_by("asset")}
         self.rows = {a: rows.get(a) or Balance(account=account, asset=a) for a in (base_asset, quote_asset)}
+        self._read = {a: (b.free, b.locked) for a, b in rows.items()}  # as stored: save() writes what changed
 
     def free(self, asset: str) -> Decimal:
         return self.rows[asset].free
@@ -201,8 +194,8 @@ class Ledger:
         """The account's position row in ``symbol``, locked (an unsaved zero row if none yet)."""
         pos = self._positions.get(symbol)
         if pos is None:
-            rows = _locked_rows(Position, "symbol", self.account, [symbol])
-            pos = rows[0] if rows else Position(account=self.account, symbol=symbol)
+            pos = (self.account.positions.select_for_update().filter(symbol=symbol).order_by("pk").first()
+                   or Position(account=self.account, symbol=symbol))
             self._positions[symbol] = pos
         return pos
 
@@ -222,85 +215,35 @@ class Ledger:
             row.free += amount
         order.locked_amount = ZERO
 
-    def save(self, batch: fastsql.Batch | None = None) -> list[Fill]:
-        """Write balances, positions and the pending fills (their orders must have primary keys:
-        saved, or allocated when ``batch`` holds their INSERT). Returns the fills written; with
-        ``batch`` the writes are queued there (their keys are set when it runs)."""
-        stored = [row for row in self.rows.values() if row.pk is not None]  # updated_at: auto_now, stamped by update
-        fastsql.update(stored, ["free", "locked", "updated_at"], batch=batch)
-        fastsql.insert([row for row in self.rows.values() if row.pk is None], batch=batch)
+    def save(self) -> list[Fill]:
+        """Write balances, positions and the pending fills (their orders must be saved) in the
+        caller's transaction and return the fills written, with their primary keys. A stored
+        balance row is written only when it changed (one ``UPDATE`` each: cheaper to build than
+        ``bulk_update``'s ``CASE`` for the two rows an order touches)."""
+        now = timezone.now()
+        for asset, row in self.rows.items():
+            if row.pk is None:
+                continue
+            if (row.free, row.locked) != self._read[asset]:
+                row.updated_at = now  # auto_now, as save() would stamp it
+                Balance.objects.filter(pk=row.pk).update(free=row.free, locked=row.locked, updated_at=now)
+                self._read[asset] = (row.free, row.locked)
+        new = [row for row in self.rows.values() if row.pk is None]
+        if new:
+            Balance.objects.bulk_create(new)
+            self._read.update({row.asset: (row.free, row.locked) for row in new})
         for pos in self._positions.values():
             if pos.pk is None:
-                fastsql.insert([pos], batch=batch)
+                pos.save(force_insert=True)
             else:
-                fastsql.update([pos], _POSITION_FIELDS, batch=batch)
+                pos.save(update_fields=_POSITION_FIELDS)
         fills, self.pending_fills = self.pending_fills, []
         if fills:
-            for f in fills:
-                f.order_id = f.order.pk
-            if self.fills_have_ids(fills):
-                for f, pk in zip(fills, self.fill_ids):
-                    f.pk = pk
-                self.fill_ids = self.fill_ids[len(fills):]
-            fastsql.insert(fills, batch=batch)
+            Fill.objects.bulk_create(fills)
         return fills
-
-    def fills_have_ids(self, fills: list | None = None) -> bool:
-        """Are there ids allocated (with the account lock) for every pending fill? Then their rows
-        need no ``RETURNING`` and the answer can be built before they are written."""
-        fills = self.pending_fills if fills is None else fills
-        return len(fills) <= len(self.fill_ids) and all(f.pk is None for f in fills)
 
 
 _POSITION_FIELDS = ["quantity", "avg_entry_price", "realized_pnl", "updated_at"]
-
-
-@dataclass
-class LedgerPreload:
-    """Balance and position rows read (and locked) together with the account row for one order
-    (``trading.services._lock_account_for_order``, one round trip), handed to the order's
-    ``Ledger`` through ``account.ledger_preload`` and used once, by the first ``Ledger`` built
-    on that account instance in that transaction. ``positions``: symbol -> row or None."""
-
-    assets: tuple[str, str]
-    balances: list
-    positions: dict
-    order_id: int | None = None  # allocated from the order table's sequence (PostgreSQL), else None
-    fill_ids: tuple = ()  # likewise for the fills the order is expected to get (MARKET)
-
-
-def locked_rows_statement(model, key: str, account, keys: list[str]) -> tuple[str, list]:
-    """(SQL, params) selecting the rows of ``model`` (Balance or Position) of ``account`` whose
-    ``key`` column is in ``keys``, locked FOR UPDATE (PostgreSQL), in key order; the SQL is built
-    once (``project.fastsql``). Turn its result rows into instances with ``rows_as``."""
-    sql_key = (model, key, len(keys), connection.vendor)
-    sql = _ROWS_SQL.get(sql_key)
-    if sql is None:
-        qn = fastsql.qn
-        sql = _ROWS_SQL[sql_key] = (
-            f"SELECT {fastsql.columns(model, 't')} FROM {qn(model._meta.db_table)} t "
-            f"WHERE t.{qn('account_id')} = %s AND t.{qn(key)} IN ({', '.join(['%s'] * len(keys))}) "
-            f"ORDER BY t.{qn(key)}{fastsql.for_update()}"
-        )
-    return sql, [account.pk, *keys]
-
-
-def _locked_rows(model, key: str, account, keys: list[str]) -> list:
-    """``locked_rows_statement`` run: the locked rows as instances."""
-    return rows_as(model, account, fastsql.execute(*locked_rows_statement(model, key, account, keys)))
-
-
-def rows_as(model, account, rows) -> list:
-    """Instances of ``model`` from ``locked_rows_statement`` result rows, their account cached."""
-    out = []
-    for row in rows:
-        obj = fastsql.from_row(model, row)
-        model.account.field.set_cached_value(obj, account)
-        out.append(obj)
-    return out
-
-
-_ROWS_SQL: dict[tuple, str] = {}
 
 
 def apply_fill(ledger: Ledger, order: Order, *, price: Decimal, qty: Decimal, is_maker: bool) -> Fill:
@@ -335,11 +278,11 @@ def apply_fill(ledger: Ledger, order: Order, *, price: Decimal, qty: Decimal, is
     order.cummulative_quote_qty += quote_qty
     realized = position_apply_fill(account=account, symbol=order.symbol, side=order.side, price=price,
                                    base_delta=base_delta, qty=qty, position=ledger.position(order.symbol))
-    fill = fastsql.relate(Fill(  # values as the database returns them (8 decimals): the answer is built from this row
-        symbol=order.symbol, side=order.side, price=q8(price), qty=q8(qty),
+    fill = Fill(  # values as the database returns them (8 decimals): the answer is built from this row
+        order=order, account=account, symbol=order.symbol, side=order.side, price=q8(price), qty=q8(qty),
         quote_qty=quote_qty, commission=commission, commission_asset=commission_asset,
         commission_quote=commission_quote, is_maker=is_maker, realized_pnl=realized, time=timezone.now(),
-    ), order=order, account=account)
+    )
     ledger.pending_fills.append(fill)
     return fill
 
@@ -378,14 +321,6 @@ def market_walk(*, side: str, quantity: Decimal | None, quote_order_qty: Decimal
                 cap=slippage_cap(levels[0][0], buy=buy), step=step)
 
 
-def market_fill_count(request: OrderRequest, book) -> int:
-    """How many fills a new MARKET ``request`` would get from ``book`` (before any balance check):
-    the fill ids to allocate with the account lock (``trading.services``)."""
-    fills, _ = market_walk(side=request.side, quantity=request.quantity, quote_order_qty=request.quote_order_qty,
-                           book=book, step=lot_step(request.symbol, market=True))
-    return len(fills)
-
-
 def _execute_market(ledger: Ledger, order: Order, book, *, symbol_row=None, step: Decimal | None = None) -> Execution | None:
     """Walk ``book`` for a market(-executing) ``order`` (lock taken here). Returns an Execution when
     the order is rejected for balance, else None (the order is settled: FILLED or EXPIRED)."""
@@ -412,35 +347,41 @@ def _execute_market(ledger: Ledger, order: Order, book, *, symbol_row=None, step
     return None
 
 
+def _take_as_limit(ledger: Ledger, order: Order, book) -> None:
+    """A working limit order meets the book: take what crosses (taker), then rest/expire by TIF."""
+    buy = order.side == OrderSide.BUY
+    tif = order.time_in_force or "GTC"
+    fills = []
+    if book is not None:
+        fills, _ = walk(book.asks if buy else book.bids, buy=buy, qty=order.remaining_qty, limit=order.price)
+    if tif == "FOK" and sum((q for _, q in fills), ZERO) < order.remaining_qty:
+        order.status = OrderStatus.EXPIRED
+        ledger.release(order)
+        return
+    for price, qty in fills:
+        apply_fill(ledger, order, price=price, qty=qty, is_maker=False)
+    _settle(ledger, order, rest_status=OrderStatus.EXPIRED if tif in ("IOC", "FOK") else None)
+
+
 class PaperVenue(VenueBase):
     """Executes paper orders by the rules in the module docstring."""
 
-    def submit(self, *, account, request: OrderRequest, market: MarketView, batch: fastsql.Batch | None = None) -> Execution:
-        """Book ``request`` (see the module docstring). ``batch``: the caller's last writes (its
-        audit row and COMMIT, ``fastsql.finish``): when the order's and its fills' ids were
-        allocated with the account lock, the order's writes are queued there instead of being
-        sent now, so a MARKET order costs one round trip less while the account is locked."""
+    def submit(self, *, account, request: OrderRequest, market: MarketView) -> Execution:
+        """Book ``request`` (see the module docstring) in the caller's transaction: the order row,
+        then its fills, balances and position (``Ledger.save``)."""
         sym = request.symbol
         ledger = Ledger(account, sym.base_asset, sym.quote_asset)
-        order = fastsql.relate(Order(
-            client_order_id=request.client_order_id, symbol=sym.symbol, side=request.side,
+        order = Order(
+            account=account, client_order_id=request.client_order_id, symbol=sym.symbol, side=request.side,
             type=request.type, quantity=request.quantity or ZERO, quote_order_qty=request.quote_order_qty,
             price=request.price, stop_price=request.stop_price, time_in_force=request.time_in_force,
             channel=request.channel, order_list_id=request.order_list_id, working_time=timezone.now(),
-        ), account=account)
+        )
         result = self._submit(ledger, order, request, market, sym)
         if result is not None:
             return result
-        if ledger.order_id is not None:  # its id was allocated with the account lock: all writes in one round trip
-            order.pk = ledger.order_id
-            writes = batch if batch is not None and ledger.fills_have_ids() else fastsql.Batch()
-            fastsql.insert([order], batch=writes)
-            fills = ledger.save(batch=writes)
-            if writes is not batch:
-                writes.run()
-        else:
-            fastsql.insert([order])
-            fills = ledger.save()
+        order.save(force_insert=True)
+        fills = ledger.save()
         return Execution(order=order, fills=fills, balances=list(ledger.rows.values()))
 
     def _submit(self, ledger: Ledger, order: Order, request: OrderRequest, market: MarketView, sym) -> Execution | None:
@@ -481,24 +422,8 @@ class PaperVenue(VenueBase):
             return _reject(order, f"{INSUFFICIENT} Needs {need.normalize():f} {asset}, free {ledger.free(asset).normalize():f} {asset}.",
                            needed=str(need), free=str(ledger.free(asset)), asset=asset)
         ledger.lock(order, asset, need)
-        self._take_as_limit(ledger, order, book if crossing else None)
+        _take_as_limit(ledger, order, book if crossing else None)
         return None
-
-    @staticmethod
-    def _take_as_limit(ledger: Ledger, order: Order, book) -> None:
-        """A working limit order meets the book: take what crosses (taker), then rest/expire by TIF."""
-        buy = order.side == OrderSide.BUY
-        tif = order.time_in_force or "GTC"
-        fills = []
-        if book is not None:
-            fills, _ = walk(book.asks if buy else book.bids, buy=buy, qty=order.remaining_qty, limit=order.price)
-        if tif == "FOK" and sum((q for _, q in fills), ZERO) < order.remaining_qty:
-            order.status = OrderStatus.EXPIRED
-            ledger.release(order)
-            return
-        for price, qty in fills:
-            apply_fill(ledger, order, price=price, qty=qty, is_maker=False)
-        _settle(ledger, order, rest_status=OrderStatus.EXPIRED if tif in ("IOC", "FOK") else None)
 
     def cancel(self, *, account, order) -> Order:
         """Cancel an open paper order (the caller holds the account lock): CANCELED, lock released.
@@ -637,7 +562,7 @@ def _match_one(order_id: int, t, b, depth) -> dict | None:
                     order.reject_reason = INSUFFICIENT
             else:
                 book = depth if depth is not None else _book_from_ticker(order.symbol, b, t)
-                PaperVenue._take_as_limit(ledger, order, book)
+                _take_as_limit(ledger, order, book)
         else:
             avail = ZERO
             if t is not None and (t[0] < order.price if buy else t[0] > order.price):
