@@ -62,16 +62,18 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
 from trading.events import BATCH_TYPE
-from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_count_and_read, parse_message
+from project.hostcheck import host_allowed, origin_allowed
+from project.mcp_endpoint import MCPEndpoint, parse_message
+from risk.authentication import Identity, authenticate_bearer_async
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "mcp"
-AUTH_TIMEOUT_S = float(os.environ.get("MCP_WS_AUTH_TIMEOUT_S", "10"))
-MARKET_QUEUE = int(os.environ.get("MCP_WS_MARKET_QUEUE", "256"))
-PRIORITY_LIMIT = int(os.environ.get("MCP_WS_PRIORITY_LIMIT", "10000"))
-SESSION_TTL_S = int(os.environ.get("MCP_WS_SESSION_TTL_S", "3600"))
-MAX_CONCURRENT_REQUESTS = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
+AUTH_TIMEOUT_S = settings.MCP_WS_AUTH_TIMEOUT_S
+MARKET_QUEUE = settings.MCP_WS_MARKET_QUEUE
+PRIORITY_LIMIT = settings.MCP_WS_PRIORITY_LIMIT
+SESSION_TTL_S = settings.MCP_WS_SESSION_TTL_S
+MAX_CONCURRENT_REQUESTS = settings.MCP_WS_MAX_CONCURRENT
 RATE_LIMITED = -32029
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
@@ -175,6 +177,7 @@ class Connection:
         self.outbox = Outbox(app.market_queue)
         self.identity: Identity | None = None
         self.token_key = ""
+        self.meta: dict = {}
         self.session_id = ""
         self.streams: set[str] = set()
         self.groups: set[str] = set()
@@ -220,6 +223,10 @@ class Connection:
             self.closed = True
             return
         headers = dict(self.scope.get("headers") or [])
+        if not host_allowed(headers, self.scope.get("server")) or not origin_allowed(headers):
+            await self._send({"type": "websocket.close", "code": 1008})  # refuses the handshake (HTTP 403)
+            self.closed = True
+            return
         query = parse_qs((self.scope.get("query_string") or b"").decode("latin-1"))
         wanted_session = headers.get(b"mcp-session-id", b"").decode("latin-1").strip() or (query.get("session_id") or [""])[0]
         self.session_id = uuid.uuid4().hex
@@ -228,7 +235,7 @@ class Connection:
             accept["subprotocol"] = SUBPROTOCOL
         raw_auth = headers.get(b"authorization", b"")
         if raw_auth:
-            self.identity = await authenticate({b"authorization": raw_auth})
+            self.identity = (await authenticate_bearer_async(raw_auth)).identity
             if self.identity is not None:
                 self.token_key = raw_auth.decode("latin-1").partition(" ")[2].strip()
                 await self._resume(wanted_session)
@@ -272,8 +279,10 @@ class Connection:
             await self._send_now(_response_error(rid, CLOSE_UNAUTHORIZED, "Unauthorized: authenticate first (method 'authenticate', params {token})."))
             await self.close(CLOSE_UNAUTHORIZED, "Authenticate first.")
             return False
-        key = str((raw.get("params") or {}).get("token") or "")
-        self.identity = await authenticate({b"authorization": f"Bearer {key}".encode("latin-1", "replace")}) if key else None
+        params = raw.get("params")
+        key = params.get("token") if isinstance(params, dict) else None
+        key = key.strip() if isinstance(key, str) else ""
+        self.identity = (await authenticate_bearer_async(key)).identity if key and " " not in key else None
         if self.identity is None:
             await self._send_now(_response_error(rid, CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token."))
             await self.close(CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token.")
@@ -285,7 +294,7 @@ class Connection:
 
     def _auth_info(self) -> dict:
         return {"authenticated": True, "sessionId": self.session_id, "user": self.identity.user.get_username(),
-                "scopes": list(self.identity.auth.scopes or [])}
+                "scopes": sorted(self.identity.scopes)}
 
     async def _send_now(self, message: dict) -> None:
         await self._send({"type": "websocket.send", "text": orjson.dumps(message).decode()})
@@ -302,14 +311,14 @@ class Connection:
             log.warning("mcp ws: session lookup failed: %s", exc)
             return
         record = orjson.loads(raw) if raw else None
-        if record and record.get("token_id") == self.identity.auth.pk:
+        if record and record.get("token_id") == self.identity.token_id:
             self.session_id = wanted
             self.streams = set(record.get("streams") or [])
 
     async def _save_session(self) -> None:
         from marketdata.cache import async_redis_shared
 
-        record = {"token_id": self.identity.auth.pk, "user_id": self.identity.user.pk, "streams": sorted(self.streams)}
+        record = {"token_id": self.identity.token_id, "user_id": self.identity.user.pk, "streams": sorted(self.streams)}
         try:
             await async_redis_shared().set(session_key(self.session_id), orjson.dumps(record), ex=SESSION_TTL_S)
         except Exception as exc:
@@ -318,15 +327,13 @@ class Connection:
     async def _start(self) -> None:
         from risk.mcp_guard import tool_allowed
 
-        self.auth_header = {b"authorization": f"Bearer {self.token_key}".encode("latin-1", "replace")}
-
-        self.identity.META = {"REMOTE_ADDR": (self.scope.get("client") or ("", 0))[0], "MCP_TRANSPORT": "websocket"}
+        self.meta = {"REMOTE_ADDR": (self.scope.get("client") or ("", 0))[0], "MCP_TRANSPORT": "websocket"}
         # The default "specific" prefix, as Channels' own consumers use: channels_redis serves all of
         # a process's channels with one blocking pop on one key per prefix, under one lock that the
         # popper keeps until a message comes for *its* key. A second prefix ("mcpws." before) let a
         # dashboard socket's pop starve every MCP WebSocket of the process (or the reverse).
         self.channel = await self.layer.new_channel()
-        if tool_allowed("get_account", self.identity.auth):
+        if tool_allowed("get_account", self.identity):
             self.account_ids = set(await sync_to_async(_readable_account_ids)(self.identity))
         for account_id in sorted(self.account_ids):
             await self._join(f"account.{account_id}")
@@ -378,8 +385,8 @@ class Connection:
             self._reply({"jsonrpc": "2.0", "id": root.id, "result": self._auth_info()})
             return
         # The token re-check, the rate-limit count and the keys the call reads: one Redis pipeline.
-        identity, retry_after, ahead = await authenticate_count_and_read(
-            self.auth_header, read_ahead=read_ahead_keys(root.method, root.params))
+        auth = await authenticate_bearer_async(self.token_key, count=True, read_ahead=read_ahead_keys(root.method, root.params))
+        identity, retry_after = auth.identity, auth.retry_after
         if identity is None:
             self._reply(_response_error(root.id, CLOSE_UNAUTHORIZED, "This token was revoked or has expired."))
             await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token revoked or expired.")
@@ -388,11 +395,10 @@ class Connection:
             self._reply(_response_error(root.id, RATE_LIMITED, f"Too Many Requests: this token's rate limit is reached; retry in {retry_after} s.",
                                         {"retryAfter": retry_after}))
             return
-        identity.META = self.identity.META
         if root.method == "resources/subscribe" or root.method == "resources/unsubscribe":
             root = self._resource_subscription_as_tool_call(root)
-        with read_ahead(ahead):
-            response = await self.endpoint.handle_request(root, identity)
+        with read_ahead(auth.values):
+            response = await self.endpoint.handle_request(root, identity, self.meta)
         await self._after(root, response)
         self._reply(response)
 

@@ -1,7 +1,6 @@
 """The only writer of ``AuditEvent``: every action by every person, agent and the system."""
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import uuid
@@ -12,7 +11,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from project import fastredis, fastsql
+from project import fastsql
 from risk.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -169,51 +168,26 @@ def audit_enqueue(**event) -> None:
 
 
 async def audit_enqueue_async(**event) -> None:
-    """``audit_enqueue`` for async callers (the MCP hot path), without waiting for Redis.
+    """``audit_enqueue`` for async callers (the MCP hot path), on redis-py's asyncio client.
 
-    The entry's XADD is written to the running loop's pipelined Redis connection
-    (``project.fastredis``) before this returns, so it is on its way to Redis (in the kernel's
-    socket buffer) before the caller answers its client; Redis's reply is not awaited. If Redis
-    refuses the entry or the connection fails before it answers, the event is written to the
-    database instead, in a worker thread (``_wal_refused``); if Redis cannot be reached at all, the
-    row is written before this returns. So no event is lost unless this process and Redis fail
-    together, which also loses what Redis had acknowledged: Redis runs without persistence here.
-    An entry whose reply was lost although Redis stored it is written by both routes; both rows
-    carry the entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
+    Returns once Redis has acknowledged the entry's XADD (it is in the stream, which
+    ``audit_drain`` moves to the database exactly once, keyed by the entry's ``uid``). If Redis
+    refuses the entry or cannot be reached, the event is written to the database before this
+    returns (in a worker thread). So no event is lost unless this process and Redis fail together,
+    which also loses what Redis had acknowledged: Redis runs without persistence here. An entry
+    whose reply was lost although Redis stored it is written by both routes; both rows carry the
+    entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
+    from asgiref.sync import sync_to_async
+
+    from marketdata.cache import async_redis_shared
+
     payload = _wal_payload(event)
     try:
-        lane = await fastredis.lane()
-        lane.send(("XADD", audit_stream_key(), "*", "e", payload), functools.partial(_wal_refused, payload))
+        await async_redis_shared().xadd(audit_stream_key(), {"e": payload})
         return
-    except RedisError:  # Redis down: never lose the event, pay for the INSERT instead
-        pass
-    from asgiref.sync import sync_to_async
-
+    except RedisError as exc:  # Redis down or refusing: never lose the event, pay for the INSERT instead
+        log.warning("audit write-ahead append failed (%s): writing the event to the database", exc)
     await sync_to_async(_write_fallback)([payload])
-
-
-def _wal_refused(payload: bytes, reply) -> None:
-    """The reply to one ``audit_enqueue_async`` XADD: when it is an error (refused, or the
-    connection failed first), write the event to the database in a worker thread."""
-    if not isinstance(reply, Exception):
-        return
-    import asyncio
-
-    from asgiref.sync import sync_to_async
-
-    log.warning("audit write-ahead append failed (%s): writing the event to the database", reply)
-    task = asyncio.get_running_loop().create_task(sync_to_async(_write_fallback)([payload]))
-    _fallbacks.add(task)
-    task.add_done_callback(_fallback_done)
-
-
-_fallbacks: set = set()  # running fallback writes (kept referenced until done)
-
-
-def _fallback_done(task) -> None:
-    _fallbacks.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("audit event lost: neither Redis nor the database took it", exc_info=task.exception())
 
 
 def _write_fallback(payloads: list[bytes]) -> None:
@@ -326,7 +300,7 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
         ids = [eid for eid, _ in entries]
         records = [orjson.loads(fields[b"e"]) for _, fields in entries]
         # An entry's row is keyed by its uid (older entries: by the stream id), so an event the
-        # enqueuer also wrote to the database itself (``_wal_refused``) gets no second row.
+        # enqueuer also wrote to the database itself (``audit_enqueue_async``'s fallback) gets no second row.
         wal_ids = [r.get("uid") or (eid.decode() if isinstance(eid, bytes) else str(eid)) for r, eid in zip(records, ids)]
         with transaction.atomic():
             done = set(AuditEvent.objects.filter(wal_id__in=wal_ids).values_list("wal_id", flat=True))

@@ -12,7 +12,7 @@ def forget_tokens(key_hashes) -> None:
     import logging
 
     from marketdata.cache import get_redis
-    from project.mcp_endpoint import token_cache_key
+    from risk.authentication import token_cache_key
 
     keys = [token_cache_key(h) for h in key_hashes]
     if not keys:

@@ -269,7 +269,7 @@ class SlowClient:
         self.reading.set()
         self.accepted = asyncio.Event()
         self.closed: dict | None = None
-        self.scope = {"type": "websocket", "path": "/mcp/ws", "headers": [(b"authorization", f"Bearer {token}".encode())],
+        self.scope = {"type": "websocket", "path": "/mcp/ws", "headers": [(b"host", b"localhost:8000"), (b"authorization", f"Bearer {token}".encode())],
                       "subprotocols": ["mcp"], "query_string": b"", "client": ("127.0.0.1", 1)}
 
     async def receive(self):

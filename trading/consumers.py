@@ -21,10 +21,8 @@ rejected, ``trading.approvals``) and ``{"type": "user", "kind": "activity", "dat
 Idle sockets: channels_redis 4.3 waits on an empty channel with a 5 s ``BZPOPMIN`` and redis-py 8's
 default ``socket_timeout`` is also 5 s, so ``layer.receive()`` raises ``redis.exceptions.TimeoutError``
 when nothing arrives for ~5 s (which closed every idle dashboard socket). The settings give the
-layer's connections a longer socket timeout (the fix: with it the pop simply returns empty and is
-repeated); ``patient_receive`` also retries such a timeout, so the socket survives whatever the layer's
-configuration (under a too-short timeout a message popped in the very instant the client gave up could
-still be lost: keep the settings' timeout above 5 s).
+layer's connections a longer socket timeout (with it the pop simply returns empty and is repeated):
+keep ``CHANNEL_LAYERS``' ``socket_timeout`` above 5 s.
 """
 from __future__ import annotations
 
@@ -36,7 +34,6 @@ from typing import Awaitable, Callable
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from marketdata.ingester import market_group
 from marketdata.selectors import watched_symbols
@@ -134,21 +131,6 @@ class Coalescer:
         self._pending.clear()
 
 
-def patient_receive(receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
-    """Wrap a channel layer's ``receive`` so a Redis read timeout on an empty channel (channels_redis's
-    5 s blocking pop vs redis-py's 5 s default ``socket_timeout``) waits again instead of killing the
-    consumer. Other errors propagate."""
-
-    async def receive_again() -> dict:
-        while True:
-            try:
-                return await receive()
-            except RedisTimeoutError:
-                log.debug("channel layer receive timed out on an idle channel; waiting again")
-
-    return receive_again
-
-
 def _symbol_ok(name: str) -> str:
     from marketdata.selectors import symbol_get
 
@@ -157,16 +139,6 @@ def _symbol_ok(name: str) -> str:
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """See the module docstring."""
-
-    # channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to the layer's receive and awaits it
-    # in its dispatch loop; the setter wraps it with ``patient_receive`` (see the module docstring).
-    @property
-    def channel_receive(self):
-        return self._channel_receive
-
-    @channel_receive.setter
-    def channel_receive(self, receive):
-        self._channel_receive = patient_receive(receive)
 
     async def connect(self):
         user = self.scope.get("user")
