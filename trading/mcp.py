@@ -4,14 +4,24 @@ Every tool acts only on the calling user's accounts: another user's account id a
 found". Quantities are in the base asset, prices and notionals in the quote asset, times in ms
 since the epoch (UTC), numbers as strings; field names are Binance's.
 """
-from typing import Optional, Union
+from typing import Annotated, Optional, Union
+
+from pydantic import BeforeValidator
 
 from marketdata import cache
 from risk.mcp_guard import TOOL_SCOPES, current_call, mcp_tool
 from risk.models import Channel, Scope
 from trading import portfolio, selectors, services
+from trading.money import money_input
 
-Number = Optional[Union[str, float]]
+def _money(value):
+    """A money argument checked before pydantic's coercion (``trading.money.money_input``)."""
+    return money_input(value, field="this amount")
+
+
+# A money argument: a decimal string or a JSON number, checked before any coercion.
+Money = Annotated[Union[str, float], BeforeValidator(_money)]
+Number = Optional[Money]
 
 
 def _order_read_ahead(args: dict) -> list[str]:
@@ -80,7 +90,7 @@ def place_order(symbol: str, side: str, type: str = "MARKET", quantity: Number =
     return {**result.order, "duplicate": result.duplicate}
 
 @mcp_tool(audit=False)
-def place_oco(symbol: str, side: str, quantity: Number, price: Number, stop_price: Number,
+def place_oco(symbol: str, side: str, quantity: Money, price: Money, stop_price: Money,
               stop_limit_price: Number = None, stop_limit_time_in_force: Optional[str] = None,
               list_client_order_id: Optional[str] = None, account_id: Optional[int] = None) -> dict:
     """Place an OCO (one-cancels-the-other) pair: a take-profit LIMIT_MAKER at price and a
