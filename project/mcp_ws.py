@@ -65,6 +65,7 @@ from trading.events import BATCH_TYPE
 from project.hostcheck import host_allowed, origin_allowed
 from project.mcp_endpoint import MCPEndpoint, parse_message
 from risk.authentication import Identity, authenticate_bearer_async
+from risk.signals import ACCESS_CHANGED, access_group
 
 log = logging.getLogger(__name__)
 
@@ -335,12 +336,15 @@ class Connection:
         self.channel = await self.layer.new_channel()
         if tool_allowed("get_account", self.identity):
             self.account_ids = set(await sync_to_async(_readable_account_ids)(self.identity))
+        await self._join(access_group(self.identity.user.pk))
         for account_id in sorted(self.account_ids):
             await self._join(f"account.{account_id}")
         for stream in sorted(self.streams):
             await self._join(group_for_stream(stream))
         await self._save_session()
         self.tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._layer_reader())]
+        if self.identity.expires_at is not None:
+            self.tasks.append(asyncio.create_task(self._expire_at(self.identity.expires_at)))
 
     async def _join(self, group: str) -> None:
         if group not in self.groups:
@@ -348,7 +352,8 @@ class Connection:
             self.groups.add(group)
 
     async def _leave_unused(self) -> None:
-        needed = {f"account.{a}" for a in self.account_ids} | {group_for_stream(s) for s in self.streams}
+        needed = {f"account.{a}" for a in self.account_ids} | {group_for_stream(s) for s in self.streams} | \
+            {access_group(self.identity.user.pk)}
         for group in sorted(self.groups - needed):
             await self.layer.group_discard(group, self.channel)
             self.groups.discard(group)
@@ -468,6 +473,30 @@ class Connection:
             await asyncio.sleep(0.01)
         await self.close(code, reason)
 
+    # -- access changes ---------------------------------------------------------------------------
+    async def recheck_access(self) -> None:
+        """The user's access changed somewhere (``risk.signals``): authenticate the token again and
+        close (4401) if it no longer authenticates; else narrow the pushed accounts to those it
+        may still read (leaving their groups) and keep the new identity."""
+        auth = await authenticate_bearer_async(self.token_key)
+        if auth.identity is None:
+            await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token revoked or expired, or its user deactivated.")
+            return
+        self.identity = auth.identity
+        from risk.mcp_guard import tool_allowed
+
+        allowed = set(await sync_to_async(_readable_account_ids)(self.identity)) \
+            if tool_allowed("get_account", self.identity) else set()
+        self.account_ids &= allowed
+        await self._leave_unused()
+
+    async def _expire_at(self, expires_at: float) -> None:
+        """Close the connection (4401) when its token expires (``expires_at``: s since the epoch)."""
+        import time
+
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token expired.")
+
     # -- push -------------------------------------------------------------------------------------
     async def _sender(self) -> None:
         outbox = self.outbox
@@ -507,6 +536,11 @@ class Connection:
             stream = f"{str(message.get('symbol', '')).lower()}@{message.get('stream')}"
         elif kind == "stream.message":
             stream = message.get("stream")
+        elif kind == ACCESS_CHANGED:
+            task = asyncio.create_task(self.recheck_access())
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
+            return
         elif kind == "account.event":
             account = message.get("account")
             if account in self.account_ids:

@@ -38,6 +38,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from marketdata.ingester import market_group
 from marketdata.selectors import watched_symbols
 from trading.events import account_group, user_group
+from risk.signals import access_group
 from trading.selectors import accounts_for_user
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,20 @@ class Coalescer:
         self._pending.clear()
 
 
+def _access_now(user_id: int, session) -> tuple[bool, set[int]]:
+    """(Is the user still active and this socket's session still theirs?, the account ids they
+    may read now). A session that was flushed (logout) no longer exists in the session store."""
+    from django.contrib.auth import SESSION_KEY, get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    key = getattr(session, "session_key", None)
+    if user is None or not key or not session.exists(key):
+        return False, set()
+    if str(session.__class__(key).get(SESSION_KEY)) != str(user_id):
+        return False, set()
+    return True, set(accounts_for_user(user).values_list("id", flat=True))
+
+
 def _symbol_ok(name: str) -> str:
     from marketdata.selectors import symbol_get
 
@@ -151,7 +166,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.symbols = list(watched_symbols())
         self.coalescer = Coalescer(self.send_json)
         self.groups_joined = ([market_group(s) for s in self.symbols] + [account_group(a) for a in self.account_ids]
-                              + [user_group(user.pk)])
+                              + [user_group(user.pk), access_group(user.pk)])
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -210,6 +225,23 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         message = {"type": "account", "kind": kind, "account": event["account"], "data": event["data"], "items": [event["data"]]}
         merge = merge_balances if kind == "balances" else merge_items
         await self.coalescer.offer(("account", event["account"], kind), message, merge)
+
+    async def access_changed(self, event):
+        """The user's access changed (``risk.signals``: logout, deactivation, a grant deleted or
+        narrowed): close (4401) when this socket's session is gone or its user inactive, else stop
+        pushing accounts the user may no longer read."""
+        if event.get("user") != self.user_id:
+            return
+        still_in, allowed = await database_sync_to_async(_access_now)(self.user_id, self.scope.get("session"))
+        if not still_in:
+            await self.close(code=4401)
+            return
+        for account_id in [a for a in self.account_ids if a not in allowed]:
+            self.account_ids.remove(account_id)
+            group = account_group(account_id)
+            if group in self.groups_joined:
+                self.groups_joined.remove(group)
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def user_event(self, event):
         if event.get("user") != self.user_id:
