@@ -66,6 +66,7 @@ from project.hostcheck import host_allowed, origin_allowed
 from project.mcp_endpoint import MCPEndpoint, parse_message
 from risk.authentication import Identity, authenticate_bearer_async
 from risk.signals import ACCESS_CHANGED, access_group
+from risk.trust import envelope, error_text
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ MARKET_QUEUE = settings.MCP_WS_MARKET_QUEUE
 PRIORITY_LIMIT = settings.MCP_WS_PRIORITY_LIMIT
 SESSION_TTL_S = settings.MCP_WS_SESSION_TTL_S
 MAX_CONCURRENT_REQUESTS = settings.MCP_WS_MAX_CONCURRENT
+PUSH = "notifications/resources/updated"  # the trust envelope's tool_name of a pushed notification
 RATE_LIMITED = -32029
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
@@ -102,7 +104,7 @@ def session_key(session_id: str) -> str:
 
 
 def _response_error(request_id, code: int, message: str, data=None) -> dict:
-    err = {"code": code, "message": message}
+    err = {"code": code, "message": error_text(message)}
     if data is not None:
         err["data"] = data
     return {"jsonrpc": "2.0", "id": request_id, "error": err}
@@ -544,8 +546,8 @@ class Connection:
         elif kind == "account.event":
             account = message.get("account")
             if account in self.account_ids:
-                params = {"uri": f"tradingmcp://account/{account}/{message.get('kind')}", "account": account,
-                          "kind": message.get("kind"), "data": message.get("data")}
+                params = envelope(PUSH, {"uri": f"tradingmcp://account/{account}/{message.get('kind')}", "account": account,
+                                         "kind": message.get("kind"), "data": message.get("data")})
                 self.outbox.put_priority(orjson.dumps(
                     {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params}).decode())
                 self._check_overflow()
@@ -553,7 +555,7 @@ class Connection:
         else:
             return
         if stream in self.streams:
-            self.outbox.put_market(stream, {"uri": stream_uri(stream), "stream": stream, "data": message.get("data")})
+            self.outbox.put_market(stream, envelope(PUSH, {"uri": stream_uri(stream), "stream": stream, "data": message.get("data")}))
 
 
 def _readable_account_ids(identity: Identity) -> list[int]:
