@@ -286,6 +286,8 @@ DJANGO_MCP_AUTHENTICATION_CLASSES = ["risk.authentication.AgentTokenAuthenticati
 # Calls per minute per agent token on /mcp and the REST API (a token's own setting wins; 0 = unlimited).
 TOKEN_RATE_LIMIT_PER_MINUTE = int(os.environ.get("TOKEN_RATE_LIMIT_PER_MINUTE", "1200"))
 DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
+# Live stream subscriptions a user (and so each of their agent tokens) may hold (stream_subscribe).
+MAX_STREAM_SUBSCRIPTIONS = int(os.environ.get("MAX_STREAM_SUBSCRIPTIONS", "20"))
 # Worker threads per web process for sync MCP tools (risk.mcp_guard.run_sync).
 MCP_TOOL_THREADS = max(1, int(os.environ.get("MCP_TOOL_THREADS", "4")))
 # /mcp/ws (project.mcp_ws): seconds to send an 'authenticate' message, market updates queued per

@@ -475,3 +475,16 @@ def test_calls_queued_on_one_account_leave_the_pool_to_other_accounts(endpoint, 
     on_b, on_a = run_on_loop(scenario)
     assert not on_b[0] and on_b[1]["status"] == "FILLED" and on_b[1]["accountId"] == account_b.pk, on_b
     assert all(not err and payload["status"] == "FILLED" for err, payload in on_a), on_a
+
+
+def test_a_burst_of_concurrent_calls_queues_for_redis_rather_than_failing(endpoint, quotes, reader, settings):
+    """200 concurrent calls on a worker whose Redis pool holds 10 connections: every call waits
+    for a connection (``BlockingConnectionPool``) and answers; none gets 503."""
+    settings.REDIS_ASYNC_MAX_CONNECTIONS = 10
+    _, token = reader
+
+    async def burst():
+        return await asyncio.gather(*[_post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"}) for _ in range(200)])
+
+    results = run_on_loop(burst, timeout=60)
+    assert all(not is_error and payload["symbol"] == "BTCUSDT" for is_error, payload in results)
