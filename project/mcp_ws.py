@@ -3,10 +3,13 @@
 Wire format: one JSON-RPC 2.0 message per text frame, both ways (what the mcp SDK's own, now
 deprecated, ``mcp.client.websocket`` transport and ``tradingmcp_client.websocket`` speak). Every
 request is answered by the **same** code as ``/mcp``: ``project.mcp_endpoint.MCPEndpoint.handle_request``
-(django-mcp-server's tool registry and the SDK's low-level handlers: ``initialize``, ``ping``,
-``tools/list`` filtered by the token's scopes, ``tools/call`` through ``risk.mcp_guard.guarded_tool``
-with its scope checks, typed errors and audit, ``resources/list|read|templates/list``). Nothing
-here implements a tool.
+(``tools/list`` filtered by the token's scopes and ``tools/call`` through FastMCP's public API, the
+guard of ``risk.mcp_guard.mcp_tool`` with its scope checks, typed errors and audit; ``initialize``,
+``ping``, resources and prompts answered by the SDK). Nothing here implements a tool.
+
+The handshake is refused (HTTP 403) when ``Host`` is not in ``ALLOWED_HOSTS`` or ``Origin`` names
+another site (``project.hostcheck``). Every message to the agent (responses, pushes, errors) goes
+through the trust envelope (``risk.trust``).
 
 Authentication (same tokens, same Redis-cached identity as ``/mcp``):
 
@@ -15,8 +18,10 @@ Authentication (same tokens, same Redis-cached identity as ``/mcp``):
   {"token": "tmcp_..."}}`` within ``AUTH_TIMEOUT_S``, answered ``{"authenticated": true,
   "sessionId", "user", "scopes"}``.
 - A missing, bad, expired or revoked token closes the socket with code 4401 (reason says why).
-  The token is re-checked on every request (one Redis read, as ``/mcp`` does), so revoking it
-  closes the connection at its next request. The per-token rate limit applies per request:
+  The token is re-checked on every request (one Redis read, as ``/mcp`` does), and the connection
+  listens on its user's access group (``risk.signals``): revoking the token or deactivating the
+  user closes it within a second, a deleted grant stops that account's pushes, and the socket
+  closes when the token expires. The per-token rate limit applies per request:
   JSON-RPC error ``-32029`` with ``data.retryAfter`` (seconds).
 
 Server push (MCP notifications, method ``notifications/resources/updated``; extra params are

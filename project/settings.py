@@ -282,6 +282,8 @@ DJANGO_MCP_GLOBAL_SERVER_CONFIG = {
     # sync view thread and the server hangs.
     "stateless": True,
 }
+# For django-mcp-server's own view, which is not routed (/mcp is project.mcp_endpoint, authenticated by
+# risk.authentication.authenticate_bearer like every transport); kept so that view could not serve unauthenticated.
 DJANGO_MCP_AUTHENTICATION_CLASSES = ["risk.authentication.AgentTokenAuthentication"]
 # Calls per minute per agent token on /mcp and the REST API (a token's own setting wins; 0 = unlimited).
 TOKEN_RATE_LIMIT_PER_MINUTE = int(os.environ.get("TOKEN_RATE_LIMIT_PER_MINUTE", "1200"))
