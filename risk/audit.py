@@ -171,23 +171,77 @@ async def audit_enqueue_async(**event) -> None:
     """``audit_enqueue`` for async callers (the MCP hot path), on redis-py's asyncio client.
 
     Returns once Redis has acknowledged the entry's XADD (it is in the stream, which
-    ``audit_drain`` moves to the database exactly once, keyed by the entry's ``uid``). If Redis
-    refuses the entry or cannot be reached, the event is written to the database before this
+    ``audit_drain`` moves to the database exactly once, keyed by the entry's ``uid``). Entries of
+    calls that finish on the same event loop iteration share one pipelined round trip (group
+    commit, ``_AppendBatch``); each caller still waits for its own entry's acknowledgement. If Redis
+    refuses an entry or cannot be reached, that event is written to the database before this
     returns (in a worker thread). So no event is lost unless this process and Redis fail together,
     which also loses what Redis had acknowledged: Redis runs without persistence here. An entry
     whose reply was lost although Redis stored it is written by both routes; both rows carry the
     entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
-    from asgiref.sync import sync_to_async
+    import asyncio
 
-    from marketdata.cache import async_redis_shared
+    loop = asyncio.get_running_loop()
+    batch = _open_batches.get(loop)
+    if batch is None:
+        for dead in [lp for lp in _open_batches if lp.is_closed()]:
+            _open_batches.pop(dead)
+        batch = _open_batches[loop] = _AppendBatch(loop)
+    future = batch.add(_wal_payload(event))
+    await future
 
-    payload = _wal_payload(event)
-    try:
-        await async_redis_shared().xadd(audit_stream_key(), {"e": payload})
-        return
-    except RedisError as exc:  # Redis down or refusing: never lose the event, pay for the INSERT instead
-        log.warning("audit write-ahead append failed (%s): writing the event to the database", exc)
-    await sync_to_async(_write_fallback)([payload])
+
+class _AppendBatch:
+    """The XADDs queued on one event loop during one iteration, sent in one pipeline by a task
+    that runs at the next iteration; each entry's future is resolved once Redis acknowledged it or
+    the database fallback wrote it."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.entries: list = []  # (payload, future)
+        self.flushing = False
+
+    def add(self, payload: bytes):
+        future = self.loop.create_future()
+        self.entries.append((payload, future))
+        if not self.flushing:
+            self.flushing = True
+            self.loop.create_task(self.flush())
+        return future
+
+    async def flush(self) -> None:
+        from asgiref.sync import sync_to_async
+
+        from marketdata.cache import async_redis_shared
+
+        try:
+            while self.entries:
+                entries, self.entries = self.entries, []
+                refused: list = []
+                try:
+                    pipe = async_redis_shared().pipeline(transaction=False)
+                    for payload, _ in entries:
+                        pipe.xadd(audit_stream_key(), {"e": payload})
+                    replies = await pipe.execute(raise_on_error=False)
+                    refused = [e for e, reply in zip(entries, replies) if isinstance(reply, Exception)]
+                except RedisError as exc:  # Redis down: never lose the events, pay for the INSERTs instead
+                    log.warning("audit write-ahead append failed (%s): writing %d events to the database", exc, len(entries))
+                    refused = entries
+                if refused:
+                    try:
+                        await sync_to_async(_write_fallback)([payload for payload, _ in refused])
+                    except Exception as exc:  # neither Redis nor the database took them: the callers hear it
+                        for _, future in refused:
+                            if not future.done():
+                                future.set_exception(exc)
+                for _, future in entries:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self.flushing = False
+
+
+_open_batches: dict = {}  # event loop → its _AppendBatch
 
 
 def _write_fallback(payloads: list[bytes]) -> None:

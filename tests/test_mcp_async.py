@@ -353,6 +353,27 @@ def test_concurrent_async_calls_are_each_audited_once(endpoint, quotes, reader):
     assert {e.params["symbol"] for e in events if e.outcome == Outcome.OK} == {"BTCUSDT", "ETHUSDT"}
 
 
+def test_entries_redis_refuses_are_written_to_the_database_before_the_answer(endpoint, quotes, reader):
+    """When Redis refuses the appends (here: the stream key holds a string, so XADD answers
+    WRONGTYPE), every call's event is in ``AuditEvent`` by the time the call answered, once each,
+    without the drainer."""
+    from marketdata.cache import get_redis
+    from risk.audit import audit_stream_key
+
+    user, token = reader
+    get_redis().set(audit_stream_key(), "not a stream")
+    try:
+        async def scenario():
+            return await asyncio.gather(*[_post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"}) for _ in range(6)])
+
+        results = run_on_loop(scenario)
+        events = list(AuditEvent.objects.filter(action="mcp.get_ticker", actor_user=user))
+    finally:
+        get_redis().delete(audit_stream_key())
+    assert all(not err for err, _ in results)
+    assert len(events) == 6 and len({e.request_id for e in events}) == 6
+
+
 def test_get_ticker_reads_its_quote_with_the_token_check_and_never_a_stale_one(endpoint, quotes, reader, monkeypatch):
     """Once the token is known to the process, get_ticker's quote keys ride in the token-check
     pipeline (``cache.read_ahead``): the tool makes no MGET of its own. Each call reads afresh: a
