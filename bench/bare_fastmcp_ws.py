@@ -9,6 +9,7 @@ Run: ``python bench/bare_fastmcp_ws.py --port 8766 --redis-url redis://127.0.0.1
 import argparse
 
 import uvicorn
+from mcp.server.lowlevel import Server
 from mcp.server.websocket import websocket_server
 
 from _common import bare_fastmcp
@@ -24,7 +25,11 @@ def main():
     mcp = bare_fastmcp(args.redis_url, args.key_prefix)
 
     http_app = mcp.streamable_http_app()
-    server = mcp._mcp_server
+    # The WebSocket transport needs a low-level server: one whose handlers are FastMCP's public
+    # list_tools()/call_tool() (the SDK registers FastMCP's own low-level handlers the same way).
+    server = Server("bare")
+    server.list_tools()(mcp.list_tools)
+    server.call_tool(validate_input=False)(mcp.call_tool)
 
     async def app(scope, receive, send):
         if scope["type"] == "websocket":

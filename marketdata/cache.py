@@ -31,22 +31,18 @@ def get_redis() -> redis.Redis:
 
 
 def async_redis() -> aredis.Redis:
-    """A new asyncio Redis client (one per event loop; the caller closes it)."""
-    return aredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+    """A new asyncio Redis client (one per event loop; the caller closes it). redis-py parses
+    replies with hiredis when it is installed (it is pinned). Its pool holds at most
+    ``REDIS_ASYNC_MAX_CONNECTIONS`` connections; a caller beyond that waits up to
+    ``REDIS_POOL_TIMEOUT_S`` for one (``BlockingConnectionPool``) instead of failing, so a burst of
+    concurrent calls queues."""
+    pool = aredis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=settings.REDIS_ASYNC_MAX_CONNECTIONS, timeout=settings.REDIS_POOL_TIMEOUT_S,
+        socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+    return aredis.Redis(connection_pool=pool)
 
 
 _shared_async: dict = {}
-
-
-def _release_dead_loop_client(client: aredis.Redis) -> None:
-    """Let Redis drop the connections of a client whose event loop has closed (they can no longer
-    be awaited): shut the sockets down so the server frees them at once."""
-    from project.fastredis import shutdown_transport
-
-    pool = client.connection_pool
-    for conn in list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ())):
-        writer = getattr(conn, "_writer", None)
-        shutdown_transport(writer.transport if writer is not None else None)
 
 
 def async_redis_shared() -> aredis.Redis:
@@ -54,7 +50,7 @@ def async_redis_shared() -> aredis.Redis:
     servers whose loop lives as long as the process, e.g. the MCP endpoint under daphne/uvicorn).
 
     Clients of loops that have closed since (short-lived loops: ``async_to_sync`` per call, tests)
-    are released here, so their connections do not pile up on the Redis server.
+    are forgotten here; their sockets close with their loop's transports.
     """
     import asyncio
 
@@ -62,19 +58,15 @@ def async_redis_shared() -> aredis.Redis:
     client = _shared_async.get(loop)
     if client is None:
         for dead in [lp for lp in _shared_async if lp.is_closed()]:
-            _release_dead_loop_client(_shared_async.pop(dead))
+            _shared_async.pop(dead)
         client = _shared_async[loop] = async_redis()
     return client
 
 
 async def async_redis_shared_close() -> None:
-    """Close and forget the running loop's shared client and its ``project.fastredis`` lane, once
-    the lane's outstanding replies are in (for short-lived loops, e.g. tests)."""
+    """Close and forget the running loop's shared client (for short-lived loops, e.g. tests)."""
     import asyncio
 
-    from project.fastredis import close_lane
-
-    await close_lane()
     client = _shared_async.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()

@@ -28,6 +28,7 @@ snapshotted over REST, so the quote cache is right before the first stream messa
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -345,8 +346,9 @@ class Ingester:
 
     async def _writer_loop(self) -> None:
         """The single database writer: backfills and closed klines, in arrival order."""
+        pending: collections.deque = collections.deque()  # jobs taken from the queue, not yet run
         while True:
-            job = await self._writes.get()
+            job = pending.popleft() if pending else await self._writes.get()
             if job is None:
                 return
             kind, arg = job
@@ -355,8 +357,10 @@ class Ingester:
                     await sync_to_async(_backfill_1m, thread_sensitive=False)(arg)
                     self.backfills += 1
                 else:
-                    while not self._writes.empty() and self._writes._queue[0] is not None and self._writes._queue[0][0] == "closed":
-                        arg = arg + self._writes.get_nowait()[1]
+                    while not self._writes.empty():  # consecutive closed-kline jobs: one write
+                        pending.append(self._writes.get_nowait())
+                    while pending and pending[0] is not None and pending[0][0] == "closed":
+                        arg = arg + pending.popleft()[1]
                     await sync_to_async(_store_closed, thread_sensitive=False)(arg, self.snapshots)
                     self.closed_stored += len(arg)
             except Exception as exc:  # venue or database error: the next reconnect/candle retries

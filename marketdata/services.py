@@ -16,6 +16,7 @@ from marketdata import cache
 from marketdata import indicators as ind
 from marketdata.binance import VenueClient, make_client
 from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
+from trading.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +253,20 @@ def streams_wanted_refresh() -> set[str]:
 
 def stream_subscribe(*, user, stream: str) -> tuple[StreamSubscription, bool]:
     """Subscribe ``user`` to ``stream`` (validated by ``selectors.stream_check``); the ingester
-    starts streaming it within about a second. Returns (subscription, created)."""
+    starts streaming it within about a second. Returns (subscription, created).
+
+    A user (so each of their agent tokens) holds at most ``settings.MAX_STREAM_SUBSCRIPTIONS``
+    subscriptions: one more raises ``InvalidInput`` saying so (unsubscribe one first);
+    re-subscribing to a stream already held is always allowed."""
     from marketdata.selectors import stream_check
 
     stream = stream_check(stream)
-    sub, created = StreamSubscription.objects.get_or_create(user=user, stream=stream)
+    with transaction.atomic():
+        held = StreamSubscription.objects.select_for_update().filter(user=user)
+        if not held.filter(stream=stream).exists() and held.count() >= settings.MAX_STREAM_SUBSCRIPTIONS:
+            raise InvalidInput(f"At most {settings.MAX_STREAM_SUBSCRIPTIONS} stream subscriptions per user: "
+                               "unsubscribe_stream one you no longer need first.")
+        sub, created = StreamSubscription.objects.get_or_create(user=user, stream=stream)
     transaction.on_commit(streams_wanted_refresh)
     return sub, created
 

@@ -1,189 +1,62 @@
 """The MCP endpoint (streamable HTTP, stateless, JSON responses) as a lean ASGI app at ``/mcp``.
 
-django-mcp-server keeps the tool registry: tools are ``MCPToolset`` methods in ``<app>/mcp.py``,
-registered on its global ``FastMCP`` instance, whose low-level server builds ``tools/list`` and runs
-``tools/call`` (input JSON-schema validation, argument validation, result conversion). What this
-module replaces is only the per-request transport that cost ~10 ms a call (PERFORMANCE-NOTES.md):
-an ``async_to_sync`` hop, a new SDK session manager per request, DRF dispatch and a DB query for
-the token. Here one request is: parse (orjson) → check headers as the SDK's
-``StreamableHTTPServerTransport`` does → token from the Redis cache, with the per-token rate-limit
-count (and the cache keys the call will read, ``marketdata.cache.read_ahead``) in the same pipelined
-round trip → the low-level server's own request handler (tools run as
-``risk.mcp_guard.install_dispatch`` says: async tools on this event loop, sync ones in a worker
-pool) → one JSON response.
+Tools, and everything else the server offers, are declared on one ``FastMCP`` object
+(``risk.mcp_guard.SERVER``, django-mcp-server's global server) with the guard applied where each
+tool is declared (``risk.mcp_guard.mcp_tool``). This module is the transport only, on public API:
+
+- the hot methods are answered here: ``tools/call`` through ``FastMCP.call_tool()`` and
+  ``tools/list`` through ``FastMCP.list_tools()`` filtered by the token's scopes
+  (``risk.mcp_guard.call_tool`` / ``list_tools_for``);
+- every other method (``initialize``, ``ping``, ``resources/*``, ``prompts/*``,
+  ``completion/complete``, ``logging/setLevel`` ...) is answered by the SDK itself: the request
+  goes to a stateless JSON ``StreamableHTTPSessionManager`` over the same server
+  (django-mcp-server's ``DjangoMCP.session_manager``), so the ``initialize`` result, capabilities
+  and error shapes are the SDK's. An unknown prompt or resource, which the SDK answers with error
+  code 0, is given a standard code (``-32602`` invalid params; ``-32002`` resource not found, MCP
+  spec 2025-06-18 "Resources → Error Handling").
+
+One request is: Host and Origin checks (``project.hostcheck``: ``ALLOWED_HOSTS``; a foreign
+``Origin`` gets 403) → body read (bounded in size and time) → parse (orjson) → the token through
+``risk.authentication.authenticate_bearer_async`` (one pipelined Redis round trip: identity, the
+rate-limit count and the cache keys the call will read, ``marketdata.cache.read_ahead``) → headers
+checked as the SDK's ``StreamableHTTPServerTransport`` does → the call, with the identity bound
+(``risk.mcp_guard.identity_bound``) → one JSON response.
 
 Behaviour follows the MCP spec (2025-06-18, "Transports → Streamable HTTP") and matches the SDK's
 stateless JSON mode: POST only (GET/DELETE answer 405), ``Accept`` must include
 ``application/json`` (406), ``Content-Type`` must be ``application/json`` (415), a bad
 ``MCP-Protocol-Version`` header answers 400, notifications answer 202 with no body, a request
 answers 200 with its JSON-RPC response; a missing or bad token answers 401 with
-``WWW-Authenticate: Bearer``; a token over its rate limit answers 429 with ``Retry-After``. Batches are not supported (as in the SDK).
+``WWW-Authenticate: Bearer``; a token over its rate limit answers 429 with ``Retry-After``; a
+client IP sending more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without a valid token
+answers 429; a body not received within ``MCP_BODY_TIMEOUT_S`` answers 408. Batches are not
+supported (as in the SDK).
 """
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import time
-from types import SimpleNamespace
 
 import orjson
 from django.conf import settings
 from mcp import types
 from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
-from mcp.types import LATEST_PROTOCOL_VERSION
-from mcp_server.djangomcp import django_request_ctx, global_mcp_server
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from marketdata.cache import read_ahead, read_ahead_keys
-from project import fastredis
+from marketdata.cache import async_redis_shared, read_ahead, read_ahead_keys
+from project.hostcheck import host_allowed, origin_allowed
+from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
+from risk.mcp_guard import SERVER, call_tool, identity_bound, list_tools_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NEGOTIATED_VERSION = "2025-03-26"  # the SDK's default when the header is absent
-TOKEN_CACHE_TTL_S = 300
 MAX_BODY_BYTES = 1_000_000
+RESOURCE_NOT_FOUND = -32002
 
-
-# --- token authentication, cached in Redis --------------------------------------------------------
-
-def token_cache_key(key_hash: str) -> str:
-    return f"{settings.REDIS_KEY_PREFIX}auth:token:{key_hash}"
-
-
-def _load_identity(key: str) -> dict | None:
-    """DB lookup of a plain token (``risk.services.agent_token_authenticate``) → cacheable identity."""
-    from risk.services import agent_token_authenticate
-
-    token = agent_token_authenticate(key=key)
-    if token is None:
-        return None
-    return {
-        "token_id": token.pk,
-        "token_name": token.name,
-        "user_id": token.user_id,
-        "username": token.user.get_username(),
-        "expires_at": token.expires_at.timestamp() if token.expires_at else None,
-        "scopes": list(token.scopes or []),
-        "rate_limit_per_minute": token.rate_limit_per_minute,
-        "symbols": list(token.symbols or []),
-        "confirm_orders": bool(token.confirm_orders),
-    }
-
-
-class Identity(SimpleNamespace):
-    """What a tool sees as ``self.request``: ``user`` and ``auth`` (the ``AgentToken``), ``META``."""
-
-
-def _bearer_key(headers: dict[bytes, bytes]) -> str | None:
-    raw = headers.get(b"authorization", b"").decode("latin-1").strip()
-    scheme, _, key = raw.partition(" ")
-    if scheme.lower() not in {"bearer", "token"} or not key.strip():
-        return None
-    return key.strip()
-
-
-# key hash → (the cached identity bytes, user, token, expires_at): the model instances built from
-# those exact bytes, reused while Redis still holds the same bytes (read-only for tools). Token ids
-# never change for a key, so the memo also lets the rate-limit count ride on the identity read.
-_memo: dict[str, tuple[bytes, object, object, float | None]] = {}
-MEMO_MAX = 4096
-
-
-def _identity_from_cache(key_hash: str, cached: bytes) -> Identity | None:
-    memo = _memo.get(key_hash)
-    if memo is None or memo[0] != cached:
-        from django.contrib.auth import get_user_model
-
-        from risk.models import AgentToken
-
-        identity = orjson.loads(cached)
-        user = get_user_model()(pk=identity["user_id"], username=identity["username"], is_active=True)
-        token = AgentToken(pk=identity["token_id"], user_id=identity["user_id"], name=identity["token_name"],
-                           scopes=identity.get("scopes", []), rate_limit_per_minute=identity.get("rate_limit_per_minute"),
-                           symbols=identity.get("symbols", []), confirm_orders=bool(identity.get("confirm_orders", False)))
-        token._state.adding = False
-        user._state.adding = False
-        if len(_memo) >= MEMO_MAX:
-            _memo.clear()
-        memo = _memo[key_hash] = (cached, user, token, identity["expires_at"])
-    if memo[3] is not None and memo[3] <= time.time():
-        return None
-    return Identity(user=memo[1], auth=memo[2], META={})
-
-
-async def authenticate(headers: dict[bytes, bytes]) -> Identity | None:
-    """Resolve ``Authorization: Bearer <token>`` to an ``Identity``, or None.
-
-    The identity is cached in Redis under the token's SHA-256 for 5 minutes; saving or revoking a
-    token or deactivating its user deletes the cache entry (``risk.signals``), so revocation takes
-    effect on the next call. An expired token is refused even while cached.
-    """
-    identity, _ = await authenticate_and_count(headers, count=False)
-    return identity
-
-
-async def authenticate_and_count(headers: dict[bytes, bytes], *, count: bool = True) -> tuple[Identity | None, int]:
-    """``authenticate`` plus, when ``count``, the per-token rate-limit count of this call
-    (``risk.ratelimit``): returns ``(identity or None, retry_after)`` (0 = allowed; seconds to wait
-    otherwise). When this process has seen the token before, the identity read and the count go
-    to Redis in one pipeline (one round trip); otherwise the count follows the lookup. Raises
-    ``RedisError`` when the token cache is unreachable.
-    """
-    identity, retry_after, _ = await authenticate_count_and_read(headers, count=count)
-    return identity, retry_after
-
-
-async def authenticate_count_and_read(headers: dict[bytes, bytes], *, count: bool = True,
-                                      read_ahead: list[str] | tuple = ()) -> tuple[Identity | None, int, dict]:
-    """``authenticate_and_count`` that also reads the cache keys ``read_ahead`` (what the call will
-    read, ``marketdata.cache.read_ahead_keys``) in the same pipelined round trip when the token is
-    known to this process. Returns ``(identity or None, retry_after, {key: raw value or None})``;
-    the dict is empty when nothing was read ahead (first call of a token in this process, no keys).
-    Run the call inside ``marketdata.cache.read_ahead(values)`` to use them.
-    """
-    from marketdata.cache import async_redis_shared
-    from risk import ratelimit
-
-    key = _bearer_key(headers)
-    if key is None:
-        return None, 0, {}
-    key_hash = hashlib.sha256(key.encode()).hexdigest()
-    lane = await fastredis.lane()  # one pipelined connection per loop: the hot path's round trip
-    memo = _memo.get(key_hash)
-    counted = None
-    values: dict = {}
-    limited = bool(count and memo is not None and ratelimit.limit_for(memo[2]))
-    commands: list[tuple] = [("GET", token_cache_key(key_hash))]
-    if memo is not None and limited:
-        rl_key, retry = ratelimit._key(memo[2].pk, time.time())
-        commands += [("INCR", rl_key), ("EXPIRE", rl_key, 61)]
-    if memo is not None and read_ahead:
-        commands.append(("MGET", *read_ahead))
-    out = await lane.execute(*commands)
-    cached = out[0]
-    if len(commands) > 1:
-        if limited:
-            counted = out[1]
-        if read_ahead:
-            values = dict(zip(read_ahead, out[-1]))
-    if cached == b"-":
-        return None, 0, {}
-    if cached is None:
-        from risk.mcp_guard import run_sync
-
-        loaded = await run_sync(_load_identity, key)  # the tool pool: its threads close their DB connections
-        cached = orjson.dumps(loaded) if loaded else b"-"
-        await async_redis_shared().set(token_cache_key(key_hash), cached, ex=TOKEN_CACHE_TTL_S if loaded else 10)
-        if loaded is None:
-            return None, 0, {}
-    identity = _identity_from_cache(key_hash, cached)
-    if identity is None or not count:
-        return identity, 0, values
-    if counted is not None and identity.auth.rate_limit_per_minute == memo[2].rate_limit_per_minute:
-        limit = ratelimit.limit_for(identity.auth)
-        return identity, (0 if not limit or counted <= limit else max(1, retry)), values
-    return identity, await ratelimit.check_async(identity.auth), values
+__all__ = ["MCPEndpoint", "Identity", "parse_message", "parse_client_request"]
 
 
 # --- ASGI plumbing -------------------------------------------------------------------------------
@@ -271,44 +144,105 @@ def _media_types(value: bytes) -> list[str]:
     return [part.strip() for part in value.decode("latin-1").split(",")]
 
 
+
+class _BodyTimeout(Exception):
+    pass
+
+
+async def _read_body_within(receive, timeout: float) -> bytes | None:
+    try:
+        return await asyncio.wait_for(_read_body(receive), timeout)
+    except asyncio.TimeoutError:
+        raise _BodyTimeout() from None
+
+
+def unauthenticated_key(ip: str, now: float) -> str:
+    """Redis key counting one client IP's requests without a valid token in the minute of ``now``."""
+    return f"{settings.REDIS_KEY_PREFIX}mcp:unauth:{ip}:{int(now // 60)}"
+
+
+async def unauthenticated_blocked(ip: str) -> bool:
+    """Has ``ip`` sent more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without a valid token
+    this minute? (0 = no limit.) Redis errors allow the request."""
+    limit = settings.MCP_UNAUTHENTICATED_PER_MINUTE
+    if not limit:
+        return False
+    try:
+        count = await async_redis_shared().get(unauthenticated_key(ip, time.time()))
+    except RedisError:
+        return False
+    return count is not None and int(count) > limit
+
+
+async def unauthenticated_count(ip: str) -> None:
+    """Count one request of ``ip`` that carried no valid token."""
+    key = unauthenticated_key(ip, time.time())
+    try:
+        async with async_redis_shared().pipeline(transaction=False) as pipe:
+            await pipe.incr(key).expire(key, 61).execute()
+    except RedisError as exc:
+        log.warning("MCP: unauthenticated-request count failed: %s", exc)
+
+
+def _result(request_id, result) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "result": result.model_dump(by_alias=True, mode="json", exclude_none=True)}
+
+
+def _rpc_error(request_id, code: int, message: str) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
 class MCPEndpoint:
-    """ASGI app answering MCP over streamable HTTP (see module docstring)."""
+    """ASGI app answering MCP over streamable HTTP (see module docstring). ``server``: the
+    ``FastMCP`` whose tools and handlers answer (default ``risk.mcp_guard.SERVER``)."""
 
-    def __init__(self, server=global_mcp_server):
-        from risk.mcp_guard import install_dispatch
-
-        self.fastmcp = server
-        self.lowlevel = server._mcp_server
-        install_dispatch(server)  # async tools on the loop, sync ones in a thread pool (risk.mcp_guard)
-        self.init_options = self.lowlevel.create_initialization_options()
+    def __init__(self, server=SERVER):
+        self.server = server
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
         headers = dict(scope["headers"])
+        if not host_allowed(headers, scope.get("server")):
+            await _send(send, 400, _error("Bad Request: this Host is not served here (ALLOWED_HOSTS)."))
+            return
+        if not origin_allowed(headers):
+            await _send(send, 403, _error("Forbidden: requests from this Origin are not allowed."))
+            return
         if scope["method"] != "POST":
             # Stateless mode keeps no server-to-client stream and no session to delete.
             await _send(send, 405, _error("Method Not Allowed"), [(b"allow", b"POST")])
             return
-        body = await _read_body(receive)
+        ip = (scope.get("client") or ("", 0))[0] or ""
+        raw_auth = headers.get(b"authorization")
+        if not known_credential(raw_auth) and await unauthenticated_blocked(ip):
+            await _send(send, 429, _error("Too Many Requests: too many requests without a valid token from this "
+                                          "address; retry in 60 s."), [(b"retry-after", b"60")])
+            return
+        try:
+            body = await _read_body_within(receive, settings.MCP_BODY_TIMEOUT_S)
+        except _BodyTimeout:
+            await _send(send, 408, _error("Request Timeout: the request body did not arrive in time."))
+            return
         if body is None:
             return
         raw, parse_error = _parse_body(body)
         keys = read_ahead_keys(raw.get("method"), raw.get("params")) if isinstance(raw, dict) else []
         try:
-            identity, retry_after, ahead = await authenticate_count_and_read(headers, read_ahead=keys)
+            auth = await authenticate_bearer_async(raw_auth, count=True, read_ahead=keys) if credential(raw_auth) else None
         except RedisError as exc:  # Redis down or restarting: a clear, retryable answer, nothing changed
             log.warning("MCP: token cache unreachable (%s: %s)", type(exc).__name__, exc)
             await _send(send, 503, _error("Service Unavailable: the token cache (Redis) is unreachable; nothing was "
                                           "changed, retry in 1 s."), [(b"retry-after", b"1")])
             return
-        if identity is None:
+        if auth is None or auth.identity is None:
+            await unauthenticated_count(ip)
             await _send(send, 401, orjson.dumps({"detail": "Invalid, expired or revoked token, or none was sent."}),
                         [(b"www-authenticate", b'Bearer realm="tradingmcp"')])
             return
-        if retry_after:
-            await _send(send, 429, _error(f"Too Many Requests: this token's rate limit is reached; retry in {retry_after} s."),
-                        [(b"retry-after", str(retry_after).encode())])
+        if auth.retry_after:
+            await _send(send, 429, _error(f"Too Many Requests: this token's rate limit is reached; retry in {auth.retry_after} s."),
+                        [(b"retry-after", str(auth.retry_after).encode())])
             return
         if not any(m.startswith("application/json") for m in _media_types(headers.get(b"accept", b""))):
             await _send(send, 406, _error("Not Acceptable: Client must accept application/json"))
@@ -329,8 +263,8 @@ class MCPEndpoint:
             await _send(send, 400, _error(f"Validation error: {exc}", types.INVALID_PARAMS))
             return
         root = message.root
+        version = headers.get(b"mcp-protocol-version", DEFAULT_NEGOTIATED_VERSION.encode()).decode("latin-1")
         if not (isinstance(root, types.JSONRPCRequest) and root.method == "initialize"):
-            version = headers.get(b"mcp-protocol-version", DEFAULT_NEGOTIATED_VERSION.encode()).decode("latin-1")
             if version not in SUPPORTED_PROTOCOL_VERSIONS:
                 await _send(send, 400, _error(
                     f"Bad Request: Unsupported protocol version: {version}. "
@@ -339,46 +273,65 @@ class MCPEndpoint:
         if not isinstance(root, types.JSONRPCRequest):
             await _send(send, 202)  # notifications and responses: accepted, nothing to answer
             return
-        identity.META = {"REMOTE_ADDR": (scope.get("client") or ("", 0))[0]}
-        with read_ahead(ahead):
-            response = await self.handle_request(root, identity)
+        meta = {"REMOTE_ADDR": ip, "MCP_TRANSPORT": "streamable-http"}
+        with read_ahead(auth.values):
+            response = await self.handle_request(root, auth.identity, meta)
         await _send(send, 200, orjson.dumps(response))
 
-    async def handle_request(self, root: types.JSONRPCRequest, identity: Identity) -> dict:
-        """Answer one JSON-RPC request as the SDK's ServerSession + low-level Server would."""
-        try:
-            request = parse_client_request(root.method, root.params)
-        except ValidationError as exc:
-            return {"jsonrpc": "2.0", "id": root.id, "error": {"code": types.INVALID_PARAMS, "message": f"Invalid request parameters: {exc}"}}
-        req = request.root
-        if isinstance(req, types.InitializeRequest):
-            requested = req.params.protocolVersion
-            opts = self.init_options
-            result = types.InitializeResult(
-                protocolVersion=requested if requested in SUPPORTED_PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION,
-                capabilities=opts.capabilities,
-                serverInfo=types.Implementation(name=opts.server_name, version=opts.server_version,
-                                                websiteUrl=opts.website_url, icons=opts.icons),
-                instructions=opts.instructions,
-            )
-            return {"jsonrpc": "2.0", "id": root.id, "result": result.model_dump(by_alias=True, mode="json", exclude_none=True)}
-        handler = self.lowlevel.request_handlers.get(type(req))
-        if handler is None:
-            return {"jsonrpc": "2.0", "id": root.id, "error": {"code": types.METHOD_NOT_FOUND, "message": "Method not found"}}
-        token = django_request_ctx.set(identity)
-        try:
-            result = await handler(req)
-        except Exception as exc:  # the SDK answers an unexpected handler failure with code 0
-            log.exception("MCP %s failed", root.method)
-            return {"jsonrpc": "2.0", "id": root.id, "error": {"code": 0, "message": str(exc)}}
-        finally:
-            django_request_ctx.reset(token)
-        if isinstance(req, types.ListToolsRequest):
-            # django-mcp-server lists every tool to everyone: show a token only what it may call.
-            from risk.mcp_guard import tool_allowed
+    async def handle_request(self, root: types.JSONRPCRequest, identity: Identity, meta: dict | None = None) -> dict:
+        """Answer one JSON-RPC request of ``identity`` (see module docstring); the JSON-RPC
+        response as a dict. Used by ``/mcp`` and ``/mcp/ws`` alike."""
+        with identity_bound(identity, meta):
+            if root.method == "tools/call" or root.method == "tools/list":
+                try:
+                    request = parse_client_request(root.method, root.params).root
+                except ValidationError as exc:
+                    return _rpc_error(root.id, types.INVALID_PARAMS, f"Invalid request parameters: {exc}")
+                if isinstance(request, types.ListToolsRequest):
+                    return _result(root.id, types.ListToolsResult(tools=await list_tools_for(identity)))
+                return _result(root.id, await call_tool(request.params.name, request.params.arguments or {}))
+            return await self.sdk_answer(root)
 
-            tools = [t for t in result.root.tools if tool_allowed(t.name, identity.auth)]
-            result = types.ServerResult(result.root.model_copy(update={"tools": tools}))
-        if isinstance(result, types.ErrorData):
-            return {"jsonrpc": "2.0", "id": root.id, "error": result.model_dump(by_alias=True, mode="json", exclude_none=True)}
-        return {"jsonrpc": "2.0", "id": root.id, "result": result.model_dump(by_alias=True, mode="json", exclude_none=True)}
+    async def sdk_answer(self, root: types.JSONRPCRequest) -> dict:
+        """Have the SDK answer ``root``: one request to a stateless JSON
+        ``StreamableHTTPSessionManager`` over the server (its public ASGI entry point,
+        ``handle_request``), in process. Error code 0 (the SDK's answer to a handler that raised)
+        becomes a standard code."""
+        body = orjson.dumps(root.model_dump(by_alias=True, mode="json", exclude_none=True))
+        scope = {
+            "type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/mcp",
+            "raw_path": b"/mcp", "query_string": b"", "root_path": "", "client": ("127.0.0.1", 0),
+            "server": ("localhost", 80),
+            "headers": [(b"host", b"localhost"), (b"accept", b"application/json, text/event-stream"),
+                        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+        sent = False
+
+        async def receive():
+            nonlocal sent
+            if sent:
+                await asyncio.Event().wait()  # the request is complete: wait for cancellation
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status, chunks = 500, []
+
+        async def send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        manager = self.server.session_manager  # django-mcp-server: a new stateless JSON manager
+        async with manager.run():
+            await manager.handle_request(scope, receive, send)
+        try:
+            response = orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError:
+            log.error("MCP: the SDK answered %s with HTTP %s and no JSON", root.method, status)
+            return _rpc_error(root.id, types.INTERNAL_ERROR, "Internal error")
+        error = response.get("error") if isinstance(response, dict) else None
+        if isinstance(error, dict) and error.get("code") == 0:
+            error["code"] = RESOURCE_NOT_FOUND if root.method == "resources/read" else types.INVALID_PARAMS
+        return response

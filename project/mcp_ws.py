@@ -3,10 +3,13 @@
 Wire format: one JSON-RPC 2.0 message per text frame, both ways (what the mcp SDK's own, now
 deprecated, ``mcp.client.websocket`` transport and ``tradingmcp_client.websocket`` speak). Every
 request is answered by the **same** code as ``/mcp``: ``project.mcp_endpoint.MCPEndpoint.handle_request``
-(django-mcp-server's tool registry and the SDK's low-level handlers: ``initialize``, ``ping``,
-``tools/list`` filtered by the token's scopes, ``tools/call`` through ``risk.mcp_guard.guarded_tool``
-with its scope checks, typed errors and audit, ``resources/list|read|templates/list``). Nothing
-here implements a tool.
+(``tools/list`` filtered by the token's scopes and ``tools/call`` through FastMCP's public API, the
+guard of ``risk.mcp_guard.mcp_tool`` with its scope checks, typed errors and audit; ``initialize``,
+``ping``, resources and prompts answered by the SDK). Nothing here implements a tool.
+
+The handshake is refused (HTTP 403) when ``Host`` is not in ``ALLOWED_HOSTS`` or ``Origin`` names
+another site (``project.hostcheck``). Every message to the agent (responses, pushes, errors) goes
+through the trust envelope (``risk.trust``).
 
 Authentication (same tokens, same Redis-cached identity as ``/mcp``):
 
@@ -15,8 +18,10 @@ Authentication (same tokens, same Redis-cached identity as ``/mcp``):
   {"token": "tmcp_..."}}`` within ``AUTH_TIMEOUT_S``, answered ``{"authenticated": true,
   "sessionId", "user", "scopes"}``.
 - A missing, bad, expired or revoked token closes the socket with code 4401 (reason says why).
-  The token is re-checked on every request (one Redis read, as ``/mcp`` does), so revoking it
-  closes the connection at its next request. The per-token rate limit applies per request:
+  The token is re-checked on every request (one Redis read, as ``/mcp`` does), and the connection
+  listens on its user's access group (``risk.signals``): revoking the token or deactivating the
+  user closes it within a second, a deleted grant stops that account's pushes, and the socket
+  closes when the token expires. The per-token rate limit applies per request:
   JSON-RPC error ``-32029`` with ``data.retryAfter`` (seconds).
 
 Server push (MCP notifications, method ``notifications/resources/updated``; extra params are
@@ -62,16 +67,21 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
 from trading.events import BATCH_TYPE
-from project.mcp_endpoint import Identity, MCPEndpoint, authenticate, authenticate_count_and_read, parse_message
+from project.hostcheck import host_allowed, origin_allowed
+from project.mcp_endpoint import MCPEndpoint, parse_message
+from risk.authentication import Identity, authenticate_bearer_async
+from risk.signals import ACCESS_CHANGED, access_group
+from risk.trust import envelope, error_text
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "mcp"
-AUTH_TIMEOUT_S = float(os.environ.get("MCP_WS_AUTH_TIMEOUT_S", "10"))
-MARKET_QUEUE = int(os.environ.get("MCP_WS_MARKET_QUEUE", "256"))
-PRIORITY_LIMIT = int(os.environ.get("MCP_WS_PRIORITY_LIMIT", "10000"))
-SESSION_TTL_S = int(os.environ.get("MCP_WS_SESSION_TTL_S", "3600"))
-MAX_CONCURRENT_REQUESTS = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
+AUTH_TIMEOUT_S = settings.MCP_WS_AUTH_TIMEOUT_S
+MARKET_QUEUE = settings.MCP_WS_MARKET_QUEUE
+PRIORITY_LIMIT = settings.MCP_WS_PRIORITY_LIMIT
+SESSION_TTL_S = settings.MCP_WS_SESSION_TTL_S
+MAX_CONCURRENT_REQUESTS = settings.MCP_WS_MAX_CONCURRENT
+PUSH = "notifications/resources/updated"  # the trust envelope's tool_name of a pushed notification
 RATE_LIMITED = -32029
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
@@ -99,7 +109,7 @@ def session_key(session_id: str) -> str:
 
 
 def _response_error(request_id, code: int, message: str, data=None) -> dict:
-    err = {"code": code, "message": message}
+    err = {"code": code, "message": error_text(message)}
     if data is not None:
         err["data"] = data
     return {"jsonrpc": "2.0", "id": request_id, "error": err}
@@ -175,6 +185,7 @@ class Connection:
         self.outbox = Outbox(app.market_queue)
         self.identity: Identity | None = None
         self.token_key = ""
+        self.meta: dict = {}
         self.session_id = ""
         self.streams: set[str] = set()
         self.groups: set[str] = set()
@@ -220,6 +231,10 @@ class Connection:
             self.closed = True
             return
         headers = dict(self.scope.get("headers") or [])
+        if not host_allowed(headers, self.scope.get("server")) or not origin_allowed(headers):
+            await self._send({"type": "websocket.close", "code": 1008})  # refuses the handshake (HTTP 403)
+            self.closed = True
+            return
         query = parse_qs((self.scope.get("query_string") or b"").decode("latin-1"))
         wanted_session = headers.get(b"mcp-session-id", b"").decode("latin-1").strip() or (query.get("session_id") or [""])[0]
         self.session_id = uuid.uuid4().hex
@@ -228,7 +243,7 @@ class Connection:
             accept["subprotocol"] = SUBPROTOCOL
         raw_auth = headers.get(b"authorization", b"")
         if raw_auth:
-            self.identity = await authenticate({b"authorization": raw_auth})
+            self.identity = (await authenticate_bearer_async(raw_auth)).identity
             if self.identity is not None:
                 self.token_key = raw_auth.decode("latin-1").partition(" ")[2].strip()
                 await self._resume(wanted_session)
@@ -272,8 +287,10 @@ class Connection:
             await self._send_now(_response_error(rid, CLOSE_UNAUTHORIZED, "Unauthorized: authenticate first (method 'authenticate', params {token})."))
             await self.close(CLOSE_UNAUTHORIZED, "Authenticate first.")
             return False
-        key = str((raw.get("params") or {}).get("token") or "")
-        self.identity = await authenticate({b"authorization": f"Bearer {key}".encode("latin-1", "replace")}) if key else None
+        params = raw.get("params")
+        key = params.get("token") if isinstance(params, dict) else None
+        key = key.strip() if isinstance(key, str) else ""
+        self.identity = (await authenticate_bearer_async(key)).identity if key and " " not in key else None
         if self.identity is None:
             await self._send_now(_response_error(rid, CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token."))
             await self.close(CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token.")
@@ -285,7 +302,7 @@ class Connection:
 
     def _auth_info(self) -> dict:
         return {"authenticated": True, "sessionId": self.session_id, "user": self.identity.user.get_username(),
-                "scopes": list(self.identity.auth.scopes or [])}
+                "scopes": sorted(self.identity.scopes)}
 
     async def _send_now(self, message: dict) -> None:
         await self._send({"type": "websocket.send", "text": orjson.dumps(message).decode()})
@@ -302,14 +319,14 @@ class Connection:
             log.warning("mcp ws: session lookup failed: %s", exc)
             return
         record = orjson.loads(raw) if raw else None
-        if record and record.get("token_id") == self.identity.auth.pk:
+        if record and record.get("token_id") == self.identity.token_id:
             self.session_id = wanted
             self.streams = set(record.get("streams") or [])
 
     async def _save_session(self) -> None:
         from marketdata.cache import async_redis_shared
 
-        record = {"token_id": self.identity.auth.pk, "user_id": self.identity.user.pk, "streams": sorted(self.streams)}
+        record = {"token_id": self.identity.token_id, "user_id": self.identity.user.pk, "streams": sorted(self.streams)}
         try:
             await async_redis_shared().set(session_key(self.session_id), orjson.dumps(record), ex=SESSION_TTL_S)
         except Exception as exc:
@@ -318,22 +335,23 @@ class Connection:
     async def _start(self) -> None:
         from risk.mcp_guard import tool_allowed
 
-        self.auth_header = {b"authorization": f"Bearer {self.token_key}".encode("latin-1", "replace")}
-
-        self.identity.META = {"REMOTE_ADDR": (self.scope.get("client") or ("", 0))[0], "MCP_TRANSPORT": "websocket"}
+        self.meta = {"REMOTE_ADDR": (self.scope.get("client") or ("", 0))[0], "MCP_TRANSPORT": "websocket"}
         # The default "specific" prefix, as Channels' own consumers use: channels_redis serves all of
         # a process's channels with one blocking pop on one key per prefix, under one lock that the
         # popper keeps until a message comes for *its* key. A second prefix ("mcpws." before) let a
         # dashboard socket's pop starve every MCP WebSocket of the process (or the reverse).
         self.channel = await self.layer.new_channel()
-        if tool_allowed("get_account", self.identity.auth):
+        if tool_allowed("get_account", self.identity):
             self.account_ids = set(await sync_to_async(_readable_account_ids)(self.identity))
+        await self._join(access_group(self.identity.user.pk))
         for account_id in sorted(self.account_ids):
             await self._join(f"account.{account_id}")
         for stream in sorted(self.streams):
             await self._join(group_for_stream(stream))
         await self._save_session()
         self.tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._layer_reader())]
+        if self.identity.expires_at is not None:
+            self.tasks.append(asyncio.create_task(self._expire_at(self.identity.expires_at)))
 
     async def _join(self, group: str) -> None:
         if group not in self.groups:
@@ -341,7 +359,8 @@ class Connection:
             self.groups.add(group)
 
     async def _leave_unused(self) -> None:
-        needed = {f"account.{a}" for a in self.account_ids} | {group_for_stream(s) for s in self.streams}
+        needed = {f"account.{a}" for a in self.account_ids} | {group_for_stream(s) for s in self.streams} | \
+            {access_group(self.identity.user.pk)}
         for group in sorted(self.groups - needed):
             await self.layer.group_discard(group, self.channel)
             self.groups.discard(group)
@@ -378,8 +397,8 @@ class Connection:
             self._reply({"jsonrpc": "2.0", "id": root.id, "result": self._auth_info()})
             return
         # The token re-check, the rate-limit count and the keys the call reads: one Redis pipeline.
-        identity, retry_after, ahead = await authenticate_count_and_read(
-            self.auth_header, read_ahead=read_ahead_keys(root.method, root.params))
+        auth = await authenticate_bearer_async(self.token_key, count=True, read_ahead=read_ahead_keys(root.method, root.params))
+        identity, retry_after = auth.identity, auth.retry_after
         if identity is None:
             self._reply(_response_error(root.id, CLOSE_UNAUTHORIZED, "This token was revoked or has expired."))
             await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token revoked or expired.")
@@ -388,11 +407,10 @@ class Connection:
             self._reply(_response_error(root.id, RATE_LIMITED, f"Too Many Requests: this token's rate limit is reached; retry in {retry_after} s.",
                                         {"retryAfter": retry_after}))
             return
-        identity.META = self.identity.META
         if root.method == "resources/subscribe" or root.method == "resources/unsubscribe":
             root = self._resource_subscription_as_tool_call(root)
-        with read_ahead(ahead):
-            response = await self.endpoint.handle_request(root, identity)
+        with read_ahead(auth.values):
+            response = await self.endpoint.handle_request(root, identity, self.meta)
         await self._after(root, response)
         self._reply(response)
 
@@ -462,6 +480,30 @@ class Connection:
             await asyncio.sleep(0.01)
         await self.close(code, reason)
 
+    # -- access changes ---------------------------------------------------------------------------
+    async def recheck_access(self) -> None:
+        """The user's access changed somewhere (``risk.signals``): authenticate the token again and
+        close (4401) if it no longer authenticates; else narrow the pushed accounts to those it
+        may still read (leaving their groups) and keep the new identity."""
+        auth = await authenticate_bearer_async(self.token_key)
+        if auth.identity is None:
+            await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token revoked or expired, or its user deactivated.")
+            return
+        self.identity = auth.identity
+        from risk.mcp_guard import tool_allowed
+
+        allowed = set(await sync_to_async(_readable_account_ids)(self.identity)) \
+            if tool_allowed("get_account", self.identity) else set()
+        self.account_ids &= allowed
+        await self._leave_unused()
+
+    async def _expire_at(self, expires_at: float) -> None:
+        """Close the connection (4401) when its token expires (``expires_at``: s since the epoch)."""
+        import time
+
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token expired.")
+
     # -- push -------------------------------------------------------------------------------------
     async def _sender(self) -> None:
         outbox = self.outbox
@@ -501,11 +543,16 @@ class Connection:
             stream = f"{str(message.get('symbol', '')).lower()}@{message.get('stream')}"
         elif kind == "stream.message":
             stream = message.get("stream")
+        elif kind == ACCESS_CHANGED:
+            task = asyncio.create_task(self.recheck_access())
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
+            return
         elif kind == "account.event":
             account = message.get("account")
             if account in self.account_ids:
-                params = {"uri": f"tradingmcp://account/{account}/{message.get('kind')}", "account": account,
-                          "kind": message.get("kind"), "data": message.get("data")}
+                params = envelope(PUSH, {"uri": f"tradingmcp://account/{account}/{message.get('kind')}", "account": account,
+                                         "kind": message.get("kind"), "data": message.get("data")})
                 self.outbox.put_priority(orjson.dumps(
                     {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params}).decode())
                 self._check_overflow()
@@ -513,7 +560,7 @@ class Connection:
         else:
             return
         if stream in self.streams:
-            self.outbox.put_market(stream, {"uri": stream_uri(stream), "stream": stream, "data": message.get("data")})
+            self.outbox.put_market(stream, envelope(PUSH, {"uri": stream_uri(stream), "stream": stream, "data": message.get("data")}))
 
 
 def _readable_account_ids(identity: Identity) -> list[int]:

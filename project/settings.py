@@ -284,10 +284,32 @@ DJANGO_MCP_GLOBAL_SERVER_CONFIG = {
     # sync view thread and the server hangs.
     "stateless": True,
 }
+# For django-mcp-server's own view, which is not routed (/mcp is project.mcp_endpoint, authenticated by
+# risk.authentication.authenticate_bearer like every transport); kept so that view could not serve unauthenticated.
 DJANGO_MCP_AUTHENTICATION_CLASSES = ["risk.authentication.AgentTokenAuthentication"]
 # Calls per minute per agent token on /mcp and the REST API (a token's own setting wins; 0 = unlimited).
 TOKEN_RATE_LIMIT_PER_MINUTE = int(os.environ.get("TOKEN_RATE_LIMIT_PER_MINUTE", "1200"))
 DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
+# Live stream subscriptions a user (and so each of their agent tokens) may hold (stream_subscribe).
+MAX_STREAM_SUBSCRIPTIONS = int(os.environ.get("MAX_STREAM_SUBSCRIPTIONS", "20"))
+# Worker threads per web process for sync MCP tools (risk.mcp_guard.run_sync).
+MCP_TOOL_THREADS = max(1, int(os.environ.get("MCP_TOOL_THREADS", "4")))
+# /mcp/ws (project.mcp_ws): seconds to send an 'authenticate' message, market updates queued per
+# connection, unread responses/events before a slow client is cut off, session resume window (s),
+# requests in flight per connection.
+MCP_WS_AUTH_TIMEOUT_S = float(os.environ.get("MCP_WS_AUTH_TIMEOUT_S", "10"))
+MCP_WS_MARKET_QUEUE = int(os.environ.get("MCP_WS_MARKET_QUEUE", "256"))
+MCP_WS_PRIORITY_LIMIT = int(os.environ.get("MCP_WS_PRIORITY_LIMIT", "10000"))
+MCP_WS_SESSION_TTL_S = int(os.environ.get("MCP_WS_SESSION_TTL_S", "3600"))
+MCP_WS_MAX_CONCURRENT = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
+# /mcp before authentication: requests per minute per client IP that carry no valid token (then
+# HTTP 429), and seconds allowed to receive a request body (then HTTP 408).
+MCP_UNAUTHENTICATED_PER_MINUTE = int(os.environ.get("MCP_UNAUTHENTICATED_PER_MINUTE", "60"))
+MCP_BODY_TIMEOUT_S = float(os.environ.get("MCP_BODY_TIMEOUT_S", "10"))
+# Connections per event loop of the asyncio Redis client (marketdata.cache.async_redis_shared):
+# callers beyond it wait up to REDIS_POOL_TIMEOUT_S for a free connection instead of failing.
+REDIS_ASYNC_MAX_CONNECTIONS = int(os.environ.get("REDIS_ASYNC_MAX_CONNECTIONS", "256"))
+REDIS_POOL_TIMEOUT_S = float(os.environ.get("REDIS_POOL_TIMEOUT_S", "5"))
 
 # --- Production hardening -----------------------------------------------------------------------------
 if not DEBUG:

@@ -228,4 +228,4 @@ class ExchangeCredentialAdmin(admin.ModelAdmin):
         saved = exchange_credential_set(account=obj.account if change else form.cleaned_data["account"], api_key=form.cleaned_data["api_key"],
                                         secret=form.cleaned_data.get("api_secret") or None, actor_user=request.user,
                                         channel=Channel.ADMIN)
-        obj.pk, obj._state.adding = saved.pk, False
+        obj.pk = saved.pk  # the admin's change message and redirect name the saved row

@@ -1,7 +1,6 @@
 """The only writer of ``AuditEvent``: every action by every person, agent and the system."""
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import uuid
@@ -12,7 +11,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from project import fastredis
 from risk.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -171,51 +169,80 @@ def audit_enqueue(**event) -> None:
 
 
 async def audit_enqueue_async(**event) -> None:
-    """``audit_enqueue`` for async callers (the MCP hot path), without waiting for Redis.
+    """``audit_enqueue`` for async callers (the MCP hot path), on redis-py's asyncio client.
 
-    The entry's XADD is written to the running loop's pipelined Redis connection
-    (``project.fastredis``) before this returns, so it is on its way to Redis (in the kernel's
-    socket buffer) before the caller answers its client; Redis's reply is not awaited. If Redis
-    refuses the entry or the connection fails before it answers, the event is written to the
-    database instead, in a worker thread (``_wal_refused``); if Redis cannot be reached at all, the
-    row is written before this returns. So no event is lost unless this process and Redis fail
-    together, which also loses what Redis had acknowledged: Redis runs without persistence here.
-    An entry whose reply was lost although Redis stored it is written by both routes; both rows
-    carry the entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
-    payload = _wal_payload(event)
-    try:
-        lane = await fastredis.lane()
-        lane.send(("XADD", audit_stream_key(), "*", "e", payload), functools.partial(_wal_refused, payload))
-        return
-    except RedisError:  # Redis down: never lose the event, pay for the INSERT instead
-        pass
-    from asgiref.sync import sync_to_async
-
-    await sync_to_async(_write_fallback)([payload])
-
-
-def _wal_refused(payload: bytes, reply) -> None:
-    """The reply to one ``audit_enqueue_async`` XADD: when it is an error (refused, or the
-    connection failed first), write the event to the database in a worker thread."""
-    if not isinstance(reply, Exception):
-        return
+    Returns once Redis has acknowledged the entry's XADD (it is in the stream, which
+    ``audit_drain`` moves to the database exactly once, keyed by the entry's ``uid``). Entries of
+    calls that finish on the same event loop iteration share one pipelined round trip (group
+    commit, ``_AppendBatch``); each caller still waits for its own entry's acknowledgement. If Redis
+    refuses an entry or cannot be reached, that event is written to the database before this
+    returns (in a worker thread). So no event is lost unless this process and Redis fail together,
+    which also loses what Redis had acknowledged: Redis runs without persistence here. An entry
+    whose reply was lost although Redis stored it is written by both routes; both rows carry the
+    entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
     import asyncio
 
-    from asgiref.sync import sync_to_async
+    loop = asyncio.get_running_loop()
+    batch = _open_batches.get(loop)
+    if batch is None:
+        for dead in [lp for lp in _open_batches if lp.is_closed()]:
+            _open_batches.pop(dead)
+        batch = _open_batches[loop] = _AppendBatch(loop)
+    future = batch.add(_wal_payload(event))
+    await future
 
-    log.warning("audit write-ahead append failed (%s): writing the event to the database", reply)
-    task = asyncio.get_running_loop().create_task(sync_to_async(_write_fallback)([payload]))
-    _fallbacks.add(task)
-    task.add_done_callback(_fallback_done)
+
+class _AppendBatch:
+    """The XADDs queued on one event loop during one iteration, sent in one pipeline by a task
+    that runs at the next iteration; each entry's future is resolved once Redis acknowledged it or
+    the database fallback wrote it."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.entries: list = []  # (payload, future)
+        self.flushing = False
+
+    def add(self, payload: bytes):
+        future = self.loop.create_future()
+        self.entries.append((payload, future))
+        if not self.flushing:
+            self.flushing = True
+            self.loop.create_task(self.flush())
+        return future
+
+    async def flush(self) -> None:
+        from asgiref.sync import sync_to_async
+
+        from marketdata.cache import async_redis_shared
+
+        try:
+            while self.entries:
+                entries, self.entries = self.entries, []
+                refused: list = []
+                try:
+                    pipe = async_redis_shared().pipeline(transaction=False)
+                    for payload, _ in entries:
+                        pipe.xadd(audit_stream_key(), {"e": payload})
+                    replies = await pipe.execute(raise_on_error=False)
+                    refused = [e for e, reply in zip(entries, replies) if isinstance(reply, Exception)]
+                except RedisError as exc:  # Redis down: never lose the events, pay for the INSERTs instead
+                    log.warning("audit write-ahead append failed (%s): writing %d events to the database", exc, len(entries))
+                    refused = entries
+                if refused:
+                    try:
+                        await sync_to_async(_write_fallback)([payload for payload, _ in refused])
+                    except Exception as exc:  # neither Redis nor the database took them: the callers hear it
+                        for _, future in refused:
+                            if not future.done():
+                                future.set_exception(exc)
+                for _, future in entries:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self.flushing = False
 
 
-_fallbacks: set = set()  # running fallback writes (kept referenced until done)
-
-
-def _fallback_done(task) -> None:
-    _fallbacks.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("audit event lost: neither Redis nor the database took it", exc_info=task.exception())
+_open_batches: dict = {}  # event loop → its _AppendBatch
 
 
 def _write_fallback(payloads: list[bytes]) -> None:
@@ -328,7 +355,7 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
         ids = [eid for eid, _ in entries]
         records = [orjson.loads(fields[b"e"]) for _, fields in entries]
         # An entry's row is keyed by its uid (older entries: by the stream id), so an event the
-        # enqueuer also wrote to the database itself (``_wal_refused``) gets no second row.
+        # enqueuer also wrote to the database itself (``audit_enqueue_async``'s fallback) gets no second row.
         wal_ids = [r.get("uid") or (eid.decode() if isinstance(eid, bytes) else str(eid)) for r, eid in zip(records, ids)]
         with transaction.atomic():
             done = set(AuditEvent.objects.filter(wal_id__in=wal_ids).values_list("wal_id", flat=True))

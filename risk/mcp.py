@@ -1,27 +1,22 @@
-"""MCP tools of the risk app (autodiscovered by django-mcp-server): orders held in confirm mode."""
+"""MCP tools of the risk app (declared with ``risk.mcp_guard.mcp_tool``; the module is autodiscovered by django-mcp-server): orders held in confirm mode."""
 from typing import Optional
 
-from mcp_server import MCPToolset
-
-from risk.mcp_guard import current_call, guarded_tool
+from risk.mcp_guard import current_call, mcp_tool
 from risk.models import Scope
 
 
-class ApprovalTools(MCPToolset):
-    """Reads of orders waiting for a person's approval."""
+@mcp_tool(scope=Scope.ACCOUNT_READ)
+def list_pending_orders(account_id: Optional[int] = None) -> dict:
+    """Your orders waiting for a person's approval (placed by a token in confirm mode), oldest first.
 
-    @guarded_tool(scope=Scope.ACCOUNT_READ)
-    def list_pending_orders(self, account_id: Optional[int] = None) -> dict:
-        """Your orders waiting for a person's approval (placed by a token in confirm mode), oldest first.
+    A person approves or rejects them in the dashboard or admin; approval places the order then
+    (risk-checked at that moment) under the same clientOrderId, so get_order(client_order_id=...)
+    finds it afterwards. Args: account_id: one of your accounts (default: your first).
+    Returns {"accountId", "approvals": [{approvalId, clientOrderId, symbol, side, type, origQty,
+    price, stopPrice, status: PENDING_APPROVAL, requestedBy, time}]}.
+    """
+    from trading import approvals, selectors
 
-        A person approves or rejects them in the dashboard or admin; approval places the order then
-        (risk-checked at that moment) under the same clientOrderId, so get_order(client_order_id=...)
-        finds it afterwards. Args: account_id: one of your accounts (default: your first).
-        Returns {"accountId", "approvals": [{approvalId, clientOrderId, symbol, side, type, origQty,
-        price, stopPrice, status: PENDING_APPROVAL, requestedBy, time}]}.
-        """
-        from trading import approvals, selectors
-
-        call = current_call()
-        call.account = selectors.account_get(user=call.user, account_id=account_id, need="read", token=call.token)
-        return {"accountId": call.account.pk, "approvals": approvals.pending_list(account=call.account)}
+    call = current_call()
+    call.account = selectors.account_get(user=call.user, account_id=account_id, need="read", token=call.token)
+    return {"accountId": call.account.pk, "approvals": approvals.pending_list(account=call.account)}

@@ -16,25 +16,33 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 
 
+def _token_id(token) -> int:
+    """The token id of an ``AgentToken`` row or a ``risk.authentication.Identity``."""
+    own = getattr(token, "token_id", None)
+    return own if own is not None else token.pk
+
+
 def limit_for(token) -> int:
     """Calls per minute allowed to ``token`` (0 = unlimited)."""
     own = getattr(token, "rate_limit_per_minute", None)
     return settings.TOKEN_RATE_LIMIT_PER_MINUTE if own is None else own
 
 
-def _key(token_id: int, now: float) -> tuple[str, int]:
+def window_key(token_id: int, now: float) -> tuple[str, int]:
+    """(Redis key of ``token_id``'s count in the minute of ``now`` (s since the epoch), seconds
+    left in that minute)."""
     window = int(now // 60)
     return f"{settings.REDIS_KEY_PREFIX}ratelimit:{token_id}:{window}", 60 - int(now % 60)
 
 
 async def check_async(token) -> int:
-    """Count one call of ``token``; return 0 if allowed, else the seconds to wait (Retry-After)."""
+    """Count one call of ``token`` (an ``AgentToken`` or an ``Identity``); return 0 if allowed, else the seconds to wait (Retry-After)."""
     limit = limit_for(token)
     if not limit:
         return 0
     from marketdata.cache import async_redis_shared
 
-    key, retry = _key(token.pk, time.time())
+    key, retry = window_key(_token_id(token), time.time())
     try:
         async with async_redis_shared().pipeline(transaction=False) as pipe:
             count, _ = await pipe.incr(key).expire(key, 61).execute()
@@ -51,7 +59,7 @@ def check(token) -> int:
         return 0
     from marketdata.cache import get_redis
 
-    key, retry = _key(token.pk, time.time())
+    key, retry = window_key(_token_id(token), time.time())
     try:
         pipe = get_redis().pipeline(transaction=False)
         count, _ = pipe.incr(key).expire(key, 61).execute()

@@ -1,18 +1,40 @@
-"""Keep the MCP endpoint's token cache honest: any change to a token or its user drops the cached
-identity, so a revocation, an expiry change or a deactivated user takes effect on the next call."""
+"""Access changes take effect at once, on every transport and every worker.
+
+- Any change to a token (revocation, expiry, scopes, accounts) or to its user drops the cached
+  identity (``forget_tokens``), so the next call on any process is refused or narrowed.
+- Open sockets are told too: revoking or changing a token, deleting or changing a grant
+  (``AccountGrant``), saving a user (deactivation) and logging out send ``{"type":
+  "access.changed", "user": <id>}`` to the user's channel-layer group ``access_group(user_id)``
+  once the transaction commits. ``/mcp/ws`` connections (``project.mcp_ws``) and dashboard sockets
+  (``trading.consumers``) of that user join the group and re-check their access when it arrives:
+  a socket whose token, user or session is no longer valid is closed (4401); one that lost an
+  account stops receiving it.
+"""
+import logging
+
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
-from django.db.models.signals import post_delete, post_save
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from risk.models import AgentToken
+from risk.models import AccountGrant, AgentToken
+
+log = logging.getLogger(__name__)
+
+ACCESS_CHANGED = "access.changed"
+
+
+def access_group(user_id: int) -> str:
+    """Channels group of one user's open sockets that must hear about access changes."""
+    return f"access.user.{user_id}"
 
 
 def forget_tokens(key_hashes) -> None:
     """Delete cached identities of these token hashes (Redis errors are logged, not raised)."""
-    import logging
-
     from marketdata.cache import get_redis
-    from project.mcp_endpoint import token_cache_key
+    from risk.authentication import token_cache_key
 
     keys = [token_cache_key(h) for h in key_hashes]
     if not keys:
@@ -20,7 +42,28 @@ def forget_tokens(key_hashes) -> None:
     try:
         get_redis().delete(*keys)
     except Exception as exc:
-        logging.getLogger(__name__).error("could not drop cached tokens: %s", exc)
+        log.error("could not drop cached tokens: %s", exc)
+
+
+def notify_access_changed(user_id: int | None) -> None:
+    """Tell ``user_id``'s open sockets, on every worker, to re-check their access, once the
+    current transaction commits (at once outside one). Failures are logged: the cached identity
+    is already gone, so the next request is refused either way."""
+    if user_id is None:
+        return
+
+    def send():
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(access_group(user_id), {"type": ACCESS_CHANGED, "user": user_id})
+        except Exception as exc:
+            log.warning("could not notify sockets of user %s of an access change: %s", user_id, exc)
+
+    transaction.on_commit(send)
 
 
 @receiver(post_save, sender=AgentToken)
@@ -29,6 +72,22 @@ def _token_changed(sender, instance, created=False, **kwargs):
     if created:  # a new token was never used, so nothing of it is cached (and Redis may not be up yet)
         return
     forget_tokens([instance.key_hash])
+    notify_access_changed(instance.user_id)
+
+
+@receiver(m2m_changed, sender=AgentToken.accounts.through)
+def _token_accounts_changed(sender, instance, action, **kwargs):
+    if action in ("post_add", "post_remove", "post_clear") and isinstance(instance, AgentToken):
+        forget_tokens([instance.key_hash])
+        notify_access_changed(instance.user_id)
+
+
+@receiver(post_save, sender=AccountGrant)
+@receiver(post_delete, sender=AccountGrant)
+def _grant_changed(sender, instance, created=False, **kwargs):
+    if created:
+        return  # a new grant widens access: sockets pick it up when they reconnect
+    notify_access_changed(instance.user_id)
 
 
 @receiver(post_save, sender=get_user_model())
@@ -36,3 +95,9 @@ def _user_changed(sender, instance, created=False, **kwargs):
     if created:  # a new user has no token yet
         return
     forget_tokens(AgentToken.objects.filter(user=instance).values_list("key_hash", flat=True))
+    notify_access_changed(instance.pk)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender, request, user, **kwargs):
+    notify_access_changed(getattr(user, "pk", None))

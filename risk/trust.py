@@ -66,15 +66,25 @@ def error_text(message: str) -> str:
     return message + ERROR_NOTE if has_fence(message) else message
 
 
-PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z0-9@_.:/-]{0,64}$")
+# Binance's newClientOrderId alphabet (REST API, "New order": ``^[\.A-Z\:/a-z0-9_-]{1,36}$`` minus
+# the punctuation that lets words through): letters, digits, ``_`` and ``-``.
+PLAIN_IDENTIFIER = re.compile(r"\A[A-Za-z0-9_-]{0,64}\Z")
+# A stream name: two such identifiers joined by one ``@`` (``btcusdt@kline_1m``).
+STREAM_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,32}@[A-Za-z0-9_-]{1,32}\Z")
+STREAM_KEYS = frozenset({"stream", "streams"})
 
 
-def _plain(value) -> bool:
-    """True for an identifier that cannot carry words: a short run of letters, digits and ``@_.:/-``
-    (every real symbol, asset, stream name and clientOrderId), or a list of those."""
+def _plain(value, key: str | None = None) -> bool:
+    """True for an identifier that cannot carry words: a short run of ``[A-Za-z0-9_-]`` (every
+    real symbol, asset and well-formed clientOrderId), a stream name under a ``stream`` key, or a
+    list of those."""
     if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    return not isinstance(value, str) or bool(PLAIN_IDENTIFIER.match(value))
+        return all(_plain(v, key) for v in value)
+    if not isinstance(value, str):
+        return True
+    if key in STREAM_KEYS and STREAM_NAME.match(value):
+        return True
+    return bool(PLAIN_IDENTIFIER.match(value))
 
 
 SPECIAL_KEYS = IDENTIFIER_KEYS | TEXT_KEYS
@@ -94,7 +104,7 @@ def untrusted_fields(value, prefix: str = "") -> tuple[list[str], bool]:
     paths: list[str] = []
     seen: set[str] = set()
     state = {"free": False}
-    plain_seen: dict[str, bool] = {}
+    plain_seen: dict[tuple, bool] = {}
 
     def note(path):
         if path not in seen:
@@ -113,12 +123,13 @@ def untrusted_fields(value, prefix: str = "") -> tuple[list[str], bool]:
             if key in TEXT_KEYS:
                 state["free"] = True
             elif isinstance(item, str):  # symbols and assets repeat: check each distinct value once
-                ok = plain_seen.get(item)
+                memo_key = (key in STREAM_KEYS, item)
+                ok = plain_seen.get(memo_key)
                 if ok is None:
-                    ok = plain_seen[item] = _plain(item)
+                    ok = plain_seen[memo_key] = _plain(item, key)
                 if not ok:
                     state["free"] = True
-            elif not _plain(item):
+            elif not _plain(item, key):
                 state["free"] = True
 
     def walk_dict(d, path, full=True):

@@ -80,7 +80,7 @@ def _clean_redis():
     symbol_cache_clear()
     depth_forget()  # the paper engine's in-process order books belong to this test's replay exchange
     r = get_redis()
-    for pattern in ("md:*", "auth:*", "audit:*", "ratelimit:*", "paper:*"):
+    for pattern in ("md:*", "auth:*", "audit:*", "ratelimit:*", "paper:*", "mcp:unauth:*"):
         keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}{pattern}", count=500))
         if keys:
             r.delete(*keys)

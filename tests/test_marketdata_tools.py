@@ -171,3 +171,19 @@ def test_stream_messages_limit_is_bounded(symbols, trader):
     _, _, key = trader
     err, text = call(key, "get_stream_messages", stream="btcusdt@bookTicker", limit=0)
     assert err and "limit must be an integer from 1 to 200" in text
+
+
+def test_stream_subscriptions_are_capped_per_user(symbols, trader, settings):
+    """A token cannot make the ingester open streams without bound: past the cap, subscribe_stream
+    is a tool error naming the limit; re-subscribing to a held stream still works."""
+    from test_mcp import call
+
+    settings.MAX_STREAM_SUBSCRIPTIONS = 2
+    _, _, key = trader
+    assert not call(key, "subscribe_stream", stream="btcusdt@trade")[0]
+    assert not call(key, "subscribe_stream", stream="ethusdt@trade")[0]
+    is_error, text = call(key, "subscribe_stream", stream="btcusdt@aggTrade")
+    assert is_error and "At most 2 stream subscriptions" in text
+    assert not call(key, "subscribe_stream", stream="btcusdt@trade")[0]
+    assert not call(key, "unsubscribe_stream", stream="ethusdt@trade")[0]
+    assert not call(key, "subscribe_stream", stream="btcusdt@aggTrade")[0]

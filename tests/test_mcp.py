@@ -326,3 +326,89 @@ def test_a_request_is_parsed_as_the_sdks_union_would_parse_it(method, params):
         return
     parsed = parse_client_request(method, params)
     assert type(parsed.root) is type(expected.root) and parsed == expected
+
+
+# --- transport security: Host and Origin (MCP spec 2025-06-18, "Transports → Security Warning") ---
+
+@pytest.mark.parametrize("extra, status", [
+    ({"Host": "evil.example.com"}, 400),
+    ({"Host": "evil.example.com:8000"}, 400),
+    ({"Origin": "http://evil.example.com"}, 403),
+    ({"Origin": "null"}, 403),
+    ({"Host": "localhost:8000", "Origin": "http://evil.example.com:8000"}, 403),
+])
+def test_a_valid_token_from_a_foreign_host_or_origin_is_refused(trader, extra, status):
+    """DNS rebinding: a page on another origin, or a request for a name we do not serve, is
+    refused before authentication, whatever the token."""
+    _, _, key = trader
+    resp = rpc(key, "tools/list", extra_headers=extra)
+    assert resp.status_code == status, resp.content
+
+
+@pytest.mark.parametrize("extra", [
+    {"Host": "localhost:8000"}, {"Host": "127.0.0.1:8000"}, {"Host": "localhost", "Origin": "http://localhost:3000"},
+    {"Host": "127.0.0.1:8000", "Origin": "http://127.0.0.1:8000"}, {},
+])
+def test_local_hosts_and_origins_and_clients_without_origin_work(trader, extra):
+    _, _, key = trader
+    resp = rpc(key, "tools/list", extra_headers=extra)
+    assert resp.status_code == 200, resp.content
+    assert {t["name"] for t in resp.json()["result"]["tools"]} == EXPECTED_TOOLS
+
+
+def test_initialize_is_answered_by_the_sdk(trader):
+    """``initialize`` goes to the SDK's session manager: its protocol negotiation, capabilities
+    and server info, not a hand-built result."""
+    _, _, key = trader
+    resp = rpc(key, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                   "clientInfo": {"name": "t", "version": "1"}})
+    result = resp.json()["result"]
+    assert result["protocolVersion"] == "2025-06-18"
+    assert result["serverInfo"]["name"] == "TradingMCP" and "tools" in result["capabilities"]
+    old = rpc(key, "initialize", {"protocolVersion": "1999-01-01", "capabilities": {},
+                                  "clientInfo": {"name": "t", "version": "1"}}).json()["result"]
+    assert old["protocolVersion"] != "1999-01-01"
+    assert rpc(key, "ping").json()["result"] == {}
+
+
+@pytest.mark.parametrize("method, params, code", [
+    ("prompts/get", {"name": "no-such-prompt"}, -32602),
+    ("resources/read", {"uri": "tradingmcp://no/such/resource"}, -32002),
+])
+def test_unknown_prompt_or_resource_is_a_standard_json_rpc_error(trader, method, params, code):
+    _, _, key = trader
+    body = rpc(key, method, params).json()
+    assert body["error"]["code"] == code, body
+
+
+def test_unauthenticated_requests_are_limited_per_ip(db, settings):
+    """Requests without a valid token are counted per client address; past the limit they get
+    429 before any token lookup."""
+    settings.MCP_UNAUTHENTICATED_PER_MINUTE = 3
+    statuses = [rpc(f"tmcp_bad{i:040d}", "tools/list").status_code for i in range(6)]
+    assert statuses[:3] == [401, 401, 401] and statuses[-1] == 429, statuses
+
+
+def test_a_body_that_never_arrives_times_out(db, settings):
+    """A client that opens a request and never finishes its body is answered 408 after
+    ``MCP_BODY_TIMEOUT_S`` instead of holding the connection."""
+    settings.MCP_BODY_TIMEOUT_S = 0.3
+
+    async def run():
+        import asyncio
+
+        scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": [(b"host", b"localhost")],
+                 "client": ("127.0.0.9", 1), "server": ("localhost", 80)}
+        out = {}
+
+        async def receive():
+            await asyncio.sleep(30)
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                out["status"] = message["status"]
+
+        await asyncio.wait_for(application(scope, receive, send), 5)
+        return out["status"]
+
+    assert async_to_sync(run)() == 408

@@ -1,4 +1,4 @@
-"""The MCP hot path's dispatch (``risk.mcp_guard.install_dispatch``): async tools awaited on the
+"""The MCP hot path's dispatch (``risk.mcp_guard.mcp_tool``): async tools awaited on the
 event loop, sync tools in a bounded worker pool instead of django-mcp-server's one shared thread,
 and the pool threads' database connections reused or closed as Django's settings say.
 
@@ -29,7 +29,7 @@ async def _post(endpoint, token, name, arguments):
     """One ``tools/call`` through the endpoint's ASGI interface → (is_error, payload)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                        "params": {"name": name, "arguments": arguments}}).encode()
-    scope = {"type": "http", "method": "POST", "path": "/mcp", "client": ("127.0.0.1", 1), "headers": [
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "client": ("127.0.0.1", 1), "headers": [(b"host", b"localhost"),
         (b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json"),
         (b"accept", b"application/json, text/event-stream"), (b"mcp-protocol-version", b"2025-06-18")]}
     out = {"body": b""}
@@ -84,12 +84,21 @@ def reader(trader):
     return user, key
 
 
-def test_hot_reads_are_async_and_the_rest_run_in_the_pool(endpoint):
-    tools = {t.name: t for t in endpoint.fastmcp._tool_manager.list_tools()}
-    assert tools["get_ticker"].fn.async_impl is not None
-    assert tools["get_market_data"].fn.async_impl is not None
-    assert tools["get_klines"].fn.async_impl is None and not tools["get_klines"].fn.serial
-    assert all(isinstance(tools[n].fn, mcp_guard.GuardedCaller) for n in ("get_ticker", "place_order", "list_pending_orders"))
+def test_tools_are_guarded_where_declared_and_listed_through_fastmcp():
+    """Every tool of the one server is declared with ``mcp_tool`` (a guarded coroutine function
+    FastMCP awaits) and listed through FastMCP's public ``list_tools()``; the hot reads are
+    ``async def`` at their declaration, the rest are sync and run in the pool."""
+    import inspect
+
+    from marketdata import mcp as md_tools
+    from trading import mcp as trading_tools
+
+    listed = {t.name for t in async_to_sync(mcp_guard.SERVER.list_tools)()}
+    assert listed == set(mcp_guard.TOOL_SCOPES)
+    assert inspect.iscoroutinefunction(md_tools.get_ticker.__wrapped__)
+    assert inspect.iscoroutinefunction(md_tools.get_market_data.__wrapped__)
+    assert not inspect.iscoroutinefunction(md_tools.get_klines.__wrapped__)
+    assert not inspect.iscoroutinefunction(trading_tools.place_order.__wrapped__)
 
 
 def test_async_tool_answers_while_every_pool_thread_is_busy(endpoint, quotes, reader, monkeypatch):
@@ -193,14 +202,27 @@ def test_async_and_sync_selectors_agree(quotes):
         assert type(async_err.value) is type(sync_err.value) and str(async_err.value) == str(sync_err.value)
 
 
-def test_async_tool_is_still_a_plain_method_for_sync_callers(quotes, reader):
-    """The registered method of an async tool works from sync code (through async_to_sync), with
-    the same guard."""
-    from marketdata.mcp import MarketDataTools
-    from project.mcp_endpoint import authenticate
+def test_a_tool_called_without_a_bound_identity_is_refused(quotes):
+    """``FastMCP.call_tool()`` outside any transport (no identity bound) is a permission error,
+    not a call as nobody."""
+    result = async_to_sync(mcp_guard.call_tool)("get_ticker", {"symbol": "ETHUSDT"})
+    assert result.isError and "scope" in result.content[0].text
 
-    identity = async_to_sync(authenticate)({b"authorization": f"Bearer {reader[1]}".encode()})
-    out = MarketDataTools(request=identity).get_ticker("ETHUSDT")
+
+def test_a_tool_called_through_fastmcp_with_an_identity_answers(quotes, reader):
+    """The same tool, called through the public ``call_tool`` with an identity from the shared
+    authenticator bound, answers."""
+    from risk.authentication import authenticate_bearer
+
+    identity = authenticate_bearer(f"Bearer {reader[1]}")
+
+    async def call():
+        with mcp_guard.identity_bound(identity):
+            return await mcp_guard.call_tool("get_ticker", {"symbol": "ETHUSDT"})
+
+    result = async_to_sync(call)()
+    assert not result.isError
+    out = json.loads(result.content[0].text)
     assert out["symbol"] == "ETHUSDT" and out["askPrice"] == quotes["ETHUSDT"]["askPrice"]
 
 
@@ -214,7 +236,7 @@ def _worker_connections_open() -> list[bool]:
         barrier.wait()
         return is_open
 
-    futures = [mcp_guard._pool.submit(probe) for _ in range(n)]
+    futures = [mcp_guard.submit_to_pool(probe) for _ in range(n)]
     futures_wait(futures, 15)
     return [f.result() for f in futures]
 
@@ -296,13 +318,13 @@ def test_a_connection_fresh_from_a_clean_call_skips_the_health_check_ping(monkey
             cur.execute("SELECT 1")
             return cur.fetchone()[0]
 
-    call = mcp_guard._with_db_hygiene(query)
+    call = mcp_guard.with_db_hygiene(query)
 
     def in_a_worker_thread():
         try:
             assert call() == 1 and call() == 1 and call() == 1  # opened, then reused at once
             fresh = len(pings)
-            mcp_guard._last_clean.at -= mcp_guard.HEALTH_CHECK_FRESH_S  # as if idle for a second
+            mcp_guard.mark_connection_idle()  # as if idle for a second
             assert call() == 1
             return fresh, len(pings)
         finally:
@@ -329,6 +351,27 @@ def test_concurrent_async_calls_are_each_audited_once(endpoint, quotes, reader):
     assert len(events) == n and len({e.request_id for e in events}) == n
     assert sorted(e.outcome for e in events).count(Outcome.REJECTED) == n // 3
     assert {e.params["symbol"] for e in events if e.outcome == Outcome.OK} == {"BTCUSDT", "ETHUSDT"}
+
+
+def test_entries_redis_refuses_are_written_to_the_database_before_the_answer(endpoint, quotes, reader):
+    """When Redis refuses the appends (here: the stream key holds a string, so XADD answers
+    WRONGTYPE), every call's event is in ``AuditEvent`` by the time the call answered, once each,
+    without the drainer."""
+    from marketdata.cache import get_redis
+    from risk.audit import audit_stream_key
+
+    user, token = reader
+    get_redis().set(audit_stream_key(), "not a stream")
+    try:
+        async def scenario():
+            return await asyncio.gather(*[_post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"}) for _ in range(6)])
+
+        results = run_on_loop(scenario)
+        events = list(AuditEvent.objects.filter(action="mcp.get_ticker", actor_user=user))
+    finally:
+        get_redis().delete(audit_stream_key())
+    assert all(not err for err, _ in results)
+    assert len(events) == 6 and len({e.request_id for e in events}) == 6
 
 
 def test_get_ticker_reads_its_quote_with_the_token_check_and_never_a_stale_one(endpoint, quotes, reader, monkeypatch):
@@ -453,3 +496,16 @@ def test_calls_queued_on_one_account_leave_the_pool_to_other_accounts(endpoint, 
     on_b, on_a = run_on_loop(scenario)
     assert not on_b[0] and on_b[1]["status"] == "FILLED" and on_b[1]["accountId"] == account_b.pk, on_b
     assert all(not err and payload["status"] == "FILLED" for err, payload in on_a), on_a
+
+
+def test_a_burst_of_concurrent_calls_queues_for_redis_rather_than_failing(endpoint, quotes, reader, settings):
+    """200 concurrent calls on a worker whose Redis pool holds 10 connections: every call waits
+    for a connection (``BlockingConnectionPool``) and answers; none gets 503."""
+    settings.REDIS_ASYNC_MAX_CONNECTIONS = 10
+    _, token = reader
+
+    async def burst():
+        return await asyncio.gather(*[_post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"}) for _ in range(200)])
+
+    results = run_on_loop(burst, timeout=60)
+    assert all(not is_error and payload["symbol"] == "BTCUSDT" for is_error, payload in results)

@@ -242,10 +242,11 @@ def test_first_message_auth_scopes_and_revocation(live, trader):
             refused = await raw_ws_rpc(ws, "tools/call", {"name": "place_order", "arguments": {
                 "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}}, id=3)
             await sync_to_async(agent_token_revoke)(token=row)
-            after = await raw_ws_rpc(ws, "tools/list", id=4)
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 15)
-            return auth, tools, refused, after, closed.value.rcvd.code
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(websockets.ConnectionClosed) as closed:  # closed at once, no request needed
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            return auth, tools, refused, asyncio.get_running_loop().time() - t0, closed.value.rcvd.code
 
     auth, tools, refused, after, code = run(scenario())
     assert auth["result"]["authenticated"] and auth["result"]["scopes"] == ["market:read"]
@@ -253,7 +254,7 @@ def test_first_message_auth_scopes_and_revocation(live, trader):
     assert "get_ticker" in names and "place_order" not in names and "get_account" not in names
     assert refused["result"]["isError"] and "lacks the 'trade' scope" in refused["result"]["content"][0]["text"]
     assert Order.objects.count() == 0
-    assert after["error"]["code"] == 4401 and code == 4401
+    assert code == 4401 and after < 2.0  # revocation reaches the open socket (risk.signals)
 
 
 # --- backpressure, in-process ----------------------------------------------------------------------
@@ -269,7 +270,7 @@ class SlowClient:
         self.reading.set()
         self.accepted = asyncio.Event()
         self.closed: dict | None = None
-        self.scope = {"type": "websocket", "path": "/mcp/ws", "headers": [(b"authorization", f"Bearer {token}".encode())],
+        self.scope = {"type": "websocket", "path": "/mcp/ws", "headers": [(b"host", b"localhost:8000"), (b"authorization", f"Bearer {token}".encode())],
                       "subprotocols": ["mcp"], "query_string": b"", "client": ("127.0.0.1", 1)}
 
     async def receive(self):
@@ -411,3 +412,68 @@ def test_a_client_that_never_reads_is_cut_off_rather_than_losing_order_events(sy
 
     closed = asyncio.run(scenario())
     assert closed is not None and closed["code"] == 4408 and "reconnect" in closed["reason"]
+
+
+def _handshake(headers, frames=()):
+    """Drive one in-process ``/mcp/ws`` connection: connect with ``headers``, send ``frames`` (text),
+    then disconnect. Returns the messages the app sent (accept/close/send)."""
+    from project.mcp_ws import MCPWebSocketApp
+
+    async def scenario():
+        inbox: asyncio.Queue = asyncio.Queue()
+        sent = []
+        scope = {"type": "websocket", "path": "/mcp/ws", "headers": headers, "subprotocols": ["mcp"],
+                 "query_string": b"", "client": ("127.0.0.1", 1), "server": ("localhost", 8000)}
+        await inbox.put({"type": "websocket.connect"})
+        for text in frames:
+            await inbox.put({"type": "websocket.receive", "text": text})
+
+        async def receive():
+            return await inbox.get()
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "websocket.close":
+                await inbox.put({"type": "websocket.disconnect", "code": message.get("code", 1000)})
+
+        app = MCPWebSocketApp()
+        task = asyncio.create_task(app(scope, receive, send))
+        for _ in range(300):
+            if any(m["type"] == "websocket.close" for m in sent):
+                break
+            await asyncio.sleep(0.01)
+        if not task.done():
+            await inbox.put({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(task, 10)
+        return sent
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("headers", [
+    [(b"host", b"evil.example.com")],
+    [(b"host", b"localhost:8000"), (b"origin", b"http://evil.example.com")],
+])
+def test_a_foreign_host_or_origin_is_refused_at_the_handshake(trader, headers):
+    _, _, key = trader
+    sent = _handshake(headers + [(b"authorization", f"Bearer {key}".encode())])
+    assert sent[0]["type"] == "websocket.close"  # before any accept: the server answers HTTP 403
+    assert not any(m["type"] == "websocket.accept" for m in sent)
+
+
+def test_a_local_origin_is_accepted(trader):
+    _, _, key = trader
+    sent = _handshake([(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000"),
+                       (b"authorization", f"Bearer {key}".encode())])
+    assert sent[0]["type"] == "websocket.accept"
+
+
+@pytest.mark.parametrize("params", [["tmcp_x"], "tmcp_x", 7, {"token": ["a"]}, None])
+def test_authenticate_with_malformed_params_is_a_json_rpc_error(db, params):
+    """An unauthenticated ``authenticate`` whose params are not ``{"token": "<string>"}`` gets a
+    JSON-RPC error and a 4401 close, not a traceback."""
+    frame = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "authenticate", "params": params})
+    sent = _handshake([(b"host", b"localhost")], [frame])
+    replies = [json.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+    assert replies and replies[0]["id"] == 1 and replies[0]["error"]["code"] == 4401
+    assert [m["code"] for m in sent if m["type"] == "websocket.close"] == [4401]

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from risk.models import Channel
 from trading import selectors, services
 from trading.errors import PermissionDenied, TradingError
+from trading.money import money_input
 
 
 def error_response(exc: TradingError) -> Response:
@@ -54,12 +55,23 @@ class AccountDetailView(APIView):
         return Response(selectors.account_state(account=account))
 
 
+class MoneyField(serializers.CharField):
+    """A money field: a decimal string or a JSON number, checked before any coercion
+    (``trading.money.money_input``: no booleans, signs, exponents, NaN or non-ASCII digits)."""
+
+    def to_internal_value(self, data):
+        try:
+            return money_input(data, field=self.field_name or "value")
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
 class OrderInput(serializers.Serializer):
     account_id = serializers.IntegerField(required=False)
     symbol = serializers.CharField(max_length=32)
     side = serializers.CharField(max_length=8)
     type = serializers.CharField(max_length=24, default="MARKET")
-    quantity = serializers.CharField(max_length=64)
+    quantity = MoneyField(max_length=64)
     client_order_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
 

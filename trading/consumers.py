@@ -21,10 +21,8 @@ rejected, ``trading.approvals``) and ``{"type": "user", "kind": "activity", "dat
 Idle sockets: channels_redis 4.3 waits on an empty channel with a 5 s ``BZPOPMIN`` and redis-py 8's
 default ``socket_timeout`` is also 5 s, so ``layer.receive()`` raises ``redis.exceptions.TimeoutError``
 when nothing arrives for ~5 s (which closed every idle dashboard socket). The settings give the
-layer's connections a longer socket timeout (the fix: with it the pop simply returns empty and is
-repeated); ``patient_receive`` also retries such a timeout, so the socket survives whatever the layer's
-configuration (under a too-short timeout a message popped in the very instant the client gave up could
-still be lost: keep the settings' timeout above 5 s).
+layer's connections a longer socket timeout (with it the pop simply returns empty and is repeated):
+keep ``CHANNEL_LAYERS``' ``socket_timeout`` above 5 s.
 """
 from __future__ import annotations
 
@@ -36,11 +34,11 @@ from typing import Awaitable, Callable
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from marketdata.ingester import market_group
 from marketdata.selectors import watched_symbols
 from trading.events import account_group, user_group
+from risk.signals import access_group
 from trading.selectors import accounts_for_user
 
 log = logging.getLogger(__name__)
@@ -134,19 +132,18 @@ class Coalescer:
         self._pending.clear()
 
 
-def patient_receive(receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
-    """Wrap a channel layer's ``receive`` so a Redis read timeout on an empty channel (channels_redis's
-    5 s blocking pop vs redis-py's 5 s default ``socket_timeout``) waits again instead of killing the
-    consumer. Other errors propagate."""
+def _access_now(user_id: int, session) -> tuple[bool, set[int]]:
+    """(Is the user still active and this socket's session still theirs?, the account ids they
+    may read now). A session that was flushed (logout) no longer exists in the session store."""
+    from django.contrib.auth import SESSION_KEY, get_user_model
 
-    async def receive_again() -> dict:
-        while True:
-            try:
-                return await receive()
-            except RedisTimeoutError:
-                log.debug("channel layer receive timed out on an idle channel; waiting again")
-
-    return receive_again
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    key = getattr(session, "session_key", None)
+    if user is None or not key or not session.exists(key):
+        return False, set()
+    if str(session.__class__(key).get(SESSION_KEY)) != str(user_id):
+        return False, set()
+    return True, set(accounts_for_user(user).values_list("id", flat=True))
 
 
 def _symbol_ok(name: str) -> str:
@@ -157,16 +154,6 @@ def _symbol_ok(name: str) -> str:
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """See the module docstring."""
-
-    # channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to the layer's receive and awaits it
-    # in its dispatch loop; the setter wraps it with ``patient_receive`` (see the module docstring).
-    @property
-    def channel_receive(self):
-        return self._channel_receive
-
-    @channel_receive.setter
-    def channel_receive(self, receive):
-        self._channel_receive = patient_receive(receive)
 
     async def connect(self):
         user = self.scope.get("user")
@@ -179,7 +166,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.symbols = list(watched_symbols())
         self.coalescer = Coalescer(self.send_json)
         self.groups_joined = ([market_group(s) for s in self.symbols] + [account_group(a) for a in self.account_ids]
-                              + [user_group(user.pk)])
+                              + [user_group(user.pk), access_group(user.pk)])
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -238,6 +225,23 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         message = {"type": "account", "kind": kind, "account": event["account"], "data": event["data"], "items": [event["data"]]}
         merge = merge_balances if kind == "balances" else merge_items
         await self.coalescer.offer(("account", event["account"], kind), message, merge)
+
+    async def access_changed(self, event):
+        """The user's access changed (``risk.signals``: logout, deactivation, a grant deleted or
+        narrowed): close (4401) when this socket's session is gone or its user inactive, else stop
+        pushing accounts the user may no longer read."""
+        if event.get("user") != self.user_id:
+            return
+        still_in, allowed = await database_sync_to_async(_access_now)(self.user_id, self.scope.get("session"))
+        if not still_in:
+            await self.close(code=4401)
+            return
+        for account_id in [a for a in self.account_ids if a not in allowed]:
+            self.account_ids.remove(account_id)
+            group = account_group(account_id)
+            if group in self.groups_joined:
+                self.groups_joined.remove(group)
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def user_event(self, event):
         if event.get("user") != self.user_id:

@@ -15,7 +15,6 @@ import collections
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 
 from channels.layers import get_channel_layer
@@ -90,10 +89,7 @@ class _Publisher:
                     while self._items:
                         taken.append(self._items.popleft())
                     runs = _runs(taken)
-                    listened = await _groups_listened(layer, [group for group, _ in runs])
-                    for (group, messages), listening in zip(runs, listened):
-                        if not listening:
-                            continue
+                    for group, messages in runs:
                         message = messages[0] if len(messages) == 1 else {"type": BATCH_TYPE, "messages": messages}
                         try:
                             await layer.group_send(group, message)
@@ -124,35 +120,6 @@ class _Publisher:
                 await asyncio.sleep(0.005)
 
         asyncio.run_coroutine_threadsafe(wait_empty(), self._loop).result(timeout)
-
-
-async def _groups_listened(layer, groups: list[str]) -> list[bool]:
-    """Which of ``groups`` have a member (a dashboard socket) now, asked in one round trip on this
-    loop's ``project.fastredis`` lane: channels_redis's ``group_send`` makes two round trips
-    through redis-py even to an empty group, which was most of this thread's work under agents
-    trading with no dashboard open (py-spy: ~5 % of the web process's CPU per order).
-
-    Counts the members channels_redis would send to: those of the group's sorted set added within
-    its ``group_expiry`` (``RedisChannelLayer.group_add`` scores them with the time added,
-    ``group_send`` drops older ones first). A socket that joins after the count misses this
-    message, as it would have had it joined a moment later; consumers load the current state
-    when they connect. Any other channel layer, more than one Redis host, or a failed count:
-    every group counts as listened to (plain ``group_send``)."""
-    from channels_redis.core import RedisChannelLayer
-    from django.conf import settings
-
-    from project import fastredis
-
-    hosts = getattr(layer, "hosts", None) or []
-    if type(layer) is not RedisChannelLayer or len(hosts) != 1 or hosts[0].get("address") != settings.REDIS_URL:
-        return [True] * len(groups)
-    since = f"({int(time.time()) - layer.group_expiry}"
-    try:
-        counts = await (await fastredis.lane()).execute(*[("ZCOUNT", layer._group_key(g), since, "+inf") for g in groups])
-    except Exception as exc:
-        log.warning("counting dashboard listeners failed (%s: %s): pushing to every group", type(exc).__name__, exc)
-        return [True] * len(groups)
-    return [not isinstance(n, int) or n > 0 for n in counts]
 
 
 def _runs(items: list[tuple[str, dict]]) -> list[tuple[str, list[dict]]]:
