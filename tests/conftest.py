@@ -18,7 +18,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import cache_quotes
 
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 from risk import secrets as risk_secrets
 from risk.models import AuditEvent, ExchangeCredential
 from risk.services import agent_token_create, exchange_credential_set

@@ -17,7 +17,7 @@ import pytest
 from conftest import cache_quotes
 import requests
 
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 from risk.models import AuditEvent
 from trading import services
 from trading.errors import OrderRejected
@@ -361,7 +361,7 @@ def _retries(ctx, monkeypatch):
     assert [x.client_order_id for x in remote.orders.values()].count("lost-answer") == 1
 
     # A 503 before the matching engine: looked up (-2013, not there), sent once more with the same id.
-    from marketdata.replay.testing import http
+    from replay.testing import http
 
     http("POST", ctx.ex.base_url + "/_replay/fail", {"status": 503, "count": 1, "paths": ["/api/v3/order"]})
     again = place(ctx, quantity="0.002", client_order_id="after-503")

@@ -17,9 +17,9 @@ import pytest
 from binance import Client
 from binance.exceptions import BinanceAPIException
 
-from marketdata.replay.account import DEMO_API_KEY, DEMO_API_SECRET
-from marketdata.replay.server import ReplayServer
-from marketdata.replay.testing import http
+from replay.account import DEMO_API_KEY, DEMO_API_SECRET
+from replay.server import ReplayServer
+from replay.testing import http
 
 E8 = Decimal("0.00000001")
 KEY, SECRET = "k" * 64, "s" * 64

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from marketdata.replay import testing as rt
-from marketdata.replay.clock import ReplayClock
-from marketdata.replay.model import (
+from replay import testing as rt
+from replay.clock import ReplayClock
+from replay.model import (
     TRADE_ID_BASE,
     UPDATE_ID_BASE,
     ReplayModel,
@@ -16,7 +16,7 @@ from marketdata.replay.model import (
     bucket_next,
     bucket_open,
 )
-from marketdata.replay.tape import Tape, TapeError, load_tape, parse_kline_rows
+from replay.tape import Tape, TapeError, load_tape, parse_kline_rows
 
 START = 1_800_000_012_345  # 2027-01-15T08:00:12.345Z
 
@@ -138,7 +138,7 @@ def test_aggregated_klines_match_an_independent_aggregation(model, interval, min
         expected = rt.aggregate_rows(rows[first:first + minutes])
         expected[0] += shift
         expected[6] += shift
-        from marketdata.replay.wire import kline_row
+        from replay.wire import kline_row
 
         assert kline_row(k) == expected
 

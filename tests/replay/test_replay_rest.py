@@ -8,10 +8,10 @@ import pytest
 from binance import AsyncClient, Client
 from binance.exceptions import BinanceAPIException
 
-from marketdata.replay import refdata
-from marketdata.replay import testing as rt
-from marketdata.replay.server import ReplayServer
-from marketdata.replay.wire import kline_row
+from replay import refdata
+from replay import testing as rt
+from replay.server import ReplayServer
+from replay.wire import kline_row
 
 
 START_MS = 1_800_000_012_345  # 2027-01-15T08:00:12.345Z: a fixed replay start, reproducible values

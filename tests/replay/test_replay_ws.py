@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import websockets
 
-from marketdata.replay import testing as rt
-from marketdata.replay.model import UPDATE_ID_BASE
-from marketdata.replay.server import ReplayServer
+from replay import testing as rt
+from replay.model import UPDATE_ID_BASE
+from replay.server import ReplayServer
 
 
 START_MS = 1_800_000_012_345  # 2027-01-15T08:00:12.345Z: a fixed replay start, reproducible values

@@ -153,7 +153,7 @@ def credentials(account, stored=None) -> tuple[str, str]:
     key = account.api_key or settings.BINANCE_API_KEY or ""
     secret = settings.BINANCE_API_SECRET or ""
     if not secret and settings.BINANCE_VENUE == "replay":
-        from marketdata.replay.account import DEMO_API_KEY, DEMO_API_SECRET
+        from replay.account import DEMO_API_KEY, DEMO_API_SECRET
 
         if key in ("", DEMO_API_KEY):
             key, secret = DEMO_API_KEY, DEMO_API_SECRET

@@ -61,13 +61,12 @@ import secrets
 import string
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
-from types import SimpleNamespace
 from urllib.parse import parse_qsl, unquote_plus
 
 from aiohttp import web
-from multidict import MultiDict
 
 from .errors import BinanceError, illegal_chars, mandatory_missing
+from .params import Params, dumps, json_response, read_json_body
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +295,7 @@ class ReplayAccounts:
         self.app = app
         self.clock = app.clock
         self.model = app.model
-        self.entries = app._entries
+        self.entries = app.entries
         self.starting_balances = {a: Decimal(str(v)) for a, v in (starting_balances or DEFAULT_BALANCES).items()}
         self.maker_rate = Decimal(str(maker_rate))
         self.taker_rate = Decimal(str(taker_rate))
@@ -387,23 +386,23 @@ class ReplayAccounts:
     async def c_add_account(self, request):
         """``POST /_replay/accounts`` ``{"apiKey"?, "secretKey"?, "balances"?: {asset: amount}}``
         -> ``{"apiKey", "secretKey", "balances"}`` (random 64-character key/secret when absent)."""
-        body = await self.app._body(request)
+        body = await read_json_body(request)
         alnum = string.ascii_letters + string.digits
         key = body.get("apiKey") or "".join(secrets.choice(alnum) for _ in range(64))
         secret = body.get("secretKey") or "".join(secrets.choice(alnum) for _ in range(64))
         try:
             acct = self.add_key(str(key), str(secret), body.get("balances"))
         except (InvalidOperation, TypeError, ValueError) as e:
-            return self.app._json({"error": str(e)}, 400)
-        return self.app._json({"apiKey": acct.api_key, "secretKey": acct.secret, "balances": self._balances(acct)})
+            return json_response({"error": str(e)}, 400)
+        return json_response({"apiKey": acct.api_key, "secretKey": acct.secret, "balances": self._balances(acct)})
 
     async def c_get_account(self, request):
         """``GET /_replay/accounts/<apiKey>``: balances, orders and trades (no secret)."""
         acct = self.accounts.get(request.match_info["api_key"])
         if acct is None:
-            return self.app._json({"error": "unknown apiKey"}, 404)
+            return json_response({"error": "unknown apiKey"}, 404)
         self.advance()
-        return self.app._json({
+        return json_response({
             "apiKey": acct.api_key, "balances": self._balances(acct),
             "orders": [o.as_query() for o in acct.orders.values()],
             "trades": [t.as_rest() for ts in acct.trades.values() for t in ts],
@@ -416,12 +415,10 @@ class ReplayAccounts:
         -2014 key missing/malformed, -2015 unknown key (HTTP 401), -1102 missing timestamp or
         signature, -1131 recvWindow > 60000, -1021 timestamp outside recvWindow or > 1 s ahead,
         -1022 bad signature; -1101 duplicate parameters."""
-        from .server import Params
-
         raw_query = request.rel_url.raw_query_string
         raw_body = (await request.text()) if request.can_read_body else ""
         pairs = parse_qsl(raw_query, keep_blank_values=True) + parse_qsl(raw_body, keep_blank_values=True)
-        params = Params(SimpleNamespace(query=MultiDict(pairs)), (*allowed, "timestamp", "recvWindow", "signature"))
+        params = Params.from_pairs(pairs, (*allowed, "timestamp", "recvWindow", "signature"))
         key = request.headers.get("X-MBX-APIKEY", "")
         acct = self.accounts.get(key)
         if acct is None:
@@ -518,15 +515,9 @@ class ReplayAccounts:
             for ws in list(acct.sockets):
                 try:
                     for ev in events:
-                        await ws.send_str(self.app_dumps(ev))
+                        await ws.send_str(dumps(ev))
                 except (ConnectionError, RuntimeError):
                     acct.sockets.discard(ws)
-
-    @staticmethod
-    def app_dumps(obj) -> str:
-        from .server import dumps
-
-        return dumps(obj)
 
     # -- locks and fills --------------------------------------------------------------------------
     def _lock(self, acct: RAccount, o: ROrder, asset: str, amount: Decimal) -> None:
