@@ -177,3 +177,12 @@ async def read_json_body(request: web.Request) -> dict:
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text=dumps({"error": "body must be a JSON object"}), content_type="application/json")
     return body
+
+
+class Reply:
+    """A handler's answer with extra HTTP headers (e.g. ``X-MBX-ORDER-COUNT-10S`` on orders)."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, body, headers: dict[str, str]):
+        self.body, self.headers = body, headers

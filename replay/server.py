@@ -81,8 +81,9 @@ from .errors import (
     too_much_weight,
 )
 from .model import INTERVAL_MS, ReplayModel
-from .params import Params, dumps, json_response, read_json_body
+from .params import Params, Reply, dumps, json_response, read_json_body
 from .streams import StreamSpec, parse_stream, stream_events
+from .wsapi import WsApi
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class ReplayApp:
         for rl in info.get("rateLimits", []):
             if rl.get("rateLimitType") == "REQUEST_WEIGHT":
                 rl["limit"] = weight_limit
-        self._rate_limits = info.get("rateLimits", [])
+        self.rate_limits = info.get("rateLimits", [])
         self._exchange_filters = info.get("exchangeFilters", [])
         self._timezone = info.get("timezone", "UTC")
         all_entries = {s["symbol"]: s for s in info["symbols"]}
@@ -240,6 +241,7 @@ class ReplayApp:
         # Signed endpoints (orders, account, user data streams): see account.py.
         self.accounts = ReplayAccounts(self, accounts, starting_balances=starting_balances)
         self.accounts.register(self.rest_routes)
+        self.wsapi = WsApi(self, self.accounts)
 
     # -- app ---------------------------------------------------------------------------------------
     def build(self) -> web.Application:
@@ -250,6 +252,7 @@ class ReplayApp:
         app.router.add_get("/ws/{streams:.*}", self.h_ws)
         app.router.add_get("/stream", self.h_ws)
         app.router.add_get("/stream/", self.h_ws)
+        app.router.add_get("/ws-api/v3", self.wsapi.handler)
         app.router.add_get("/_replay/state", self.c_state)
         app.router.add_post("/_replay/clock", self.c_clock)
         app.router.add_post("/_replay/drop", self.c_drop)
@@ -289,6 +292,8 @@ class ReplayApp:
             body = await handler(request)
         except BinanceError as e:
             return json_response(e.body(), e.status, {**wh, **e.headers})
+        if isinstance(body, Reply):
+            return json_response(body.body, 200, {**wh, **body.headers})
         return json_response(body, 200, wh)
 
     def _failure(self, rule: FailRule) -> BinanceError:
@@ -356,7 +361,7 @@ class ReplayApp:
         return {
             "timezone": self._timezone,
             "serverTime": self.clock.wall_ms(),
-            "rateLimits": self._rate_limits,
+            "rateLimits": self.rate_limits,
             "exchangeFilters": self._exchange_filters,
             "symbols": entries,
         }
@@ -485,11 +490,12 @@ class ReplayApp:
             combined = False
             raw = request.match_info.get("streams", "")
         names = [n for n in raw.split("/") if n]
-        if not combined and len(names) == 1 and self.accounts.has_listen_key(names[0]):
-            return await self.accounts.h_user_ws(request, names[0])  # user data stream
         specs = [parse_stream(n) for n in names]
-        if any(s is None for s in specs):
+        if combined and any(s is None for s in specs):
             return json_response({"code": 2, "msg": "Invalid request: invalid stream"}, 400)
+        # /ws/<anything>: Binance accepts the connection (ccxt.pro opens /ws/0, then SUBSCRIBEs);
+        # path segments that are not stream names subscribe to nothing.
+        specs = [s for s in specs if s is not None]
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20, compress=False)
         if not ws.can_prepare(request).ok:
             return json_response({"code": 2, "msg": "Invalid request: expected a WebSocket upgrade"}, 400)
@@ -642,7 +648,7 @@ class ReplayApp:
                 await c.ws.close(code=code, message=b"replay: dropped")
             except Exception:  # noqa: BLE001 - already broken connections are fine to skip
                 pass
-        return len(conns)
+        return len(conns) + await self.wsapi.close_all(code, b"replay: dropped")
 
     # -- control API --------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -668,6 +674,7 @@ class ReplayApp:
                 "history_minutes": self.model.history_minutes,
                 "symbols": symbols,
                 "connections": len(self.conns),
+                "ws_api_sessions": len(self.wsapi.sessions),
                 "streams": sorted({n for c in self.conns for n in c.streams}),
                 "weight_limit": self.weight_limit,
                 "pending_failures": [r.__dict__ for r in self.fail_rules],
@@ -810,6 +817,11 @@ class ReplayServer:
     def api_url(self) -> str:
         """python-binance ``API_URL``: ``http://<host>:<port>/api``."""
         return f"{self.base_url}/api"
+
+    @property
+    def ws_api_url(self) -> str:
+        """Binance's WebSocket API base (python-binance ``WebsocketAPI(url=...)``): ``ws://<host>:<port>/ws-api/v3``."""
+        return f"ws://{self.host}:{self.port}/ws-api/v3"
 
     @property
     def stream_url(self) -> str:

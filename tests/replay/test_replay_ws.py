@@ -284,12 +284,21 @@ def test_pause_freezes_prices_and_streams():
         assert rt.http("POST", srv.base_url + "/_replay/clock", {"speed": -1})[0] == 400
 
 
-def test_malformed_stream_is_refused_and_unknown_symbol_is_silent(replay_live):
+def test_any_ws_path_is_a_connection_that_subscribes_malformed_combined_is_refused_unknown_symbol_silent(replay_live):
+    """Binance accepts ``/ws/<anything>`` (ccxt.pro opens ``/ws/0`` and then sends SUBSCRIBE)."""
     srv = replay_live
 
     async def go():
+        async with websockets.connect(srv.stream_url + "ws/0") as ws:
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 7}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": None, "id": 7}
+            trade = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert (trade["e"], trade["s"]) == ("trade", "BTCUSDT")
+        async with websockets.connect(srv.stream_url + "ws/btcusdt@bogus") as ws:  # nothing subscribed
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": [], "id": 1}
         with pytest.raises(websockets.InvalidStatus) as ei:
-            async with websockets.connect(srv.stream_url + "ws/btcusdt@bogus"):
+            async with websockets.connect(srv.stream_url + "stream?streams=btcusdt@bogus"):
                 pass
         async with websockets.connect(srv.stream_url + "ws/dogeusdt@trade") as ws:
             with pytest.raises(asyncio.TimeoutError):
