@@ -62,6 +62,7 @@ def venue(ex, db, settings, django_user_model):
     from trading.services import account_create
 
     settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = ex.api_url, ex.stream_url
+    settings.BINANCE_WS_API_URL = ex.ws_api_url
     settings.BINANCE_API_KEY, settings.BINANCE_API_SECRET = rand(), rand()
     key, secret = rand(), rand()
     ex.add_key(key, secret, {"USDT": "100000", "BTC": "1"})

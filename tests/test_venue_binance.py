@@ -78,6 +78,7 @@ def _setup(ex, settings, django_user_model) -> Ctx:
     from trading.services import account_create
 
     settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = ex.api_url, ex.stream_url
+    settings.BINANCE_WS_API_URL = ex.ws_api_url
     key, secret = rand(), rand()
     ex.add_key(key, secret, {"USDT": "100000", "BTC": "1"})
     settings.BINANCE_API_KEY, settings.BINANCE_API_SECRET = key, secret
