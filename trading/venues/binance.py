@@ -902,6 +902,7 @@ async def follow_account(account_id: int, *, stop: asyncio.Event, on_ready=None,
                 if event.get("e") == "error":  # python-binance: the WebSocket API connection dropped
                     log.info("user stream of account %s: %s (%s); subscribing again", account_id,
                              event.get("type"), event.get("m"))
+                    socket = None  # its subscription died with the connection: nothing to unsubscribe
                     break
                 result = await sync_to_async(handle_user_event)(account_id, event)
                 if result.get("reconnect"):
