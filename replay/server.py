@@ -219,7 +219,7 @@ class ReplayApp:
         self.rate_limits = info.get("rateLimits", [])
         self._exchange_filters = info.get("exchangeFilters", [])
         self._timezone = info.get("timezone", "UTC")
-        all_entries = {s["symbol"]: s for s in info["symbols"]}
+        all_entries = {s["symbol"]: refdata.current_entry(s) for s in info["symbols"]}
         self.entries = {s: all_entries[s] for s in model.symbols}
         self._info_entries = all_entries if full_exchange_info else self.entries
         w = lambda n: (lambda q: n)  # noqa: E731
@@ -355,7 +355,7 @@ class ReplayApp:
                     raise invalid_param("permissions") from None
             else:
                 wanted = {perms_raw}
-            entries = [e for e in entries if wanted & set(e.get("permissions", []))]
+            entries = [e for e in entries if any(wanted & set(ps) for ps in e.get("permissionSets", []))]
         if status is not None:
             entries = [e for e in entries if e.get("status") == status]
         return {

@@ -247,7 +247,25 @@ def test_exchange_info_and_python_binance_create(replay_paused):
     offset, info, sym, two, margin = rt.run(go())
     assert abs(offset) < 5000  # serverTime is the wall clock, not replay time
     assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT"]
-    assert sym == refdata.symbol_entry("ETHUSDT")
+    recorded = refdata.symbol_entry("ETHUSDT")
+    assert sym == refdata.current_entry(recorded)
+    # today's schema (Binance "Exchange information" example) with the recorded values
+    documented = {"symbol", "status", "baseAsset", "baseAssetPrecision", "quoteAsset", "quotePrecision",
+                  "quoteAssetPrecision", "baseCommissionPrecision", "quoteCommissionPrecision", "orderTypes",
+                  "icebergAllowed", "ocoAllowed", "otoAllowed", "opoAllowed", "quoteOrderQtyMarketAllowed",
+                  "allowTrailingStop", "cancelReplaceAllowed", "amendAllowed", "pegInstructionsAllowed",
+                  "isSpotTradingAllowed", "isMarginTradingAllowed", "filters", "permissions", "permissionSets",
+                  "defaultSelfTradePreventionMode", "allowedSelfTradePreventionModes"}
+    assert set(sym) == documented
+    assert sym["permissionSets"] == [recorded["permissions"]] and sym["permissions"] == []
+    assert sym["defaultSelfTradePreventionMode"] in sym["allowedSelfTradePreventionModes"]
+    fs, old_fs = {f["filterType"]: f for f in sym["filters"]}, {f["filterType"]: f for f in recorded["filters"]}
+    assert not {"MIN_NOTIONAL", "PERCENT_PRICE"} & set(fs) and {"NOTIONAL", "PERCENT_PRICE_BY_SIDE", "TRAILING_DELTA"} <= set(fs)
+    assert set(fs["NOTIONAL"]) == {"filterType", "minNotional", "applyMinToMarket", "maxNotional", "applyMaxToMarket",
+                                   "avgPriceMins"}
+    assert fs["NOTIONAL"]["minNotional"] == old_fs["MIN_NOTIONAL"]["minNotional"]
+    assert (fs["PERCENT_PRICE_BY_SIDE"]["bidMultiplierUp"], fs["PERCENT_PRICE_BY_SIDE"]["askMultiplierDown"]) == (
+        old_fs["PERCENT_PRICE"]["multiplierUp"], old_fs["PERCENT_PRICE"]["multiplierDown"])
     assert {f["filterType"]: f for f in sym["filters"]}["PRICE_FILTER"]["tickSize"] == "0.01000000"
     weight = next(r for r in info["rateLimits"] if r["rateLimitType"] == "REQUEST_WEIGHT")
     assert weight["limit"] == 6000 and info["timezone"] == "UTC"
