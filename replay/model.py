@@ -763,7 +763,9 @@ class ReplayModel:
         return self.depth_at_index(symbol, self.trade_index(symbol, t), limit)
 
     def depth_update(self, symbol: str, index: int) -> DepthUpdate:
-        """Diff between the books at indices ``index - 1`` and ``index`` (``depthUpdate``)."""
+        """Diff between the books at indices ``index - 1`` and ``index`` (``depthUpdate``); empty
+        when the price did not move. ``U`` (``first_update_id``) is one past the last second whose
+        book changed, so the events that are sent chain ``U = previous u + 1`` as on Binance."""
         sr = self._sym(symbol)
         tick, shape = sr.tick, sr.shape
         cur_b, cur_a = sr.book(index)
@@ -781,10 +783,15 @@ class ReplayModel:
             ch.sort(reverse=reverse)
             return tuple([(p * tick, q) for p, q in ch])
 
+        # Seconds whose price did not move leave the book as it was: no event is sent for them
+        # (streams.py), so this event's first update id follows the previous event's last one.
+        first = index
+        while first > 1 and index - first < 3600 and sr.price_at(first - 1) == sr.price_at(first - 2):
+            first -= 1
         uid = UPDATE_ID_BASE + index
         return DepthUpdate(
             symbol=symbol,
-            first_update_id=uid,
+            first_update_id=UPDATE_ID_BASE + first,
             final_update_id=uid,
             time=sr.T0 + index * SECOND_MS,
             bid_changes=diff(cur_b, prev_b, shape.bid_sizes_e8, True),
