@@ -145,6 +145,43 @@ class WeightTracker:
         return used if m == self._wall_ms() // 60_000 else 0
 
 
+class BanTracker:
+    """Binance "LIMITS": "Repeatedly violating rate limits and/or failing to back off after
+    receiving 429s will result in an automated IP ban (HTTP status 418)", "from 2 minutes to 3
+    days" for repeat offenders. An IP that gets a 429 and sends ``ban_after`` more requests that
+    also exceed the limit before its ``Retry-After`` passed is banned for 2 minutes, doubling with
+    each ban (at most 3 days)."""
+
+    def __init__(self, wall_ms: Callable[[], int], ban_after: int):
+        self._wall_ms = wall_ms
+        self.ban_after = ban_after
+        self._retry_at: dict[str, int] = {}
+        self._ignored: dict[str, int] = {}
+        self._until: dict[str, int] = {}
+        self._bans: dict[str, int] = {}
+
+    def banned(self, ip: str) -> BinanceError | None:
+        """The 418 -1003 answer while ``ip`` is banned, else None."""
+        until, now = self._until.get(ip, 0), self._wall_ms()
+        if now < until:
+            return ip_banned(until, max(1, -(-(until - now) // 1000)))
+        return None
+
+    def on_429(self, ip: str, retry_after_s: int) -> BinanceError | None:
+        """Count a request over the limit; the 418 answer when it is one too many, else None."""
+        now = self._wall_ms()
+        ignored = self._ignored.get(ip, 0) + 1 if now < self._retry_at.get(ip, 0) else 0
+        self._ignored[ip] = ignored
+        self._retry_at[ip] = max(self._retry_at.get(ip, 0), now + retry_after_s * 1000)
+        if self.ban_after and ignored >= self.ban_after:
+            n = self._bans.get(ip, 0)
+            self._bans[ip] = n + 1
+            self._until[ip] = now + min(120_000 * 2**n, 3 * 86_400_000)
+            self._ignored[ip] = 0
+            return self.banned(ip)
+        return None
+
+
 @dataclass
 class FailRule:
     """An armed failure (``POST /_replay/fail``): the next ``count`` matching REST calls fail."""
@@ -193,6 +230,7 @@ class ReplayApp:
         model: ReplayModel,
         *,
         weight_limit: int = 6000,
+        ban_after_ignored_429: int = 5,
         ping_interval: float = 20.0,
         pong_timeout: float = 60.0,
         tick_ms: int = 100,
@@ -210,6 +248,7 @@ class ReplayApp:
         self.tick_ms = tick_ms
         self.max_catchup_ms = max_catchup_ms
         self.weights = WeightTracker(clock.wall_ms)
+        self.bans = BanTracker(clock.wall_ms, ban_after_ignored_429)
         self.fail_rules: list[FailRule] = []
         self.conns: set[_Conn] = set()
         info = refdata.exchange_info(data_dir)
@@ -282,11 +321,14 @@ class ReplayApp:
         route = self.rest_routes.get((request.method, path))
         if route is None:
             return web.Response(status=404)
+        banned = self.bans.banned(ip)
+        if banned is not None:
+            return json_response(banned.body(), banned.status, banned.headers)
         weight_fn, handler = route
         used, retry_after = self.weights.add(ip, weight_fn(request.query))
         wh = {"X-MBX-USED-WEIGHT": str(used), "X-MBX-USED-WEIGHT-1M": str(used)}
         if used > self.weight_limit:
-            e = too_much_weight(self.weight_limit, retry_after)
+            e = self.bans.on_429(ip, retry_after) or too_much_weight(self.weight_limit, retry_after)
             return json_response(e.body(), e.status, {**wh, **e.headers})
         try:
             body = await handler(request)
@@ -748,6 +790,8 @@ class ReplayServer:
         history_minutes: closed minutes before the start (default 600; see ``model.py``).
         symbols: replayed symbols (default: every symbol with a tape).
         weight_limit: REQUEST_WEIGHT per IP per minute before 429 (default 6000).
+        ban_after_ignored_429: requests over the limit an IP may send after a 429 before its
+            ``Retry-After`` before it is banned (418, 2 minutes doubling); 0 never bans (default 5).
         ping_interval / pong_timeout: WebSocket keepalive in seconds (20 / 60).
         tick_ms: WebSocket send period in wall ms (100).
         max_catchup_ms: most replay ms of events sent in one tick (60000).
@@ -773,6 +817,7 @@ class ReplayServer:
         history_minutes: int = 600,
         symbols: Iterable[str] | None = None,
         weight_limit: int = 6000,
+        ban_after_ignored_429: int = 5,
         ping_interval: float = 20.0,
         pong_timeout: float = 60.0,
         tick_ms: int = 100,
@@ -791,6 +836,7 @@ class ReplayServer:
             self.clock,
             self.model,
             weight_limit=weight_limit,
+            ban_after_ignored_429=ban_after_ignored_429,
             ping_interval=ping_interval,
             pong_timeout=pong_timeout,
             tick_ms=tick_ms,

@@ -284,3 +284,21 @@ def test_exchange_info_and_python_binance_create(replay_paused):
         assert ei.value.code == -1121
     finally:
         client.close_connection()
+
+
+def test_ignoring_429s_gets_the_ip_banned_with_418():
+    """Binance "LIMITS": failing to back off after 429s gets an automated IP ban (HTTP 418, -1003
+    "Way too much request weight used; IP banned until ..."), 2 minutes for a first offence."""
+    with ReplayServer(port=0, paused=True, weight_limit=10, ban_after_ignored_429=2) as srv:
+        url = srv.api_url + "/v3/ping"
+        statuses = [rt.http("GET", url)[0] for _ in range(10)]
+        assert statuses == [200] * 10
+        first = rt.http("GET", url)
+        assert first[0] == 429 and first[2]["code"] == -1003
+        assert rt.http("GET", url)[0] == 429  # one ignored Retry-After
+        status, headers, body = rt.http("GET", url)  # two: banned
+        assert status == 418 and body["code"] == -1003
+        assert body["msg"].startswith("Way too much request weight used; IP banned until ")
+        until = int(body["msg"].split("until ")[1].split(".")[0])
+        assert 110_000 <= until - srv.clock.wall_ms() <= 120_000 and 110 <= int(headers["Retry-After"]) <= 120
+        assert rt.http("GET", srv.api_url + "/v3/time")[0] == 418  # every endpoint, while it lasts
