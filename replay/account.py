@@ -440,6 +440,7 @@ class ReplayAccounts:
         app.router.add_post("/_replay/accounts", self.c_add_account)
         app.router.add_get("/_replay/accounts/{api_key}", self.c_get_account)
         app.router.add_post("/_replay/accounts/{api_key}/balance", self.c_balance_update)
+        app.router.add_post("/_replay/accounts/{api_key}/terminate", self.c_terminate)
         app.on_startup.append(self._start_tick)
         app.on_cleanup.append(self._stop_tick)
 
@@ -515,6 +516,18 @@ class ReplayAccounts:
         self._position_event(acct, now)
         await self.flush()
         return json_response({"apiKey": acct.api_key, "balances": self._balances(acct)})
+
+    async def c_terminate(self, request):
+        """``POST /_replay/accounts/<apiKey>/terminate``: end every user-data subscription of the key
+        with ``eventStreamTerminated`` (as Binance does when a subscription ends on its side) ->
+        ``{"terminated": n}``."""
+        acct = self.accounts.get(request.match_info["api_key"])
+        if acct is None:
+            return json_response({"error": "unknown apiKey"}, 404)
+        subs = list(acct.subscribers)
+        for sub in subs:
+            await sub.terminate()
+        return json_response({"terminated": len(subs)})
 
     # -- request authentication -------------------------------------------------------------------
     async def _auth(self, request: web.Request, allowed: tuple[str, ...], *, signed: bool = True):

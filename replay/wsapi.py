@@ -85,12 +85,22 @@ class Subscription:
     async def deliver(self, event: dict) -> None:
         await self.session.send({"subscriptionId": self.sid, "event": event})
 
+    async def terminate(self) -> None:
+        """End this subscription from the exchange's side: ``eventStreamTerminated``, then no more events."""
+        self.session.subs.pop(self.sid, None)
+        self.acct.subscribers.discard(self)
+        try:
+            await self.deliver({"e": "eventStreamTerminated", "E": self.session.clock.now_ms()})
+        except (ConnectionError, RuntimeError):
+            pass
+
 
 class Session:
     """One ``/ws-api/v3`` connection: its logged-on key, its subscriptions, a send lock."""
 
-    def __init__(self, ws: web.WebSocketResponse, peer: str, wall_ms: int):
-        self.ws, self.peer, self.connected_since = ws, peer, wall_ms
+    def __init__(self, ws: web.WebSocketResponse, peer: str, clock):
+        self.ws, self.peer, self.clock = ws, peer, clock
+        self.connected_since = clock.wall_ms()
         self.acct: RAccount | None = None
         self.authorized_since: int | None = None
         self.subs: dict[int, Subscription] = {}
@@ -118,7 +128,7 @@ class WsApi:
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade")
         await ws.prepare(request)
-        session = Session(ws, request.remote or "unknown", self.accounts.clock.wall_ms())
+        session = Session(ws, request.remote or "unknown", self.accounts.clock)
         self.sessions.add(session)
         try:
             async for msg in ws:
@@ -274,9 +284,7 @@ class WsApi:
 
     async def _end(self, session: Session, sid: int) -> None:
         """End subscription ``sid`` with ``eventStreamTerminated`` (Binance "Event Stream Terminated")."""
-        sub = session.subs.pop(sid)
-        sub.acct.subscribers.discard(sub)
-        await sub.deliver({"e": "eventStreamTerminated", "E": self.accounts.clock.now_ms()})
+        await session.subs[sid].terminate()
 
     async def _end_logon_subscription(self, session: Session) -> None:
         for sid, sub in list(session.subs.items()):

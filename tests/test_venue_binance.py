@@ -722,3 +722,26 @@ def test_follower_subscribes_again_after_the_exchange_drops_the_ws_api_connectio
         wait_for(lambda: Order.objects.filter(pk=order["orderId"], status="FILLED").first(), "FILLED after the drop")
     finally:
         follower.stop()
+
+
+def test_follower_subscribes_again_after_event_stream_terminated(ctx_tx):
+    """``eventStreamTerminated`` ends a subscription (Binance "Event Stream Terminated"): the
+    follower subscribes again, and a later fill is still booked from the stream."""
+    from replay.testing import http
+
+    c = ctx_tx
+    follower = Follower(c.account.pk).start()
+    try:
+        remote = c.ex.accounts.account(c.key)
+        wait_for(lambda: remote.subscribers, "a subscription")
+        first = next(iter(remote.subscribers))
+        status, _, body = http("POST", f"{c.ex.base_url}/_replay/accounts/{c.key}/terminate")
+        assert status == 200 and body == {"terminated": 1}
+        wait_for(lambda: remote.subscribers and first not in remote.subscribers, "a new subscription", 20)
+        price, _ = target(c, -1)
+        tr = future_trade(c, lambda p: p < price, min_qty=Decimal("0.002"))
+        order = place(c, order_type="LIMIT", quantity="0.002", price=str(price), client_order_id="after-terminated")
+        advance_to(c, tr.time)
+        wait_for(lambda: Order.objects.filter(pk=order["orderId"], status="FILLED").first(), "FILLED after the new subscription")
+    finally:
+        follower.stop()
