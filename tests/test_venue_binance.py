@@ -44,7 +44,8 @@ def ex():
     Started on a whole minute, so every run replays the same prints from the same second."""
     import time
 
-    srv = ReplayServer(port=0, paused=True, start_wall_ms=int(time.time() // 60) * 60_000)
+    srv = ReplayServer(port=0, paused=True, start_wall_ms=int(time.time() // 60) * 60_000,
+                       weight_limit=100_000)  # these tests are about booking, not the weight limit
     srv.start()
     yield srv
     srv.stop()
@@ -561,7 +562,8 @@ def ex_testnet():
     """A second replay exchange standing in for the testnet, beside ``ex`` (the "live" one)."""
     import time
 
-    srv = ReplayServer(port=0, paused=True, start_wall_ms=int(time.time() // 60) * 60_000)
+    srv = ReplayServer(port=0, paused=True, start_wall_ms=int(time.time() // 60) * 60_000,
+                       weight_limit=100_000)  # these tests are about booking, not the weight limit
     srv.start()
     yield srv
     srv.stop()
