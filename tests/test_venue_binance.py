@@ -706,6 +706,21 @@ def test_live_and_testnet_accounts_side_by_side_each_on_its_own_endpoint(ex, ex_
             f.stop()
 
 
+def _later_fill(c: Ctx, cid: str):
+    """A resting LIMIT that a later replayed print fills: a BUY below the last print, or a SELL
+    above it when the next two replay hours never go lower (the shared clock moves per test)."""
+    for direction, side in ((-1, "BUY"), (+1, "SELL")):
+        try:
+            price, _ = target(c, direction)
+        except AssertionError:
+            continue
+        through = (lambda p: p < price) if side == "BUY" else (lambda p: p > price)
+        tr = future_trade(c, through, min_qty=Decimal("0.002"))
+        order = place(c, side=side, order_type="LIMIT", quantity="0.002", price=str(price), client_order_id=cid)
+        return order, tr
+    raise AssertionError("the replay does not move a tick either way in two hours")
+
+
 def test_follower_subscribes_again_after_the_exchange_drops_the_ws_api_connection(ctx_tx):
     """A WebSocket API subscription dies with its connection: after the replay drops every socket,
     the follower connects and subscribes again (and reconciles), so a later fill is still booked."""
@@ -717,9 +732,7 @@ def test_follower_subscribes_again_after_the_exchange_drops_the_ws_api_connectio
         c.ex.drop_connections()
         wait_for(lambda: c.ex.accounts.account(c.key).subscribers and first not in c.ex.accounts.account(c.key).subscribers,
                  "a new subscription", 20)
-        price, _ = target(c, -1)
-        tr = future_trade(c, lambda p: p < price, min_qty=Decimal("0.002"))
-        order = place(c, order_type="LIMIT", quantity="0.002", price=str(price), client_order_id="after-drop")
+        order, tr = _later_fill(c, "after-drop")
         advance_to(c, tr.time)
         wait_for(lambda: Order.objects.filter(pk=order["orderId"], status="FILLED").first(), "FILLED after the drop")
     finally:
@@ -740,9 +753,7 @@ def test_follower_subscribes_again_after_event_stream_terminated(ctx_tx):
         status, _, body = http("POST", f"{c.ex.base_url}/_replay/accounts/{c.key}/terminate")
         assert status == 200 and body == {"terminated": 1}
         wait_for(lambda: remote.subscribers and first not in remote.subscribers, "a new subscription", 20)
-        price, _ = target(c, -1)
-        tr = future_trade(c, lambda p: p < price, min_qty=Decimal("0.002"))
-        order = place(c, order_type="LIMIT", quantity="0.002", price=str(price), client_order_id="after-terminated")
+        order, tr = _later_fill(c, "after-terminated")
         advance_to(c, tr.time)
         wait_for(lambda: Order.objects.filter(pk=order["orderId"], status="FILLED").first(), "FILLED after the new subscription")
     finally:
