@@ -1,6 +1,6 @@
 """Agent evaluation on replayed real markets (``manage.py evaluate_agent``).
 
-One run: a fresh replay exchange (``marketdata.replay``) positioned on a slice of the recorded
+One run: a fresh replay exchange (``replay``) positioned on a slice of the recorded
 tape, a fresh paper account with its own agent token (restricted to that account), our MCP server
 (``/mcp`` and ``/mcp/ws``, the production ``MCPEndpoint`` and ``MCPWebSocketApp``, on uvicorn in
 this process, observed so every tool call's latency and outcome is counted), and the agent as a
@@ -218,7 +218,7 @@ class Market:
         printed since the previous refresh (oldest first) and on the quote."""
         from marketdata import cache
         from marketdata.ingester import book_from_event
-        from marketdata.replay.tape import from_e8
+        from replay.tape import from_e8
         from trading.market import depth_forget
         from trading.models import Order
         from trading.venues.paper import OPEN, paper_match
@@ -274,8 +274,8 @@ def evaluate(config: EvalConfig, *, out_dir: Path | None = None, stdout=None) ->
     """
     from django.contrib.auth import get_user_model
 
-    from marketdata.replay.server import ReplayServer
-    from marketdata.replay.tape import load_tape
+    from replay.server import ReplayServer
+    from replay.tape import load_tape
     from marketdata.selectors import symbol_cache_clear
     from marketdata.services import exchange_info_sync
     from risk.services import agent_token_create

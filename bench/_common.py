@@ -41,7 +41,7 @@ def replay_with_quotes():
     from django.conf import settings
     from django.core.management import call_command
 
-    from marketdata.replay.server import ReplayServer
+    from replay.server import ReplayServer
     from marketdata.services import exchange_info_sync
 
     call_command("migrate", verbosity=0)

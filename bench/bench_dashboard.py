@@ -186,7 +186,7 @@ def main():
 
     from django.contrib.auth import get_user_model
 
-    from marketdata.replay.server import ReplayServer
+    from replay.server import ReplayServer
     from marketdata.services import exchange_info_sync
     from trading.models import Account
     from trading.services import account_create

@@ -41,9 +41,9 @@ import orjson  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from marketdata import indicators as ind  # noqa: E402
-from marketdata.replay import wire  # noqa: E402
-from marketdata.replay.model import ReplayModel  # noqa: E402
-from marketdata.replay.testing import recorded_rows  # noqa: E402
+from replay import wire  # noqa: E402
+from replay.model import ReplayModel  # noqa: E402
+from replay.testing import recorded_rows  # noqa: E402
 
 
 def build_messages(n: int) -> list[bytes]:

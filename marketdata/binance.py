@@ -13,6 +13,7 @@ import time
 
 from binance import AsyncClient, BinanceSocketManager, Client
 from binance.exceptions import BinanceAPIException
+from binance.ws.websocket_api import WebsocketAPI
 from django.conf import settings
 
 from trading.errors import MarketDataUnavailable
@@ -20,22 +21,41 @@ from trading.errors import MarketDataUnavailable
 log = logging.getLogger(__name__)
 
 
-def make_client(*, api_key: str | None = None, api_secret: str | None = None) -> Client:
-    """A synchronous ``binance.Client`` for the venue (no ping at construction)."""
-    client = Client(api_key or settings.BINANCE_API_KEY, api_secret or settings.BINANCE_API_SECRET, ping=False)
-    client.API_URL = settings.BINANCE_API_URL
+def _secret(api_secret: str | None, private_key: str | None) -> str | None:
+    """The HMAC secret to hand python-binance: none with an Ed25519 ``private_key`` (it signs)."""
+    if private_key:
+        return None
+    return api_secret or settings.BINANCE_API_SECRET
+
+
+def make_client(*, api_key: str | None = None, api_secret: str | None = None, private_key: str | None = None,
+                api_url: str | None = None) -> Client:
+    """A synchronous ``binance.Client`` for the venue (no ping at construction). ``private_key``:
+    an Ed25519 private key PEM (python-binance then signs with it instead of HMAC); ``api_url``:
+    this client's REST base (default ``settings.BINANCE_API_URL``)."""
+    client = Client(api_key or settings.BINANCE_API_KEY, _secret(api_secret, private_key), ping=False,
+                    private_key=private_key or None)
+    client.API_URL = api_url or settings.BINANCE_API_URL
     return client
 
 
-async def make_async_client(*, api_key: str | None = None, api_secret: str | None = None) -> AsyncClient:
+async def make_async_client(*, api_key: str | None = None, api_secret: str | None = None,
+                            private_key: str | None = None, api_url: str | None = None,
+                            ws_api_url: str | None = None) -> AsyncClient:
     """An ``AsyncClient`` for the venue, pinged and with its server-time offset measured.
 
     ``AsyncClient.create()`` would ping Binance's default URL before we could repoint it, so this
-    builds the client, sets ``API_URL``, then does what ``create()`` does. Raises whatever the ping
-    raises (e.g. ``aiohttp.ClientConnectorError`` while the venue is unreachable).
+    builds the client, sets ``API_URL``, then does what ``create()`` does. ``private_key``: an
+    Ed25519 private key PEM; ``api_url`` / ``ws_api_url``: REST base and WebSocket API
+    (``.../ws-api/v3``, python-binance's ``client.ws_api``, used by its ``ws_*`` methods and
+    ``BinanceSocketManager.user_socket()``), default ``settings.BINANCE_API_URL`` /
+    ``BINANCE_WS_API_URL``. Raises whatever the ping raises (e.g. ``aiohttp.ClientConnectorError``
+    while the venue is unreachable).
     """
-    client = AsyncClient(api_key or settings.BINANCE_API_KEY, api_secret or settings.BINANCE_API_SECRET)
-    client.API_URL = settings.BINANCE_API_URL
+    client = AsyncClient(api_key or settings.BINANCE_API_KEY, _secret(api_secret, private_key),
+                         private_key=private_key or None)
+    client.API_URL = api_url or settings.BINANCE_API_URL
+    client.ws_api = WebsocketAPI(url=ws_api_url or settings.BINANCE_WS_API_URL)
     try:
         await client.ping()
         server_time = await client.get_server_time()

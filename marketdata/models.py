@@ -112,8 +112,8 @@ class IndicatorSnapshot(models.Model):
 class TradeFee(models.Model):
     """The venue's maker/taker commission rates of one symbol (fractions: 0.001 = 0.1 %).
 
-    Synced from ``GET /sapi/v1/asset/tradeFee`` (python-binance ``get_trade_fee``) when venue keys
-    are configured; symbols without a row use ``settings.BINANCE_DEFAULT_FEE_RATES`` (Binance's
+    Synced from ``GET /api/v3/account/commission`` (``marketdata.services.trade_fees_sync``) when
+    venue keys are configured; symbols without a row use ``settings.BINANCE_DEFAULT_FEE_RATES`` (Binance's
     spot default, 0.1 % maker and taker).
     """
 

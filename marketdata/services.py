@@ -224,16 +224,22 @@ def tickers_24h_sync(*, client: Client | None = None) -> int:
 
 
 def trade_fees_sync(*, client: Client | None = None) -> int:
-    """Store the account's maker/taker rates per symbol from ``GET /sapi/v1/asset/tradeFee``
-    (python-binance ``get_trade_fee``; signed, so only with venue keys). Without keys nothing is
-    fetched and readers use ``settings.BINANCE_DEFAULT_FEE_RATES``. Returns rows stored."""
+    """Store the venue keys' maker/taker rates of each ``settings.WATCHED_SYMBOLS`` symbol from
+    ``GET /api/v3/account/commission`` (Binance "Account Commission Rates", ``standardCommission``;
+    python-binance ``v3_get_account_commission``; signed, so only with venue keys). It replaces
+    ``GET /sapi/v1/asset/tradeFee``, which the spot test network and the replay exchange do not
+    serve. Without keys nothing is fetched and readers use ``settings.BINANCE_DEFAULT_FEE_RATES``;
+    accounts with keys of their own get their rates from ``trading.venues.binance.account_fees_sync``.
+    Returns rows stored."""
     if not (settings.BINANCE_API_KEY and settings.BINANCE_API_SECRET):
         return 0
-    rows = VenueClient(client).call("get_trade_fee")
+    venue = VenueClient(client)
+    rows = [venue.call("v3_get_account_commission", symbol=symbol) for symbol in settings.WATCHED_SYMBOLS]
     with transaction.atomic():
         for row in rows:
+            std = row["standardCommission"]
             TradeFee.objects.update_or_create(symbol=row["symbol"], defaults={
-                "maker_rate": Decimal(str(row["makerCommission"])), "taker_rate": Decimal(str(row["takerCommission"]))})
+                "maker_rate": Decimal(str(std["maker"])), "taker_rate": Decimal(str(std["taker"]))})
     return len(rows)
 
 

@@ -13,8 +13,11 @@ Environment variables (all optional unless noted):
   ``EMBEDDED_REDIS_PORT`` (default 6389) and this default points at it.
 - ``REDIS_KEY_PREFIX``: prefix of every key we write to Redis (tests use a unique one).
 - ``BINANCE_VENUE``: ``replay`` (default, the bundled replay exchange), ``testnet`` or ``live``.
-- ``BINANCE_API_URL`` / ``BINANCE_STREAM_URL``: override the venue's REST base (``.../api``) and
-  WebSocket base (``.../``) URLs. ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``: venue keys.
+- ``BINANCE_API_URL`` / ``BINANCE_STREAM_URL`` / ``BINANCE_WS_API_URL``: override the venue's REST
+  base (``.../api``), WebSocket Streams base (``.../``) and WebSocket API (``.../ws-api/v3``) URLs.
+  ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``: venue keys. Accounts of the other Binance venue
+  (a testnet account when ``BINANCE_VENUE=live`` and the other way round) use that venue's
+  standard URLs (``BINANCE_ENDPOINTS``); an account's ``ExchangeCredential`` may name its own.
 - ``REPLAY_PORT`` (default 9900), ``REPLAY_SPEED`` (default 1): the embedded replay exchange.
 - ``WATCHED_SYMBOLS``: comma-separated symbols the ingester streams (default ``BTCUSDT,ETHUSDT``).
 - ``MARKET_DATA_MAX_AGE_S``: a cached quote older than this is stale: paper MARKET orders are
@@ -225,6 +228,7 @@ CELERY_BEAT_SCHEDULE.update({
     "portfolio-snapshots": {"task": "trading.tasks.portfolio_snapshots", "schedule": 60.0},
     "daily-pnl-rollups": {"task": "trading.tasks.daily_pnl_rollups", "schedule": 3600.0},
     "reconcile-exchange-accounts": {"task": "trading.tasks.reconcile_exchange_accounts", "schedule": 60.0},
+    "sync-exchange-account-fees": {"task": "trading.tasks.sync_exchange_account_fees", "schedule": 3600.0},
 })
 
 # --- Binance venue -------------------------------------------------------------------------------
@@ -234,13 +238,19 @@ if BINANCE_VENUE not in {"replay", "testnet", "live"}:
 REPLAY_HOST = os.environ.get("REPLAY_HOST", "127.0.0.1")
 REPLAY_PORT = int(os.environ.get("REPLAY_PORT", "9900"))
 REPLAY_SPEED = float(os.environ.get("REPLAY_SPEED", "1"))
-_VENUE_URLS = {
-    "replay": (f"http://{REPLAY_HOST}:{REPLAY_PORT}/api", f"ws://{REPLAY_HOST}:{REPLAY_PORT}/"),
-    "testnet": ("https://testnet.binance.vision/api", "wss://stream.testnet.binance.vision/"),
-    "live": ("https://api.binance.com/api", "wss://stream.binance.com:9443/"),
+_VENUE_URLS = {  # REST base, WebSocket Streams base, WebSocket API (Binance spot "General API Information")
+    "replay": (f"http://{REPLAY_HOST}:{REPLAY_PORT}/api", f"ws://{REPLAY_HOST}:{REPLAY_PORT}/",
+               f"ws://{REPLAY_HOST}:{REPLAY_PORT}/ws-api/v3"),
+    "testnet": ("https://testnet.binance.vision/api", "wss://stream.testnet.binance.vision/",
+                "wss://ws-api.testnet.binance.vision/ws-api/v3"),
+    "live": ("https://api.binance.com/api", "wss://stream.binance.com:9443/", "wss://ws-api.binance.com:443/ws-api/v3"),
 }
 BINANCE_API_URL = os.environ.get("BINANCE_API_URL") or _VENUE_URLS[BINANCE_VENUE][0]
 BINANCE_STREAM_URL = os.environ.get("BINANCE_STREAM_URL") or _VENUE_URLS[BINANCE_VENUE][1]
+BINANCE_WS_API_URL = os.environ.get("BINANCE_WS_API_URL") or _VENUE_URLS[BINANCE_VENUE][2]
+# Standard (REST, WebSocket API) URLs of each account venue, for accounts whose venue is not
+# BINANCE_VENUE (those use BINANCE_API_URL / BINANCE_WS_API_URL); see trading.venues.binance.endpoints.
+BINANCE_ENDPOINTS = {v: (_VENUE_URLS[v][0], _VENUE_URLS[v][2]) for v in ("testnet", "live")}
 # Fernet key(s) encrypting exchange API secrets at rest (risk.secrets); generated under DATA_DIR in DEBUG.
 SECRETS_ENCRYPTION_KEY = os.environ.get("SECRETS_ENCRYPTION_KEY", "")
 BINANCE_API_KEY = os.environ.get("BINANCE_API_KEY") or None

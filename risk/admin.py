@@ -4,7 +4,8 @@ from django.contrib import admin, messages
 from risk.audit import audit_record
 from risk.models import (AgentToken, AuditEvent, Channel, ExchangeCredential, OrderApproval, Outcome, Protection,
                          ProtectionLock, RiskLimit)
-from risk.services import account_halt, account_set_state
+from risk.services import account_halt, account_set_state, ed25519_private_pem_check
+from trading.errors import InvalidInput
 
 
 @admin.register(RiskLimit)
@@ -192,18 +193,31 @@ class ExchangeCredentialForm(forms.ModelForm):
     """The API secret is write-only: the form never renders it (nor its ciphertext)."""
 
     api_secret = forms.CharField(
-        required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-        help_text="Write-only. Leave empty to keep the stored secret; it is encrypted (Fernet) and never shown.",
+        required=False, strip=True, widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        help_text="Write-only: the HMAC secret key, or the Ed25519 private key PEM. Leave empty to keep the "
+                  "stored one; it is encrypted (Fernet) and never shown.",
     )
 
     class Meta:
         model = ExchangeCredential
-        fields = ("account", "api_key")
+        fields = ("account", "api_key", "key_type", "api_url", "ws_api_url")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["key_type"].required = False  # blank keeps the stored type (HMAC for a new pair)
 
     def clean(self):
         data = super().clean()
-        if not self.instance.pk and not data.get("api_secret"):
-            self.add_error("api_secret", "The API secret is required for a new key pair.")
+        if not data.get("key_type"):
+            data["key_type"] = self.instance.key_type or "HMAC_SHA256"
+        changed_type = self.instance.pk and data["key_type"] != self.instance.key_type
+        if (not self.instance.pk or changed_type) and not data.get("api_secret"):
+            self.add_error("api_secret", "The API secret (or Ed25519 private key) is required for a new key pair or key type.")
+        elif data.get("api_secret") and data.get("key_type") == "ED25519":
+            try:
+                ed25519_private_pem_check(data["api_secret"])
+            except InvalidInput as exc:
+                self.add_error("api_secret", str(exc))
         return data
 
 
@@ -212,7 +226,7 @@ class ExchangeCredentialAdmin(admin.ModelAdmin):
     """Per-account Binance key pairs, encrypted at rest; saving is audited without the secret."""
 
     form = ExchangeCredentialForm
-    list_display = ("account", "api_key_prefix", "updated_at")
+    list_display = ("account", "api_key_prefix", "key_type", "api_url", "updated_at")
     list_select_related = ("account",)
 
     @admin.display(description="API key")
@@ -227,5 +241,7 @@ class ExchangeCredentialAdmin(admin.ModelAdmin):
 
         saved = exchange_credential_set(account=obj.account if change else form.cleaned_data["account"], api_key=form.cleaned_data["api_key"],
                                         secret=form.cleaned_data.get("api_secret") or None, actor_user=request.user,
-                                        channel=Channel.ADMIN)
+                                        channel=Channel.ADMIN, key_type=form.cleaned_data["key_type"],
+                                        api_url=form.cleaned_data.get("api_url") or "",
+                                        ws_api_url=form.cleaned_data.get("ws_api_url") or "")
         obj.pk = saved.pk  # the admin's change message and redirect name the saved row

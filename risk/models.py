@@ -358,21 +358,35 @@ class OrderApproval(models.Model):
 
 # --- Exchange credentials ------------------------------------------------------------------------------
 
+class KeyType(models.TextChoices):
+    """Binance API key types ("API Key types"): an HMAC secret, or an Ed25519 key pair whose
+    private half signs (Binance recommends Ed25519; ``session.logon`` accepts nothing else)."""
+
+    HMAC_SHA256 = "HMAC_SHA256", "HMAC-SHA256 (API key + secret key)"
+    ED25519 = "ED25519", "Ed25519 (API key + private key PEM)"
+
+
 class ExchangeCredential(models.Model):
-    """The Binance API key pair of one testnet/live account. The secret is stored only as a Fernet
-    token (``risk.secrets``) and decrypted only when the venue builds its python-binance client
-    (``trading.venues.binance.client_for``); no tool, API, page or audit row shows it."""
+    """The Binance API key of one testnet/live account: an HMAC secret or an Ed25519 private key
+    (PEM), stored only as a Fernet token (``risk.secrets``) and decrypted only when the venue builds
+    its python-binance client (``trading.venues.binance``); no tool, API, page or audit row shows
+    it. ``api_url`` / ``ws_api_url``: this account's venue endpoints (REST base ``.../api``,
+    WebSocket API ``.../ws-api/v3``); blank = the deployment's for the account's venue."""
 
     account = models.OneToOneField("trading.Account", on_delete=models.CASCADE, related_name="exchange_credential")
     api_key = models.CharField(max_length=128)
+    key_type = models.CharField(max_length=16, choices=KeyType.choices, default=KeyType.HMAC_SHA256)
     secret_encrypted = models.TextField()
+    api_url = models.CharField(max_length=200, blank=True, default="")
+    ws_api_url = models.CharField(max_length=200, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"API key {self.api_key[:6]}… of {self.account}"
 
     def set_secret(self, plain: str) -> None:
-        """Encrypt ``plain`` into ``secret_encrypted`` (not saved)."""
+        """Encrypt ``plain`` (the HMAC secret, or the Ed25519 private key PEM) into
+        ``secret_encrypted`` (not saved)."""
         from risk.secrets import encrypt
 
         self.secret_encrypted = encrypt(plain)

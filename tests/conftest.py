@@ -18,7 +18,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -60,10 +60,11 @@ def replay():
     """The replay exchange on a free port, 1x speed, clock starting now; settings point at it."""
     server = ReplayServer(port=0, speed=1.0)
     server.start()
-    old = (settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL)
+    old = (settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL, settings.BINANCE_WS_API_URL)
     settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = server.api_url, server.stream_url
+    settings.BINANCE_WS_API_URL = server.ws_api_url
     yield server
-    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = old
+    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL, settings.BINANCE_WS_API_URL = old
     server.stop()
 
 
@@ -157,6 +158,7 @@ class Stack:
             "BINANCE_VENUE": "replay",
             "BINANCE_API_URL": replay_server.api_url,
             "BINANCE_STREAM_URL": replay_server.stream_url,
+            "BINANCE_WS_API_URL": replay_server.ws_api_url,
             "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
             "REDIS_URL": settings.REDIS_URL,
             "PYTHONUNBUFFERED": "1",

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from marketdata import indicators as ind
-from marketdata.replay.testing import recorded_rows
+from replay.testing import recorded_rows
 from trading.errors import InvalidInput
 
 RTOL = 1e-8

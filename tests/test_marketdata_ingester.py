@@ -9,9 +9,9 @@ from django.conf import settings
 from conftest import wait_until
 from marketdata.cache import buffer_key, get_redis
 from marketdata.models import IndicatorSnapshot, Kline
-from marketdata.replay import wire
-from marketdata.replay.server import ReplayServer
-from marketdata.replay.testing import http
+from replay import wire
+from replay.server import ReplayServer
+from replay.testing import http
 from test_marketdata_tools import IngesterThread
 
 

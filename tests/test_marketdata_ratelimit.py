@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 
 from marketdata.binance import VenueClient, VenueRateLimited, backoff_clear, backoff_until_ms, used_weight
-from marketdata.replay.testing import http
+from replay.testing import http
 
 
 @pytest.fixture

@@ -40,3 +40,20 @@ def test_tasks_store_tickers_klines_of_every_interval_and_snapshots(symbols):
     assert IndicatorSnapshot.objects.filter(symbol="BTCUSDT", interval="1m").count() == out["BTCUSDT:1m"][1] > 400
     again = tasks.store_closed_klines_all.apply().get()
     assert all(v[1] <= 2 for v in again.values()), "snapshots only for newly closed candles"
+
+
+def test_trade_fees_come_from_the_venue_keys_account_commission(symbols, settings):
+    """``GET /api/v3/account/commission`` (served by the replay) with the venue keys, per watched
+    symbol; the replay account's own rates, not a default."""
+    from decimal import Decimal
+
+    from marketdata.models import TradeFee
+
+    replay = symbols
+    key, secret = "f" * 64, "g" * 64
+    replay.add_key(key, secret)
+    replay.accounts.account(key).taker_rate = Decimal("0.00075")
+    settings.BINANCE_API_KEY, settings.BINANCE_API_SECRET = key, secret
+    assert tasks.sync_trade_fees.apply().get() == len(settings.WATCHED_SYMBOLS)
+    rows = {f.symbol: (f.maker_rate, f.taker_rate) for f in TradeFee.objects.all()}
+    assert rows == {s: (Decimal("0.001"), Decimal("0.00075")) for s in settings.WATCHED_SYMBOLS}

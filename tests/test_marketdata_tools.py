@@ -9,7 +9,7 @@ from test_mcp import call
 from conftest import sqlite_pass_only, wait_until
 from marketdata import services
 from marketdata.binance import make_client
-from marketdata.replay import wire
+from replay import wire
 
 
 def test_list_markets_paginates_and_filters(quotes, trader):

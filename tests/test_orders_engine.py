@@ -371,10 +371,10 @@ def set_filters(symbol, **replace):
     ({"order_type": "LIMIT", "quantity": "0.002", "price": "7000.005"}, "PRICE_FILTER", "7000.01"),
     ({"order_type": "LIMIT", "quantity": "0.002", "price": "0.001"}, "PRICE_FILTER", "0.01"),
     ({"order_type": "LIMIT", "quantity": "10000", "price": "7000"}, "LOT_SIZE", "9000"),
-    ({"order_type": "LIMIT", "quantity": "0.001", "price": "7000"}, "MIN_NOTIONAL", "0.00143"),
-    ({"order_type": "LIMIT", "quantity": "0.002", "price": "100"}, "PERCENT_PRICE", None),
+    ({"order_type": "LIMIT", "quantity": "0.001", "price": "7000"}, "NOTIONAL", "0.00143"),
+    ({"order_type": "LIMIT", "quantity": "0.002", "price": "100"}, "PERCENT_PRICE_BY_SIDE", None),
     ({"order_type": "STOP_LOSS", "side": "SELL", "quantity": "0.002", "stop_price": "7000.001"}, "PRICE_FILTER", "7000"),
-    ({"quantity": "0.001"}, "MIN_NOTIONAL", None),
+    ({"quantity": "0.001"}, "NOTIONAL", None),  # the replay serves today's filters (NOTIONAL, PERCENT_PRICE_BY_SIDE)
 ])
 def test_filter_failures_are_binance_errors_and_book_nothing(quotes, trader, kwargs, filter_name, nearest):
     user, account, _ = trader

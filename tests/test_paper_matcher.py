@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from conftest import cache_quotes, sqlite_pass_only, wait_until
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 from marketdata.services import exchange_info_sync
 from trading.matcher import PaperMatcher
 from trading.models import Balance, Fill, Order

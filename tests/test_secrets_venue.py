@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import cache_quotes
 
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 from risk import secrets as risk_secrets
 from risk.models import AuditEvent, ExchangeCredential
 from risk.services import agent_token_create, exchange_credential_set
@@ -62,6 +62,7 @@ def venue(ex, db, settings, django_user_model):
     from trading.services import account_create
 
     settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = ex.api_url, ex.stream_url
+    settings.BINANCE_WS_API_URL = ex.ws_api_url
     settings.BINANCE_API_KEY, settings.BINANCE_API_SECRET = rand(), rand()
     key, secret = rand(), rand()
     ex.add_key(key, secret, {"USDT": "100000", "BTC": "1"})
@@ -159,3 +160,47 @@ def test_admin_never_shows_the_secret(venue, client, django_user_model):
     other = type(account).objects.create(owner=user, name="Other", venue="testnet")
     resp = client.post("/admin/risk/exchangecredential/add/", {"account": other.pk, "api_key": "abc", "api_secret": ""})
     assert resp.status_code == 200 and not ExchangeCredential.objects.filter(account=other).exists()
+
+
+def test_ed25519_key_pair_is_stored_encrypted_signs_orders_and_bad_input_changes_nothing(venue, ex, client,
+                                                                                         django_user_model):
+    """An Ed25519 private key (PEM) is stored like an HMAC secret (Fernet), signs the account's
+    orders (the exchange holds only the public key), never shows in the admin; a PEM that is not an
+    Ed25519 private key, a key-type switch without a new key and a bad URL are refused typed and
+    change nothing."""
+    from replay.testing import ed25519_pair
+    from trading.errors import InvalidInput
+
+    user, account, _key, _secret = venue
+    private, public = ed25519_pair()
+    ed_key = rand()
+    ex.add_key(ed_key, public, {"USDT": "100000", "BTC": "1"})
+    exchange_credential_set(account=account, api_key=ed_key, secret=private, key_type="ED25519",
+                            actor_user=user, channel="admin")
+    row = ExchangeCredential.objects.get(account=account)
+    assert row.key_type == "ED25519" and "PRIVATE KEY" not in row.secret_encrypted and row.secret().strip() == private.strip()
+    assert place(user, account, client_order_id="ed-1")["status"] == "FILLED"
+    assert [o.client_order_id for o in ex.accounts.account(ed_key).orders.values()] == ["ed-1"]
+    event = AuditEvent.objects.filter(action="exchange_credential.set").order_by("-id").first()
+    assert event.params["key_type"] == "ED25519" and "PRIVATE" not in str(event.params) + str(event.result)
+
+    before = (row.api_key, row.key_type, row.secret_encrypted, row.api_url)
+    for kwargs in ({"secret": public, "key_type": "ED25519"},  # a public key is not a signing key
+                   {"secret": rand(), "key_type": "ED25519"},
+                   {"secret": None, "key_type": "HMAC_SHA256"},  # switching type needs the new secret
+                   {"secret": None, "key_type": "ED25519", "api_url": "ftp://example.com"},
+                   {"secret": None, "key_type": "RSA"}):
+        with pytest.raises(InvalidInput):
+            exchange_credential_set(account=account, api_key=ed_key, actor_user=user, channel="admin", **kwargs)
+        row.refresh_from_db()
+        assert (row.api_key, row.key_type, row.secret_encrypted, row.api_url) == before
+
+    admin = django_user_model.objects.create_superuser("root2", "root2@example.com", "pw-for-tests-1")
+    client.force_login(admin)
+    html = client.get(f"/admin/risk/exchangecredential/{row.pk}/change/").content.decode()
+    assert "PRIVATE KEY" not in html and row.secret_encrypted not in html
+    resp = client.post(f"/admin/risk/exchangecredential/{row.pk}/change/",
+                       {"api_key": ed_key, "key_type": "ED25519", "api_secret": "not a pem"})
+    assert resp.status_code == 200 and "Ed25519" in resp.content.decode()  # the form says why; nothing saved
+    row.refresh_from_db()
+    assert row.secret_encrypted == before[2]

@@ -17,7 +17,7 @@ import pytest
 from conftest import cache_quotes
 import requests
 
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 from risk.models import AuditEvent
 from trading import services
 from trading.errors import OrderRejected
@@ -44,7 +44,8 @@ def ex():
     Started on a whole minute, so every run replays the same prints from the same second."""
     import time
 
-    srv = ReplayServer(port=0, paused=True, start_wall_ms=int(time.time() // 60) * 60_000)
+    srv = ReplayServer(port=0, paused=True, start_wall_ms=int(time.time() // 60) * 60_000,
+                       weight_limit=100_000)  # these tests are about booking, not the weight limit
     srv.start()
     yield srv
     srv.stop()
@@ -78,6 +79,7 @@ def _setup(ex, settings, django_user_model) -> Ctx:
     from trading.services import account_create
 
     settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL = ex.api_url, ex.stream_url
+    settings.BINANCE_WS_API_URL = ex.ws_api_url
     key, secret = rand(), rand()
     ex.add_key(key, secret, {"USDT": "100000", "BTC": "1"})
     settings.BINANCE_API_KEY, settings.BINANCE_API_SECRET = key, secret
@@ -361,7 +363,7 @@ def _retries(ctx, monkeypatch):
     assert [x.client_order_id for x in remote.orders.values()].count("lost-answer") == 1
 
     # A 503 before the matching engine: looked up (-2013, not there), sent once more with the same id.
-    from marketdata.replay.testing import http
+    from replay.testing import http
 
     http("POST", ctx.ex.base_url + "/_replay/fail", {"status": 503, "count": 1, "paths": ["/api/v3/order"]})
     again = place(ctx, quantity="0.002", client_order_id="after-503")
@@ -484,6 +486,10 @@ class Follower:
 
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(main())
+        leftovers = asyncio.all_tasks(self.loop)  # python-binance's reconnect/keepalive tasks, if any
+        for task in leftovers:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         self.loop.close()
 
     def start(self):
@@ -547,3 +553,208 @@ def test_canceling_an_exchange_oco_leg_cancels_the_list_and_a_bad_list_books_not
     assert Order.objects.filter(account=ctx.account).count() == before
     assert not OrderList.objects.filter(account=ctx.account, list_status_type="EXEC_STARTED").exists()
     assert_balances_match(ctx)
+
+
+# --- 2026: WebSocket API user stream, Ed25519 keys, per-account endpoints and fees ----------------
+
+@pytest.fixture(scope="module")
+def ex_testnet():
+    """A second replay exchange standing in for the testnet, beside ``ex`` (the "live" one)."""
+    import time
+
+    srv = ReplayServer(port=0, paused=True, start_wall_ms=int(time.time() // 60) * 60_000,
+                       weight_limit=100_000)  # these tests are about booking, not the weight limit
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def secrets_key(settings):
+    """A Fernet key for the encrypted credentials (``risk.secrets``), forgotten afterwards."""
+    from cryptography.fernet import Fernet
+
+    from risk import secrets as risk_secrets
+
+    settings.SECRETS_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    risk_secrets._fernet.cache_clear()
+    yield
+    risk_secrets._fernet.cache_clear()
+
+
+def _exchange_account(exchange: ReplayServer, *, user, name: str, venue: str, ed25519: bool) -> tuple[Account, str]:
+    """An account whose ``ExchangeCredential`` names ``exchange``'s endpoints and a fresh key on it
+    (Ed25519: the exchange holds the public key, we the private one). Returns (account, api key)."""
+    from replay.testing import ed25519_pair
+    from risk.services import exchange_credential_set
+    from trading.services import account_create
+
+    key = rand()
+    if ed25519:
+        private, public = ed25519_pair()
+        exchange.add_key(key, public, {"USDT": "100000", "BTC": "1"})
+        secret, key_type = private, "ED25519"
+    else:
+        secret = rand()
+        exchange.add_key(key, secret, {"USDT": "100000", "BTC": "1"})
+        key_type = "HMAC_SHA256"
+    account = account_create(owner=user, name=name, venue=venue)
+    exchange_credential_set(account=account, api_key=key, secret=secret, key_type=key_type, api_url=exchange.api_url,
+                            ws_api_url=exchange.ws_api_url, actor_user=user, channel="admin")
+    bv.reconcile(account)
+    return account, key
+
+
+def _resting_buy(exchange: ReplayServer, account: Account, user, cid: str):
+    """A BUY LIMIT below the last print that a later replayed print fills; returns (order, trade)."""
+    m = exchange.model
+    i = m.trade_index("BTCUSDT", exchange.clock.now_ms())
+    last = m.trade_at_index("BTCUSDT", i).price
+    tr = next(m.trade_at_index("BTCUSDT", j) for j in range(i + 1, i + 7200)
+              if m.trade_at_index("BTCUSDT", j).price < last - TICK and m.trade_at_index("BTCUSDT", j).qty >= Decimal("0.002"))
+    order = services.order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT", side="BUY",
+                                 order_type="LIMIT", quantity="0.002", price=str(last - TICK), client_order_id=cid).order
+    return order, tr
+
+
+def _remote_balances_equal(exchange: ReplayServer, key: str, account: Account) -> bool:
+    remote = {a: (f, lk) for a, (f, lk) in exchange.accounts.account(key).balances.items() if f or lk}
+    local = {b.asset: (b.free, b.locked) for b in Balance.objects.filter(account=account) if b.free or b.locked}
+    return remote == local
+
+
+def test_ed25519_live_account_is_booked_from_the_ws_api_user_stream_without_a_reconcile_pass(ex, transactional_db,
+                                                                                           settings, django_user_model,
+                                                                                           secrets_key):
+    """The issue's "done when": an order on a replay "live" account with an Ed25519 key fills on a
+    replayed print and is booked from the WebSocket API user stream (python-binance's
+    ``user_socket()``), with no reconcile pass: the reconciliation cursor stays where the follower's
+    connect-time reconcile left it. The deadline is generous; the latency is printed."""
+    import time
+
+    from marketdata.services import exchange_info_sync
+
+    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL, settings.BINANCE_WS_API_URL = ex.api_url, ex.stream_url, ex.ws_api_url
+    settings.BINANCE_VENUE = "live"  # the account's own credential endpoints decide, not the deployment's venue
+    exchange_info_sync()
+    cache_quotes()
+    user = django_user_model.objects.create_user(username=f"u{rand(8)}", password="pw-for-tests-1")
+    account, key = _exchange_account(ex, user=user, name="Live", venue="live", ed25519=True)
+    assert bv.credentials(account).private_key.startswith("-----BEGIN PRIVATE KEY-----")
+    order, tr = _resting_buy(ex, account, user, "ed-live-1")
+    assert ex.accounts.account(key).orders[Order.objects.get(pk=order["orderId"]).exchange_order_id].status == "NEW"
+
+    follower = Follower(account.pk).start()
+    try:
+        cursor = Account.objects.get(pk=account.pk).last_trade_ids
+        ex.clock.advance(tr.time - ex.clock.now_ms())
+        t0 = time.monotonic()
+        o = wait_for(lambda: Order.objects.filter(pk=order["orderId"], status="FILLED").first(), "executionReport FILLED", 10)
+        print(f"\nbooked from the WebSocket API user stream {1000 * (time.monotonic() - t0):.0f} ms after the print")
+        assert local_fills(o.pk) == [(t.price, t.qty, t.commission, t.id)
+                                     for t in ex.accounts.account(key).trades["BTCUSDT"] if t.order_id == o.exchange_order_id]
+        assert Fill.objects.get(order_id=o.pk).exchange_trade_id == ex.accounts.account(key).trades["BTCUSDT"][-1].id
+        wait_for(lambda: _remote_balances_equal(ex, key, account), "outboundAccountPosition", 10)
+        assert Account.objects.get(pk=account.pk).last_trade_ids == cursor  # no reconcile pass booked it
+    finally:
+        follower.stop()
+
+
+def test_live_and_testnet_accounts_side_by_side_each_on_its_own_endpoint(ex, ex_testnet, transactional_db, settings,
+                                                                         django_user_model, secrets_key):
+    """A live account (Ed25519, the "live" replay) and a testnet account (HMAC, a second replay) in
+    one deployment: orders reach their own exchange, both user streams book their fills, and each
+    account's commission rates come from its own exchange account."""
+    from marketdata.services import exchange_info_sync
+
+    settings.BINANCE_API_URL, settings.BINANCE_STREAM_URL, settings.BINANCE_WS_API_URL = ex.api_url, ex.stream_url, ex.ws_api_url
+    exchange_info_sync()
+    cache_quotes()
+    user = django_user_model.objects.create_user(username=f"u{rand(8)}", password="pw-for-tests-1")
+    live, live_key = _exchange_account(ex, user=user, name="Live", venue="live", ed25519=True)
+    test, test_key = _exchange_account(ex_testnet, user=user, name="Testnet", venue="testnet", ed25519=False)
+    assert bv.endpoints(live, live.exchange_credential) == (ex.api_url, ex.ws_api_url)
+    assert bv.endpoints(test, test.exchange_credential) == (ex_testnet.api_url, ex_testnet.ws_api_url)
+
+    ex.accounts.account(live_key).maker_rate = Decimal("0.00075")
+    ex_testnet.accounts.account(test_key).taker_rate = Decimal("0.0009")
+    assert bv.account_fees_sync(live)["maker"] == Decimal("0.00075")
+    assert bv.account_fees_sync(test)["taker"] == Decimal("0.0009")
+    live.refresh_from_db()
+    test.refresh_from_db()
+    assert (live.maker_fee_rate, live.taker_fee_rate) == (Decimal("0.00075"), Decimal("0.001"))
+    assert (test.maker_fee_rate, test.taker_fee_rate) == (Decimal("0.001"), Decimal("0.0009"))
+
+    followers = [Follower(live.pk).start(), Follower(test.pk).start()]
+    try:
+        placed = []
+        for exchange, account, key, cid in ((ex, live, live_key, "side-live"), (ex_testnet, test, test_key, "side-test")):
+            order, tr = _resting_buy(exchange, account, user, cid)
+            local = Order.objects.get(pk=order["orderId"])
+            assert [o.client_order_id for o in exchange.accounts.account(key).orders.values()] == [cid]
+            placed.append((exchange, account, key, local, tr))
+        for exchange, account, key, local, tr in placed:
+            exchange.clock.advance(max(0, tr.time - exchange.clock.now_ms()))
+        for exchange, account, key, local, tr in placed:
+            o = wait_for(lambda: Order.objects.filter(pk=local.pk, status="FILLED").first(), f"{account.name} FILLED", 10)
+            assert local_fills(o.pk) == [(t.price, t.qty, t.commission, t.id)
+                                         for t in exchange.accounts.account(key).trades["BTCUSDT"]]
+            wait_for(lambda: _remote_balances_equal(exchange, key, account), f"{account.name} balances", 10)
+        assert Fill.objects.filter(account=live).count() == Fill.objects.filter(account=test).count() == 1
+    finally:
+        for f in followers:
+            f.stop()
+
+
+def _later_fill(c: Ctx, cid: str):
+    """A resting LIMIT that a later replayed print fills: a BUY below the last print, or a SELL
+    above it when the next two replay hours never go lower (the shared clock moves per test)."""
+    for direction, side in ((-1, "BUY"), (+1, "SELL")):
+        try:
+            price, _ = target(c, direction)
+        except AssertionError:
+            continue
+        through = (lambda p: p < price) if side == "BUY" else (lambda p: p > price)
+        tr = future_trade(c, through, min_qty=Decimal("0.002"))
+        order = place(c, side=side, order_type="LIMIT", quantity="0.002", price=str(price), client_order_id=cid)
+        return order, tr
+    raise AssertionError("the replay does not move a tick either way in two hours")
+
+
+def test_follower_subscribes_again_after_the_exchange_drops_the_ws_api_connection(ctx_tx):
+    """A WebSocket API subscription dies with its connection: after the replay drops every socket,
+    the follower connects and subscribes again (and reconciles), so a later fill is still booked."""
+    c = ctx_tx
+    follower = Follower(c.account.pk).start()
+    try:
+        wait_for(lambda: any(s.subscribers for s in [c.ex.accounts.account(c.key)]), "a subscription")
+        first = next(iter(c.ex.accounts.account(c.key).subscribers))
+        c.ex.drop_connections()
+        wait_for(lambda: c.ex.accounts.account(c.key).subscribers and first not in c.ex.accounts.account(c.key).subscribers,
+                 "a new subscription", 20)
+        order, tr = _later_fill(c, "after-drop")
+        advance_to(c, tr.time)
+        wait_for(lambda: Order.objects.filter(pk=order["orderId"], status="FILLED").first(), "FILLED after the drop")
+    finally:
+        follower.stop()
+
+
+def test_follower_subscribes_again_after_event_stream_terminated(ctx_tx):
+    """``eventStreamTerminated`` ends a subscription (Binance "Event Stream Terminated"): the
+    follower subscribes again, and a later fill is still booked from the stream."""
+    from replay.testing import http
+
+    c = ctx_tx
+    follower = Follower(c.account.pk).start()
+    try:
+        remote = c.ex.accounts.account(c.key)
+        wait_for(lambda: remote.subscribers, "a subscription")
+        first = next(iter(remote.subscribers))
+        status, _, body = http("POST", f"{c.ex.base_url}/_replay/accounts/{c.key}/terminate")
+        assert status == 200 and body == {"terminated": 1}
+        wait_for(lambda: remote.subscribers and first not in remote.subscribers, "a new subscription", 20)
+        order, tr = _later_fill(c, "after-terminated")
+        advance_to(c, tr.time)
+        wait_for(lambda: Order.objects.filter(pk=order["orderId"], status="FILLED").first(), "FILLED after the new subscription")
+    finally:
+        follower.stop()

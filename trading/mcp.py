@@ -65,7 +65,7 @@ def place_order(symbol: str, side: str, type: str = "MARKET", quantity: Number =
       symbol: e.g. "BTCUSDT". side: "BUY" or "SELL".
       type: MARKET (default) | LIMIT | LIMIT_MAKER | STOP_LOSS | STOP_LOSS_LIMIT | TAKE_PROFIT | TAKE_PROFIT_LIMIT.
       quantity: base-asset amount as a decimal string, e.g. "0.002"; a multiple of the symbol's
-        LOT_SIZE stepSize, and price x quantity at least its MIN_NOTIONAL (10 USDT on BTCUSDT).
+        LOT_SIZE stepSize, and price x quantity at least its NOTIONAL minNotional (10 USDT on BTCUSDT).
         The error names the nearest valid value.
       quote_order_qty: MARKET only, instead of quantity: quote-asset amount to spend (BUY) or receive (SELL).
       price: limit price (LIMIT, LIMIT_MAKER, *_LIMIT), a multiple of the PRICE_FILTER tickSize.
@@ -100,7 +100,7 @@ def place_oco(symbol: str, side: str, quantity: Money, price: Money, stop_price:
     Args:
       symbol: e.g. "BTCUSDT". side: "SELL" to protect a long position, "BUY" to enter on a
         pull-back or a breakout.
-      quantity: base-asset amount for both legs, e.g. "0.002" (LOT_SIZE, MIN_NOTIONAL apply).
+      quantity: base-asset amount for both legs, e.g. "0.002" (LOT_SIZE, NOTIONAL apply).
       price: the LIMIT_MAKER price. stop_price: the stop's trigger price (last trade price).
         A SELL needs price > last price > stop_price; a BUY price < last price < stop_price.
       stop_limit_price: makes the stop leg STOP_LOSS_LIMIT with this limit price.

@@ -58,3 +58,24 @@ def reconcile_exchange_accounts() -> dict:
             log.exception("reconcile of account %s failed", account.pk)
             out[account.pk] = {"error": str(exc)}
     return out
+
+
+@shared_task
+def sync_exchange_account_fees() -> dict:
+    """Set every testnet/live account's maker/taker rates from its own exchange account
+    (``trading.venues.binance.account_fees_sync``: ``GET /api/v3/account/commission``). Beat:
+    hourly; the ``userstream`` follower also runs it on every (re)connect. Returns
+    ``{account_id: {"symbol", "maker", "taker"} | {"error": text}}``."""
+    from trading.errors import TradingError
+    from trading.models import Account, Venue
+    from trading.venues.binance import account_fees_sync
+
+    out = {}
+    for account in Account.objects.exclude(venue=Venue.PAPER).iterator():
+        try:
+            got = account_fees_sync(account)
+            out[account.pk] = {k: str(v) for k, v in got.items()}
+        except TradingError as exc:
+            log.warning("commission rates of account %s: %s", account.pk, exc)
+            out[account.pk] = {"error": str(exc)}
+    return out

@@ -77,7 +77,7 @@ def slow_replay(transactional_db):
     seconds), started on a whole minute; settings point at it."""
     import time
 
-    from marketdata.replay.server import ReplayServer
+    from replay.server import ReplayServer
     from marketdata.services import exchange_info_sync
 
     srv = ReplayServer(port=0, speed=10.0, start_wall_ms=int(time.time() // 60) * 60_000).start()

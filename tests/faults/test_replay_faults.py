@@ -19,7 +19,7 @@ import pytest
 from conftest import wait_until
 from faultkit import sqlite_pass
 from marketdata.binance import VenueRateLimited
-from marketdata.replay.testing import http
+from replay.testing import http
 from test_marketdata_ingester import assert_series_is_the_recording, fast_replay  # noqa: F401  (fixture)
 from test_marketdata_tools import IngesterThread
 from test_venue_binance import _clean_intents, assert_balances_match, ctx, ex, exchange_trades, local_fills  # noqa: F401

@@ -12,14 +12,14 @@ import urllib.error
 import urllib.request
 from decimal import ROUND_HALF_UP, Decimal
 
-import aiohttp
 import pytest
-from binance import Client
+from binance import BinanceSocketManager, Client
 from binance.exceptions import BinanceAPIException
 
-from marketdata.replay.account import DEMO_API_KEY, DEMO_API_SECRET
-from marketdata.replay.server import ReplayServer
-from marketdata.replay.testing import http
+from replay.account import DEMO_API_KEY, DEMO_API_SECRET
+from replay.server import ReplayServer
+from replay import testing as rt
+from replay.testing import http
 
 E8 = Decimal("0.00000001")
 KEY, SECRET = "k" * 64, "s" * 64
@@ -146,28 +146,32 @@ def test_market_and_limit_orders_match_the_model_book(srv, client):
         "Account has insufficient balance for requested action."
 
 
-def test_resting_orders_share_a_print_in_price_time_priority_and_the_user_stream_reports_it(srv, client):
+def test_resting_orders_share_a_print_in_price_time_priority_and_the_ws_api_user_stream_reports_it(srv, client):
     m = srv.model
     i = m.trade_index("BTCUSDT", srv.clock.now_ms())
     last = m.trade_at_index("BTCUSDT", i).price
     tr = next(m.trade_at_index("BTCUSDT", j) for j in range(i + 1, i + 20000) if m.trade_at_index("BTCUSDT", j).price < last)
     assert all(m.trade_at_index("BTCUSDT", j).price >= last for j in range(i + 1, tr.index))
     qty = (tr.qty * 3 / 4).quantize(Decimal("0.00001"))
-    listen_key = client.stream_get_listen_key()
-    assert client.stream_get_listen_key() == listen_key
     events = []
 
     async def listen():
-        async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.stream_url}ws/{listen_key}") as ws:
-            a = await asyncio.to_thread(client.create_order, symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC",
-                                        quantity=f"{qty:f}", price=f"{last:f}", newClientOrderId="first")
-            b = await asyncio.to_thread(client.create_order, symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC",
-                                        quantity=f"{qty:f}", price=f"{last:f}", newClientOrderId="second")
-            srv.clock.advance(tr.time - srv.clock.now_ms())
-            while not (events and events[-1]["e"] == "outboundAccountPosition"
-                       and any(e.get("X") == "PARTIALLY_FILLED" for e in events)):
-                events.append(json.loads((await ws.receive(timeout=5)).data))
-            return a, b
+        ac = rt.async_client(srv.api_url, ws_api_url=srv.ws_api_url, api_key=client.key, api_secret=client.API_SECRET)
+        try:
+            async with BinanceSocketManager(ac).user_socket() as us:  # userDataStream.subscribe.signature
+                a = await asyncio.to_thread(client.create_order, symbol="BTCUSDT", side="BUY", type="LIMIT",
+                                            timeInForce="GTC", quantity=f"{qty:f}", price=f"{last:f}",
+                                            newClientOrderId="first")
+                b = await asyncio.to_thread(client.create_order, symbol="BTCUSDT", side="BUY", type="LIMIT",
+                                            timeInForce="GTC", quantity=f"{qty:f}", price=f"{last:f}",
+                                            newClientOrderId="second")
+                srv.clock.advance(tr.time - srv.clock.now_ms())
+                while not (events and events[-1]["e"] == "outboundAccountPosition"
+                           and any(e.get("X") == "PARTIALLY_FILLED" for e in events)):
+                    events.append(await asyncio.wait_for(us.recv(), 5))
+        finally:
+            await ac.close_connection()
+        return a, b
 
     a, b = asyncio.run(listen())
     first = client.get_order(symbol="BTCUSDT", orderId=a["orderId"])
@@ -186,9 +190,8 @@ def test_resting_orders_share_a_print_in_price_time_priority_and_the_user_stream
     position = [e for e in events if e["e"] == "outboundAccountPosition"][-1]
     bal = {x["asset"]: x for x in client.get_account()["balances"]}
     assert {x["a"]: (x["f"], x["l"]) for x in position["B"]} == {a: (bal[a]["free"], bal[a]["locked"]) for a in ("BTC", "USDT")}
-    client.stream_keepalive(listen_key)
-    client.stream_close(listen_key)
-    assert api_error(client.stream_keepalive, listenKey=listen_key).code == -1125
+    # Binance removed the REST listenKey endpoints on 2026-02-20: 410 Gone
+    assert api_error(client.stream_get_listen_key).status_code == 410
     client.cancel_all_open_orders(symbol="BTCUSDT")
 
 

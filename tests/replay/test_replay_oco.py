@@ -10,7 +10,7 @@ import pytest
 from binance import Client
 from binance.exceptions import BinanceAPIException
 
-from marketdata.replay.server import ReplayServer
+from replay.server import ReplayServer
 
 TICK = Decimal("0.01")
 

@@ -8,10 +8,10 @@ import pytest
 from binance import AsyncClient, Client
 from binance.exceptions import BinanceAPIException
 
-from marketdata.replay import refdata
-from marketdata.replay import testing as rt
-from marketdata.replay.server import ReplayServer
-from marketdata.replay.wire import kline_row
+from replay import refdata
+from replay import testing as rt
+from replay.server import ReplayServer
+from replay.wire import kline_row
 
 
 START_MS = 1_800_000_012_345  # 2027-01-15T08:00:12.345Z: a fixed replay start, reproducible values
@@ -247,7 +247,25 @@ def test_exchange_info_and_python_binance_create(replay_paused):
     offset, info, sym, two, margin = rt.run(go())
     assert abs(offset) < 5000  # serverTime is the wall clock, not replay time
     assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT"]
-    assert sym == refdata.symbol_entry("ETHUSDT")
+    recorded = refdata.symbol_entry("ETHUSDT")
+    assert sym == refdata.current_entry(recorded)
+    # today's schema (Binance "Exchange information" example) with the recorded values
+    documented = {"symbol", "status", "baseAsset", "baseAssetPrecision", "quoteAsset", "quotePrecision",
+                  "quoteAssetPrecision", "baseCommissionPrecision", "quoteCommissionPrecision", "orderTypes",
+                  "icebergAllowed", "ocoAllowed", "otoAllowed", "opoAllowed", "quoteOrderQtyMarketAllowed",
+                  "allowTrailingStop", "cancelReplaceAllowed", "amendAllowed", "pegInstructionsAllowed",
+                  "isSpotTradingAllowed", "isMarginTradingAllowed", "filters", "permissions", "permissionSets",
+                  "defaultSelfTradePreventionMode", "allowedSelfTradePreventionModes"}
+    assert set(sym) == documented
+    assert sym["permissionSets"] == [recorded["permissions"]] and sym["permissions"] == []
+    assert sym["defaultSelfTradePreventionMode"] in sym["allowedSelfTradePreventionModes"]
+    fs, old_fs = {f["filterType"]: f for f in sym["filters"]}, {f["filterType"]: f for f in recorded["filters"]}
+    assert not {"MIN_NOTIONAL", "PERCENT_PRICE"} & set(fs) and {"NOTIONAL", "PERCENT_PRICE_BY_SIDE", "TRAILING_DELTA"} <= set(fs)
+    assert set(fs["NOTIONAL"]) == {"filterType", "minNotional", "applyMinToMarket", "maxNotional", "applyMaxToMarket",
+                                   "avgPriceMins"}
+    assert fs["NOTIONAL"]["minNotional"] == old_fs["MIN_NOTIONAL"]["minNotional"]
+    assert (fs["PERCENT_PRICE_BY_SIDE"]["bidMultiplierUp"], fs["PERCENT_PRICE_BY_SIDE"]["askMultiplierDown"]) == (
+        old_fs["PERCENT_PRICE"]["multiplierUp"], old_fs["PERCENT_PRICE"]["multiplierDown"])
     assert {f["filterType"]: f for f in sym["filters"]}["PRICE_FILTER"]["tickSize"] == "0.01000000"
     weight = next(r for r in info["rateLimits"] if r["rateLimitType"] == "REQUEST_WEIGHT")
     assert weight["limit"] == 6000 and info["timezone"] == "UTC"
@@ -266,3 +284,21 @@ def test_exchange_info_and_python_binance_create(replay_paused):
         assert ei.value.code == -1121
     finally:
         client.close_connection()
+
+
+def test_ignoring_429s_gets_the_ip_banned_with_418():
+    """Binance "LIMITS": failing to back off after 429s gets an automated IP ban (HTTP 418, -1003
+    "Way too much request weight used; IP banned until ..."), 2 minutes for a first offence."""
+    with ReplayServer(port=0, paused=True, weight_limit=10, ban_after_ignored_429=2) as srv:
+        url = srv.api_url + "/v3/ping"
+        statuses = [rt.http("GET", url)[0] for _ in range(10)]
+        assert statuses == [200] * 10
+        first = rt.http("GET", url)
+        assert first[0] == 429 and first[2]["code"] == -1003
+        assert rt.http("GET", url)[0] == 429  # one ignored Retry-After
+        status, headers, body = rt.http("GET", url)  # two: banned
+        assert status == 418 and body["code"] == -1003
+        assert body["msg"].startswith("Way too much request weight used; IP banned until ")
+        until = int(body["msg"].split("until ")[1].split(".")[0])
+        assert 110_000 <= until - srv.clock.wall_ms() <= 120_000 and 110 <= int(headers["Retry-After"]) <= 120
+        assert rt.http("GET", srv.api_url + "/v3/time")[0] == 418  # every endpoint, while it lasts

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import websockets
 
-from marketdata.replay import testing as rt
-from marketdata.replay.model import UPDATE_ID_BASE
-from marketdata.replay.server import ReplayServer
+from replay import testing as rt
+from replay.model import UPDATE_ID_BASE
+from replay.server import ReplayServer
 
 
 START_MS = 1_800_000_012_345  # 2027-01-15T08:00:12.345Z: a fixed replay start, reproducible values
@@ -94,7 +94,7 @@ def test_trade_and_book_ticker_sockets(replay_live):
 
     trades, tickers = rt.run(go())
     m = srv.model
-    assert set(trades[0]) == {"e", "E", "s", "t", "p", "q", "b", "a", "T", "m", "M"}
+    assert set(trades[0]) == {"e", "E", "s", "t", "p", "q", "T", "m", "M"}  # Binance "Trade Streams": no b/a since 2023
     ids = [t["t"] for t in trades]
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # no gaps, no duplicates
     for t in trades:
@@ -284,12 +284,21 @@ def test_pause_freezes_prices_and_streams():
         assert rt.http("POST", srv.base_url + "/_replay/clock", {"speed": -1})[0] == 400
 
 
-def test_malformed_stream_is_refused_and_unknown_symbol_is_silent(replay_live):
+def test_any_ws_path_is_a_connection_that_subscribes_malformed_combined_is_refused_unknown_symbol_silent(replay_live):
+    """Binance accepts ``/ws/<anything>`` (ccxt.pro opens ``/ws/0`` and then sends SUBSCRIBE)."""
     srv = replay_live
 
     async def go():
+        async with websockets.connect(srv.stream_url + "ws/0") as ws:
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 7}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": None, "id": 7}
+            trade = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert (trade["e"], trade["s"]) == ("trade", "BTCUSDT")
+        async with websockets.connect(srv.stream_url + "ws/btcusdt@bogus") as ws:  # nothing subscribed
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": [], "id": 1}
         with pytest.raises(websockets.InvalidStatus) as ei:
-            async with websockets.connect(srv.stream_url + "ws/btcusdt@bogus"):
+            async with websockets.connect(srv.stream_url + "stream?streams=btcusdt@bogus"):
                 pass
         async with websockets.connect(srv.stream_url + "ws/dogeusdt@trade") as ws:
             with pytest.raises(asyncio.TimeoutError):
@@ -344,3 +353,27 @@ def test_clock_jump_sends_a_bounded_burst_then_stays_current():
         assert [g["a"] for g in got] == list(range(got[0]["a"], got[-1]["a"] + 1))
         st = srv.state()
         assert st["paused"] and st["symbols"]["ETHUSDT"]["tape_index"] == 610
+
+
+def test_avg_price_stream_and_depth_diffs_only_on_change(replay_live):
+    """``<s>@avgPrice`` (Binance "Average Price" payload) equals ``GET avgPrice``'s model value at
+    its event time; ``<s>@depth`` sends no empty diff and its events chain ``U = previous u + 1``."""
+    srv = replay_live
+
+    async def go():
+        got = {"avg": [], "depth": []}
+        async with websockets.connect(srv.stream_url + "stream?streams=btcusdt@avgPrice/btcusdt@depth") as ws:
+            while len(got["avg"]) < 5 or len(got["depth"]) < 3:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                got["avg" if msg["stream"].endswith("avgPrice") else "depth"].append(msg["data"])
+        return got
+
+    got = rt.run(go(), 60)
+    m = srv.model
+    for a in got["avg"]:
+        assert set(a) == {"e", "E", "s", "i", "w", "T"} and (a["e"], a["s"], a["i"]) == ("avgPrice", "BTCUSDT", "5m")
+        expected = m.avg_price("BTCUSDT", a["E"])
+        assert (a["w"], a["T"]) == (f"{expected.price:.8f}", expected.close_time)
+    depth = got["depth"]
+    assert all(d["b"] or d["a"] for d in depth)
+    assert all(b["U"] == a["u"] + 1 for a, b in zip(depth, depth[1:]))

@@ -1,13 +1,18 @@
 """Binance venue (testnet / live / the replay exchange's signed endpoints) through python-binance.
 
-Testnet and live differ only by ``settings.BINANCE_API_URL`` / ``BINANCE_STREAM_URL`` and keys.
-Binance Spot API docs followed: "SIGNED (TRADE and USER_DATA) endpoint security", "Trading
-endpoints" (New order, Cancel order), "Account endpoints" (Query order, Current open orders,
-Account trade list, Account information), "User Data Streams" (listenKey, ``executionReport``,
-``outboundAccountPosition``).
+Testnet and live differ only by endpoints and keys. **Endpoints are per account** (:func:`endpoints`):
+an ``ExchangeCredential`` may name its REST base and WebSocket API URL; otherwise an account on the
+deployment's venue (``BINANCE_VENUE``) uses ``settings.BINANCE_API_URL`` / ``BINANCE_WS_API_URL``
+and an account on the other Binance venue that venue's standard URLs, so testnet and live accounts
+coexist in one deployment. Binance Spot API docs followed: "SIGNED (TRADE and USER_DATA) endpoint
+security", "Trading endpoints" (New order, Cancel order), "Account endpoints" (Query order, Current
+open orders, Account trade list, Account information, Account Commission Rates), "WebSocket API"
+(``userDataStream.subscribe.signature``) and "User Data Streams" (``executionReport``,
+``outboundAccountPosition``, ``balanceUpdate``, ``listStatus``, ``eventStreamTerminated``). The
+REST listenKey endpoints are not used: Binance removed them on 2026-02-20.
 
-**Keys.** Each account's key pair is a ``risk.models.ExchangeCredential``: the API key and the
-secret encrypted with Fernet (``risk.secrets``, key ``SECRETS_ENCRYPTION_KEY``), decrypted only
+**Keys.** Each account's key is a ``risk.models.ExchangeCredential``: the API key and the HMAC
+secret or Ed25519 private key (PEM; python-binance then signs with Ed25519) encrypted with Fernet (``risk.secrets``, key ``SECRETS_ENCRYPTION_KEY``), decrypted only
 when a python-binance client is built (clients are cached by the ciphertext). Without one, the API
 key is ``Account.api_key`` (else ``settings.BINANCE_API_KEY``) and the secret
 ``settings.BINANCE_API_SECRET`` (the env fallback); with ``BINANCE_VENUE=replay`` and no secret
@@ -50,6 +55,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
 
@@ -141,25 +147,65 @@ def _stored_credential(account):
     return ExchangeCredential.objects.filter(account_id=account.pk).first()
 
 
-def credentials(account, stored=None) -> tuple[str, str]:
-    """``(api_key, secret)`` of ``account`` (see the module docstring): its encrypted
-    ``ExchangeCredential`` (decrypted here, only to build a client), else ``Account.api_key`` /
-    ``settings.BINANCE_API_KEY`` with ``settings.BINANCE_API_SECRET``. Raises ``VenueAuthError``
-    (-2014) when none is configured, ``ImproperlyConfigured`` when the stored secret cannot be
-    decrypted with ``SECRETS_ENCRYPTION_KEY``."""
-    stored = stored if stored is not None else _stored_credential(account)
+@dataclass(frozen=True)
+class VenueCredential:
+    """What signs an account's requests and where they go: ``api_key``; ``secret`` (HMAC-SHA256,
+    empty for an Ed25519 key) or ``private_key`` (Ed25519 PEM); ``api_url`` (REST base
+    ``.../api``) and ``ws_api_url`` (WebSocket API ``.../ws-api/v3``). Never logged (no repr of
+    the secrets)."""
+
+    api_key: str
+    secret: str = field(repr=False)
+    private_key: str | None = field(repr=False)
+    api_url: str
+    ws_api_url: str
+
+    def client_kwargs(self) -> dict:
+        """Keywords of ``marketdata.binance.make_client`` / ``make_async_client``."""
+        return {"api_key": self.api_key, "api_secret": self.secret or None, "private_key": self.private_key,
+                "api_url": self.api_url}
+
+
+def endpoints(account, stored=None) -> tuple[str, str]:
+    """``(api_url, ws_api_url)`` of ``account``: its ``ExchangeCredential``'s own endpoints when
+    set; else ``settings.BINANCE_API_URL`` / ``BINANCE_WS_API_URL`` when the account's venue is the
+    deployment's (``BINANCE_VENUE``, or any venue on the replay); else the standard URLs of its
+    venue (``settings.BINANCE_ENDPOINTS``), so a testnet and a live account coexist."""
+    if settings.BINANCE_VENUE == "replay" or account.venue == settings.BINANCE_VENUE:
+        api_url, ws_api_url = settings.BINANCE_API_URL, settings.BINANCE_WS_API_URL
+    else:
+        api_url, ws_api_url = settings.BINANCE_ENDPOINTS[account.venue]
     if stored is not None:
-        return stored.api_key, stored.secret()
+        api_url, ws_api_url = stored.api_url or api_url, stored.ws_api_url or ws_api_url
+    return api_url, ws_api_url
+
+
+def credentials(account, stored=None) -> VenueCredential:
+    """The :class:`VenueCredential` of ``account`` (see the module docstring): its encrypted
+    ``ExchangeCredential`` (decrypted here, only to build a client; an HMAC secret or an Ed25519
+    private key), else ``Account.api_key`` / ``settings.BINANCE_API_KEY`` with
+    ``settings.BINANCE_API_SECRET``. Raises ``VenueAuthError`` (-2014) when none is configured,
+    ``ImproperlyConfigured`` when the stored secret cannot be decrypted with
+    ``SECRETS_ENCRYPTION_KEY``."""
+    from risk.models import KeyType
+
+    stored = stored if stored is not None else _stored_credential(account)
+    api_url, ws_api_url = endpoints(account, stored)
+    if stored is not None:
+        plain = stored.secret()
+        if stored.key_type == KeyType.ED25519:
+            return VenueCredential(stored.api_key, "", plain, api_url, ws_api_url)
+        return VenueCredential(stored.api_key, plain, None, api_url, ws_api_url)
     key = account.api_key or settings.BINANCE_API_KEY or ""
     secret = settings.BINANCE_API_SECRET or ""
     if not secret and settings.BINANCE_VENUE == "replay":
-        from marketdata.replay.account import DEMO_API_KEY, DEMO_API_SECRET
+        from replay.account import DEMO_API_KEY, DEMO_API_SECRET
 
         if key in ("", DEMO_API_KEY):
             key, secret = DEMO_API_KEY, DEMO_API_SECRET
     if not key or not secret:
         raise VenueAuthError(f"Account {account.pk} has no API key/secret configured for the {account.venue} venue.", code=-2014)
-    return key, secret
+    return VenueCredential(key, secret, None, api_url, ws_api_url)
 
 
 _clients: dict[tuple, object] = {}
@@ -181,24 +227,25 @@ def clock_offset_ms(client) -> int:
 
 
 def client_for(account):
-    """A python-binance ``Client`` for ``account`` at ``settings.BINANCE_API_URL`` (cached per URL
-    and key), with ``recvWindow``, request timeout and clock offset set."""
+    """A python-binance ``Client`` for ``account`` at its endpoint (:func:`endpoints`), cached per
+    URL and key, signing with its HMAC secret or Ed25519 private key, with ``recvWindow``, request
+    timeout and clock offset set."""
     from marketdata.binance import make_client
 
     stored = _stored_credential(account)
+    api_url, _ws = endpoints(account, stored)
     if stored is not None:  # keyed by the ciphertext: the secret is decrypted only to build a client
-        cache_key = (settings.BINANCE_API_URL, stored.api_key, stored.secret_encrypted)
+        cache_key = (api_url, stored.api_key, stored.secret_encrypted)
     else:
-        key, secret = credentials(account)
-        cache_key = (settings.BINANCE_API_URL, key, hash(secret))
+        cred = credentials(account)
+        cache_key = (api_url, cred.api_key, hash(cred.secret))
     client = _clients.get(cache_key)
     if client is None:
-        key, secret = credentials(account, stored)
-        client = make_client(api_key=key, api_secret=secret)
+        client = make_client(**credentials(account, stored).client_kwargs())
         if len(_clients) > 64:
             _clients.clear()
         _clients[cache_key] = client
-    client.API_URL = settings.BINANCE_API_URL
+    client.API_URL = api_url
     client.REQUEST_RECVWINDOW = settings.BINANCE_RECV_WINDOW_MS
     client.REQUEST_TIMEOUT = REQUEST_TIMEOUT_S
     client.timestamp_offset = clock_offset_ms(client)
@@ -781,12 +828,18 @@ def handle_user_event(account_id: int, event: dict) -> dict:
 
     - ``executionReport``: the order's state and, for ``x == "TRADE"``, its fill (booked once);
     - ``outboundAccountPosition``: absolute balances of the assets it lists;
-    - ``listenKeyExpired``: nothing booked; returns ``{"reconnect": True}``.
+    - ``listStatus``: the order list's state;
+    - ``balanceUpdate`` (deposit/withdrawal): nothing booked here, the ``outboundAccountPosition``
+      that follows it carries the absolute balance;
+    - ``eventStreamTerminated`` (Binance "Event Stream Terminated": the subscription ended) and
+      ``listenKeyExpired``: nothing booked; returns ``{"reconnect": True}``.
     Returns ``{"event": e, "orderId"?: local id, "status"?: status}``.
     """
     kind = event.get("e")
-    if kind == "listenKeyExpired":
+    if kind in ("eventStreamTerminated", "listenKeyExpired"):
         return {"event": kind, "reconnect": True}
+    if kind == "balanceUpdate":
+        return {"event": kind}
     with transaction.atomic():
         account = Account.objects.select_for_update().get(pk=account_id)
         if kind == "executionReport":
@@ -807,46 +860,54 @@ def handle_user_event(account_id: int, event: dict) -> dict:
 async def follow_account(account_id: int, *, stop: asyncio.Event, on_ready=None, max_backoff_s: float = 30.0) -> None:
     """Follow ``account_id``'s user data stream until ``stop`` is set.
 
-    Gets a listenKey (``POST /api/v3/userDataStream``), connects to
-    ``<BINANCE_STREAM_URL>ws/<listenKey>``, then reconciles (so whatever happened while we were
-    away is booked), calls ``on_ready()`` and applies each event with ``handle_user_event``. Keeps
-    the key alive every 30 minutes (``PUT``); reconnects with exponential backoff (1 s .. 30 s) on
-    any error, on ``listenKeyExpired`` or when the exchange closes the socket.
+    Through Binance's WebSocket API (``<ws_api_url>``, the account's :func:`endpoints`) with
+    python-binance: ``BinanceSocketManager.user_socket()`` sends ``userDataStream.subscribe.signature``
+    signed with the account's HMAC secret or Ed25519 key, and yields the subscription's events.
+    Once subscribed it reconciles (whatever happened while we were away is booked), syncs the
+    account's commission rates (:func:`account_fees_sync`), calls ``on_ready()`` and applies each
+    event with ``handle_user_event``. A WebSocket API subscription lives as long as its connection:
+    python-binance reconnects the connection by itself but does not subscribe again, and reports
+    the drop as an ``{"e": "error"}`` item on the socket; on that, on ``eventStreamTerminated``,
+    or any error, this closes the client and starts over with a new connection and a new
+    subscription (exponential backoff 1 s .. ``max_backoff_s`` on errors). (python-binance has no
+    API to re-subscribe an existing socket, hence the fresh client per subscription.)
     """
-    import aiohttp
     from asgiref.sync import sync_to_async
+    from binance import BinanceSocketManager
 
     from marketdata.binance import make_async_client
 
     backoff = 1.0
     while not stop.is_set():
-        client = None
+        client = socket = None
         try:
             account = await sync_to_async(Account.objects.get)(pk=account_id)
-            key, secret = await sync_to_async(credentials)(account)  # reads the encrypted credential row
-            client = await make_async_client(api_key=key, api_secret=secret)
-            listen_key = await client.stream_get_listen_key()
-            url = settings.BINANCE_STREAM_URL.rstrip("/") + "/ws/" + listen_key
-            async with aiohttp.ClientSession() as http, http.ws_connect(url, heartbeat=30) as ws:
-                await sync_to_async(reconcile_account_id)(account_id)
-                backoff = 1.0
-                if on_ready is not None:
-                    on_ready()
-                last_keepalive = time.monotonic()
-                while not stop.is_set():
-                    if time.monotonic() - last_keepalive > 30 * 60:
-                        await client.stream_keepalive(listen_key)
-                        last_keepalive = time.monotonic()
-                    try:
-                        msg = await ws.receive(timeout=1.0)
-                    except asyncio.TimeoutError:
-                        continue
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        log.info("user stream of account %s closed (%s); reconnecting", account_id, msg.type)
-                        break
-                    result = await sync_to_async(handle_user_event)(account_id, json.loads(msg.data))
-                    if result.get("reconnect"):
-                        break
+            cred = await sync_to_async(credentials)(account)  # reads the encrypted credential row
+            client = await make_async_client(**cred.client_kwargs(), ws_api_url=cred.ws_api_url)
+            socket = BinanceSocketManager(client).user_socket()
+            await socket.__aenter__()  # userDataStream.subscribe.signature
+            await sync_to_async(reconcile_account_id)(account_id)
+            try:
+                await sync_to_async(account_fees_sync)(account)
+            except TradingError as exc:  # fees are not worth stopping the stream for
+                log.warning("commission rates of account %s: %s", account_id, exc)
+            backoff = 1.0
+            if on_ready is not None:
+                on_ready()
+            while not stop.is_set():
+                try:
+                    event = await asyncio.wait_for(socket.recv(), 1.0)
+                except asyncio.TimeoutError:
+                    continue
+                if event.get("e") == "error":  # python-binance: the WebSocket API connection dropped
+                    log.info("user stream of account %s: %s (%s); subscribing again", account_id,
+                             event.get("type"), event.get("m"))
+                    socket = None  # its subscription died with the connection: nothing to unsubscribe
+                    break
+                result = await sync_to_async(handle_user_event)(account_id, event)
+                if result.get("reconnect"):
+                    log.info("user stream of account %s ended (%s); subscribing again", account_id, result["event"])
+                    break
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -857,8 +918,45 @@ async def follow_account(account_id: int, *, stop: asyncio.Event, on_ready=None,
                 pass
             backoff = min(backoff * 2, max_backoff_s)
         finally:
-            if client is not None:
-                await client.close_connection()
+            await _close_quietly(socket, client)
+
+
+async def _close_quietly(socket, client) -> None:
+    """Unsubscribe and close, each bounded to 2 s. python-binance's ``close_connection()`` marks its
+    WebSocket API reader as exiting and then waits for the reader's pending receive (up to its
+    10 s timeout, or its reconnect attempts when the exchange is gone); closing that connection
+    (``client.ws_api.ws``, public) right after ends the receive at once."""
+    if socket is not None:
+        try:
+            await asyncio.wait_for(socket.__aexit__(None, None, None), 2.0)
+        except Exception as exc:  # noqa: BLE001 - a dead connection is what we are leaving
+            log.debug("unsubscribing the user stream: %s", exc)
+    if client is None:
+        return
+    closing = asyncio.ensure_future(client.close_connection())
+    await asyncio.sleep(0)  # let it mark the reader as exiting
+    ws = client.ws_api.ws if client.ws_api is not None else None
+    try:
+        if ws is not None:
+            await asyncio.wait_for(ws.close(), 1.0)
+        await asyncio.wait_for(closing, 2.0)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("closing the user stream client: %s", exc)
+
+
+def account_fees_sync(account: Account, symbol: str | None = None) -> dict:
+    """Set ``account``'s maker/taker rates from its own exchange account: ``GET
+    /api/v3/account/commission`` (Binance "Account Commission Rates", signed with the account's
+    credentials) for ``symbol`` (default the first of ``settings.WATCHED_SYMBOLS``); the standard
+    commission (fractions, 0.001 = 0.1 %). Returns ``{"symbol", "maker", "taker"}``; raises
+    ``VenueError`` subclasses when the exchange refuses or cannot be reached."""
+    symbol = symbol or settings.WATCHED_SYMBOLS[0]
+    data = _call(client_for(account).v3_get_account_commission, symbol=symbol)
+    std = data["standardCommission"]
+    maker, taker = _d(std["maker"]), _d(std["taker"])
+    Account.objects.filter(pk=account.pk).update(maker_fee_rate=maker, taker_fee_rate=taker)
+    account.maker_fee_rate, account.taker_fee_rate = maker, taker
+    return {"symbol": symbol, "maker": maker, "taker": taker}
 
 
 def exchange_account_ids() -> list[int]:

@@ -64,7 +64,7 @@ class Command(BaseCommand):
             )
         if settings.BINANCE_VENUE == "replay":
             procs["replay"] = (
-                f"{py} -m marketdata.replay --host {settings.REPLAY_HOST} --port {settings.REPLAY_PORT} "
+                f"{py} -m replay --host {settings.REPLAY_HOST} --port {settings.REPLAY_PORT} "
                 f"--speed {settings.REPLAY_SPEED}"
             )
         procs["web"] = web_server_command(bindir, opts["host"], opts["port"])

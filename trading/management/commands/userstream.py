@@ -1,8 +1,9 @@
 """``manage.py userstream``: follow the Binance user data stream of every testnet/live account.
 
-One task per account (``trading.venues.binance.follow_account``): listenKey, ``/ws/<listenKey>``,
-a reconciliation on every (re)connect, then each ``executionReport`` / ``outboundAccountPosition``
-booked as it arrives. New accounts are picked up every ``--rescan`` seconds. SIGINT/SIGTERM stop it.
+One task per account (``trading.venues.binance.follow_account``): a WebSocket API subscription
+(``userDataStream.subscribe.signature``, python-binance's ``user_socket()``) at the account's
+endpoint, a reconciliation on every (re)subscription, then each ``executionReport`` /
+``outboundAccountPosition`` / ``listStatus`` booked as it arrives. New accounts are picked up every ``--rescan`` seconds. SIGINT/SIGTERM stop it.
 Safe to run next to the Celery beat reconciliation (every booker takes the account row lock and a
 fill is booked once) and safe to kill at any moment (the next reconciliation books what it missed).
 Several copies may run: one is elected by a Redis lease (``project.leader``, lease ``userstream``),

@@ -159,12 +159,18 @@ def avg_price_rest(a: AvgPrice) -> dict:
 
 # -- WebSocket stream payloads -------------------------------------------------------------------
 def trade_event(symbol: str, t: Trade) -> dict:
-    """``<symbol>@trade`` payload (``E`` = ``T`` = trade time in replay ms)."""
+    """``<symbol>@trade`` payload (``E`` = ``T`` = trade time in replay ms). Binance removed the
+    buyer/seller order ids ``b``/``a`` from it (spot API changelog 2023-12)."""
     return {
         "e": "trade", "E": t.time, "s": symbol, "t": t.id, "p": f8(t.price_e8), "q": f8(t.qty_e8),
-        "b": ORDER_ID_BASE + 2 * t.index, "a": ORDER_ID_BASE + 2 * t.index + 1,
         "T": t.time, "m": t.is_buyer_maker, "M": True,
     }
+
+
+def avg_price_event(symbol: str, a: AvgPrice, event_time: int) -> dict:
+    """``<symbol>@avgPrice`` payload (Binance "Average Price": interval ``i``, price ``w``, last
+    trade time ``T``)."""
+    return {"e": "avgPrice", "E": event_time, "s": symbol, "i": f"{a.mins}m", "w": f8(a.price_e8), "T": a.close_time}
 
 
 def agg_trade_event(symbol: str, t: Trade) -> dict:

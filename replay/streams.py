@@ -12,11 +12,13 @@ the stream type):
 ``<s>@bookTicker``               one event per replay second (the book changes once a second)
 ``<s>@depth<5|10|20>[@100ms]``   partial book, one per replay second (the book only changes on
                                  whole seconds, so the 100 ms variant has nothing more to say)
-``<s>@depth[@100ms]``            ``depthUpdate`` diffs, one per replay second, ``U = u``
+``<s>@depth[@100ms]``            ``depthUpdate`` diffs, ``U = u``, for each replay second whose
+                                 book differs from the previous second's (none when nothing changed)
 ``<s>@ticker``, ``@miniTicker``  rolling 24 h statistics, one per replay second
+``<s>@avgPrice``                 the 5-minute average price, one per replay second
 =============================== ==============================================================
 
-Well-formed names Binance has but the replay does not produce (``kline_1s``, ``@avgPrice``,
+Well-formed names Binance has but the replay does not produce (``kline_1s``,
 ``@ticker_<window>``, ``!ticker@arr``, ``!miniTicker@arr``, ``!bookTicker``, ...) and well-formed
 names for symbols without a tape (or written in upper case: Binance's stream symbols are lower
 case) are accepted and stay silent, which is what Binance does for a symbol it does not list. Malformed names are rejected (see ``server.py``).
@@ -51,7 +53,7 @@ class StreamSpec:
 
     ``name``: as subscribed; ``symbol``: upper-case symbol (``""`` for all-market streams);
     ``kind``: ``trade``, ``aggTrade``, ``kline``, ``bookTicker``, ``depthDiff``, ``depthPartial``,
-    ``ticker``, ``miniTicker`` or ``silent`` (valid on Binance, not produced here);
+    ``ticker``, ``miniTicker``, ``avgPrice`` or ``silent`` (valid on Binance, not produced here);
     ``interval``: kline interval; ``levels``: partial depth levels; ``tz_ms``: kline time-zone
     offset (``<s>@kline_<i>@+08:00``) in ms.
     """
@@ -93,7 +95,9 @@ def parse_stream(name: str) -> StreamSpec | None:
         return StreamSpec(name, sym, "ticker")
     if m["mini"]:
         return StreamSpec(name, sym, "miniTicker")
-    if m["avg"] or m["win"]:
+    if m["avg"]:
+        return StreamSpec(name, sym, "avgPrice")
+    if m["win"]:
         return StreamSpec(name, sym, "silent")
     # depth variants (the regex guarantees this is a depth stream)
     if m["lvl"]:
@@ -143,7 +147,8 @@ def stream_events(model: ReplayModel, spec: StreamSpec, t0: int, t1: int) -> lis
         out = []
         for g in idx:
             du = model.depth_update(sym, g)
-            out.append((du.time, wire.depth_update_event(du)))
+            if du.bid_changes or du.ask_changes:  # Binance sends no empty diffs
+                out.append((du.time, wire.depth_update_event(du)))
         return out
     if kind == "depthPartial":
         out = []
@@ -151,6 +156,10 @@ def stream_events(model: ReplayModel, spec: StreamSpec, t0: int, t1: int) -> lis
             d = model.depth_at_index(sym, g, spec.levels)
             out.append((d.time, wire.depth_rest(d)))
         return out
+    if kind == "avgPrice":
+        base = model.tape_start_ms(sym)
+        return [(base + g * 1000, wire.avg_price_event(sym, model.avg_price(sym, base + g * 1000), base + g * 1000))
+                for g in idx]
     if kind in ("ticker", "miniTicker"):
         fmt: Callable = wire.ticker_event if kind == "ticker" else wire.mini_ticker_event
         base = model.tape_start_ms(sym)

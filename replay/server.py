@@ -49,7 +49,7 @@ with one of ``paths`` - default all of ``/api/`` - answer that error with Binanc
 
 Embedding: :class:`ReplayServer` runs the app in a background thread with its own event loop
 (``start()``/``stop()``, or ``with ReplayServer(...) as srv:``); ``start_async()``/``stop_async()``
-run it on the caller's loop. ``python -m marketdata.replay`` is the CLI.
+run it on the caller's loop. ``python -m replay`` is the CLI.
 """
 from __future__ import annotations
 
@@ -66,157 +66,30 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import refdata, wire
 from .clock import ReplayClock
+from .account import ReplayAccounts
 from .errors import (
     BAD_COMBO,
     DISCONNECTED,
-    DUPLICATE_PARAM,
-    DUPLICATE_SYMBOLS,
     INVALID_INTERVAL,
-    INVALID_SYMBOL,
     INVALID_TICKER_TYPE,
-    NUMBER_RANGE,
     SERVER_BUSY,
     SYMBOL_AND_SYMBOLS,
-    SYMBOL_RANGE,
-    SYMBOLS_RANGE,
     BinanceError,
     err,
-    illegal_chars,
     invalid_param,
     ip_banned,
-    mandatory_missing,
-    param_empty,
     too_much_weight,
-    unread_params,
 )
 from .model import INTERVAL_MS, ReplayModel
+from .params import Params, Reply, dumps, json_response, read_json_body
 from .streams import StreamSpec, parse_stream, stream_events
-
-try:  # orjson is in requirements.txt; fall back to the stdlib
-    import orjson
-
-    def dumps(obj) -> str:
-        """Compact JSON text (as Binance sends it)."""
-        return orjson.dumps(obj).decode()
-
-except ImportError:  # pragma: no cover
-
-    def dumps(obj) -> str:
-        """Compact JSON text (as Binance sends it)."""
-        return json.dumps(obj, separators=(",", ":"))
-
+from .wsapi import WsApi
 
 log = logging.getLogger(__name__)
 
-JSON_CT = "application/json;charset=UTF-8"
-_SYMBOL_RE = re.compile(SYMBOL_RANGE)
-_SYMBOLS_RE = re.compile(SYMBOLS_RANGE)
-_NUMBER_RE = re.compile(NUMBER_RANGE)
-_TZ_RE = re.compile(r"^([+-])?(\d{1,2})(?::(\d{2}))?$")
 _WS_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _WS_ID_RE = re.compile(r"^[A-Za-z0-9]{1,36}$")
 FAILABLE_STATUSES = (418, 429, 500, 503)
-
-
-# ------------------------------------------------------------------------------------------------
-# request parameters
-# ------------------------------------------------------------------------------------------------
-class Params:
-    """Binance-style query-string validation for one request.
-
-    ``allowed``: the endpoint's parameter names. Raises :class:`BinanceError`: -1101 on a repeated
-    parameter, -1102/-1105 on empty values, -1100 on malformed numbers/symbols, and (from
-    :meth:`done`) -1104 when an unknown parameter was sent.
-    """
-
-    def __init__(self, request: web.Request, allowed: Iterable[str]):
-        q = request.query
-        keys = list(q.keys())
-        if len(keys) != len(set(keys)):
-            raise err(DUPLICATE_PARAM)
-        self.q = {k: q[k] for k in keys}
-        self.allowed = set(allowed)
-
-    def has(self, name: str) -> bool:
-        """True if ``name`` was sent (even empty)."""
-        return name in self.q
-
-    def str(self, name: str, required: bool = False) -> str | None:
-        """The raw value; ``None`` when absent (and not required)."""
-        v = self.q.get(name)
-        if v is None or v == "":
-            if required:
-                raise mandatory_missing(name)
-            if v == "":
-                raise param_empty(name)
-            return None
-        return v
-
-    def int(self, name: str, default: int | None = None, required: bool = False) -> int | None:
-        """A non-negative integer (Binance LONG/INT); -1100 when not ``^[0-9]{1,20}$``."""
-        v = self.str(name, required)
-        if v is None:
-            return default
-        if not _NUMBER_RE.match(v):
-            raise illegal_chars(name, NUMBER_RANGE)
-        return int(v)
-
-    def symbol(self, model_has: Callable[[str], bool], name: str = "symbol", required: bool = True) -> str | None:
-        """A symbol: -1102 if missing, -1100 if not ``^[A-Z0-9-_.]{1,20}$``, -1121 if not served."""
-        v = self.str(name, required)
-        if v is None:
-            return None
-        if not _SYMBOL_RE.match(v):
-            raise illegal_chars(name, SYMBOL_RANGE)
-        if not model_has(v):
-            raise err(INVALID_SYMBOL)
-        return v
-
-    def symbols(self, model_has: Callable[[str], bool]) -> list[str] | None:
-        """The ``symbols`` JSON array (``["BTCUSDT","ETHUSDT"]``; blanks tolerated)."""
-        v = self.str("symbols")
-        if v is None:
-            return None
-        compact = re.sub(r"\s+", "", v)
-        if not _SYMBOLS_RE.match(compact):
-            raise illegal_chars("symbols", SYMBOLS_RANGE)
-        names = json.loads(compact)
-        if len(names) != len(set(names)):
-            raise err(DUPLICATE_SYMBOLS)
-        for s in names:
-            if not model_has(s):
-                raise err(INVALID_SYMBOL)
-        return names
-
-    def limit(self, default: int, maximum: int) -> int:
-        """``limit``: default when absent, -1130 below 1, clamped to ``maximum``."""
-        n = self.int("limit", default)
-        if n < 1:
-            raise invalid_param("limit")
-        return min(n, maximum)
-
-    def tz_ms(self) -> int:
-        """``timeZone`` (klines): ``[+-]H[H][:MM]`` within [-12:00, +14:00] -> offset in ms."""
-        v = self.str("timeZone")
-        if v is None:
-            return 0
-        m = _TZ_RE.match(v)
-        if not m:
-            raise invalid_param("timeZone")
-        minutes = int(m[2]) * 60 + int(m[3] or 0)
-        if m[3] is not None and int(m[3]) >= 60:
-            raise invalid_param("timeZone")
-        if m[1] == "-":
-            minutes = -minutes
-        if not -12 * 60 <= minutes <= 14 * 60:
-            raise invalid_param("timeZone")
-        return minutes * 60_000
-
-    def done(self) -> None:
-        """-1104 if a parameter the endpoint does not read was sent."""
-        unknown = [k for k in self.q if k not in self.allowed]
-        if unknown:
-            raise unread_params(len(self.q) - len(unknown), len(self.q))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,6 +145,43 @@ class WeightTracker:
         return used if m == self._wall_ms() // 60_000 else 0
 
 
+class BanTracker:
+    """Binance "LIMITS": "Repeatedly violating rate limits and/or failing to back off after
+    receiving 429s will result in an automated IP ban (HTTP status 418)", "from 2 minutes to 3
+    days" for repeat offenders. An IP that gets a 429 and sends ``ban_after`` more requests that
+    also exceed the limit before its ``Retry-After`` passed is banned for 2 minutes, doubling with
+    each ban (at most 3 days)."""
+
+    def __init__(self, wall_ms: Callable[[], int], ban_after: int):
+        self._wall_ms = wall_ms
+        self.ban_after = ban_after
+        self._retry_at: dict[str, int] = {}
+        self._ignored: dict[str, int] = {}
+        self._until: dict[str, int] = {}
+        self._bans: dict[str, int] = {}
+
+    def banned(self, ip: str) -> BinanceError | None:
+        """The 418 -1003 answer while ``ip`` is banned, else None."""
+        until, now = self._until.get(ip, 0), self._wall_ms()
+        if now < until:
+            return ip_banned(until, max(1, -(-(until - now) // 1000)))
+        return None
+
+    def on_429(self, ip: str, retry_after_s: int) -> BinanceError | None:
+        """Count a request over the limit; the 418 answer when it is one too many, else None."""
+        now = self._wall_ms()
+        ignored = self._ignored.get(ip, 0) + 1 if now < self._retry_at.get(ip, 0) else 0
+        self._ignored[ip] = ignored
+        self._retry_at[ip] = max(self._retry_at.get(ip, 0), now + retry_after_s * 1000)
+        if self.ban_after and ignored >= self.ban_after:
+            n = self._bans.get(ip, 0)
+            self._bans[ip] = n + 1
+            self._until[ip] = now + min(120_000 * 2**n, 3 * 86_400_000)
+            self._ignored[ip] = 0
+            return self.banned(ip)
+        return None
+
+
 @dataclass
 class FailRule:
     """An armed failure (``POST /_replay/fail``): the next ``count`` matching REST calls fail."""
@@ -320,6 +230,7 @@ class ReplayApp:
         model: ReplayModel,
         *,
         weight_limit: int = 6000,
+        ban_after_ignored_429: int = 5,
         ping_interval: float = 20.0,
         pong_timeout: float = 60.0,
         tick_ms: int = 100,
@@ -337,18 +248,19 @@ class ReplayApp:
         self.tick_ms = tick_ms
         self.max_catchup_ms = max_catchup_ms
         self.weights = WeightTracker(clock.wall_ms)
+        self.bans = BanTracker(clock.wall_ms, ban_after_ignored_429)
         self.fail_rules: list[FailRule] = []
         self.conns: set[_Conn] = set()
         info = refdata.exchange_info(data_dir)
         for rl in info.get("rateLimits", []):
             if rl.get("rateLimitType") == "REQUEST_WEIGHT":
                 rl["limit"] = weight_limit
-        self._rate_limits = info.get("rateLimits", [])
+        self.rate_limits = info.get("rateLimits", [])
         self._exchange_filters = info.get("exchangeFilters", [])
         self._timezone = info.get("timezone", "UTC")
-        all_entries = {s["symbol"]: s for s in info["symbols"]}
-        self._entries = {s: all_entries[s] for s in model.symbols}
-        self._info_entries = all_entries if full_exchange_info else self._entries
+        all_entries = {s["symbol"]: refdata.current_entry(s) for s in info["symbols"]}
+        self.entries = {s: all_entries[s] for s in model.symbols}
+        self._info_entries = all_entries if full_exchange_info else self.entries
         w = lambda n: (lambda q: n)  # noqa: E731
         self.rest_routes: dict[tuple[str, str], tuple[Callable, Callable[..., Awaitable]]] = {
             ("GET", "/api/v3/ping"): (w(1), self.h_ping),
@@ -366,10 +278,9 @@ class ReplayApp:
             ("GET", "/api/v3/ticker/bookTicker"): (weight_ticker_multi, self.h_book_ticker),
         }
         # Signed endpoints (orders, account, user data streams): see account.py.
-        from .account import ReplayAccounts
-
         self.accounts = ReplayAccounts(self, accounts, starting_balances=starting_balances)
         self.accounts.register(self.rest_routes)
+        self.wsapi = WsApi(self, self.accounts)
 
     # -- app ---------------------------------------------------------------------------------------
     def build(self) -> web.Application:
@@ -380,6 +291,7 @@ class ReplayApp:
         app.router.add_get("/ws/{streams:.*}", self.h_ws)
         app.router.add_get("/stream", self.h_ws)
         app.router.add_get("/stream/", self.h_ws)
+        app.router.add_get("/ws-api/v3", self.wsapi.handler)
         app.router.add_get("/_replay/state", self.c_state)
         app.router.add_post("/_replay/clock", self.c_clock)
         app.router.add_post("/_replay/drop", self.c_drop)
@@ -391,10 +303,6 @@ class ReplayApp:
 
     async def _on_shutdown(self, app) -> None:
         await self.drop_all(WSCloseCode.GOING_AWAY)
-
-    @staticmethod
-    def _json(body, status: int = 200, headers: dict | None = None) -> web.Response:
-        return web.Response(body=dumps(body).encode(), status=status, headers={"Content-Type": JSON_CT, **(headers or {})})
 
     # -- REST dispatch --------------------------------------------------------------------------------
     async def dispatch_rest(self, request: web.Request) -> web.Response:
@@ -409,21 +317,26 @@ class ReplayApp:
             e = self._failure(rule)
             headers = {**e.headers, "X-MBX-USED-WEIGHT": str(self.weights.used(ip)),
                        "X-MBX-USED-WEIGHT-1M": str(self.weights.used(ip))}
-            return self._json(e.body(), e.status, headers)
+            return json_response(e.body(), e.status, headers)
         route = self.rest_routes.get((request.method, path))
         if route is None:
             return web.Response(status=404)
+        banned = self.bans.banned(ip)
+        if banned is not None:
+            return json_response(banned.body(), banned.status, banned.headers)
         weight_fn, handler = route
         used, retry_after = self.weights.add(ip, weight_fn(request.query))
         wh = {"X-MBX-USED-WEIGHT": str(used), "X-MBX-USED-WEIGHT-1M": str(used)}
         if used > self.weight_limit:
-            e = too_much_weight(self.weight_limit, retry_after)
-            return self._json(e.body(), e.status, {**wh, **e.headers})
+            e = self.bans.on_429(ip, retry_after) or too_much_weight(self.weight_limit, retry_after)
+            return json_response(e.body(), e.status, {**wh, **e.headers})
         try:
             body = await handler(request)
         except BinanceError as e:
-            return self._json(e.body(), e.status, {**wh, **e.headers})
-        return self._json(body, 200, wh)
+            return json_response(e.body(), e.status, {**wh, **e.headers})
+        if isinstance(body, Reply):
+            return json_response(body.body, 200, {**wh, **body.headers})
+        return json_response(body, 200, wh)
 
     def _failure(self, rule: FailRule) -> BinanceError:
         ra = rule.retry_after
@@ -484,13 +397,13 @@ class ReplayApp:
                     raise invalid_param("permissions") from None
             else:
                 wanted = {perms_raw}
-            entries = [e for e in entries if wanted & set(e.get("permissions", []))]
+            entries = [e for e in entries if any(wanted & set(ps) for ps in e.get("permissionSets", []))]
         if status is not None:
             entries = [e for e in entries if e.get("status") == status]
         return {
             "timezone": self._timezone,
             "serverTime": self.clock.wall_ms(),
-            "rateLimits": self._rate_limits,
+            "rateLimits": self.rate_limits,
             "exchangeFilters": self._exchange_filters,
             "symbols": entries,
         }
@@ -619,14 +532,15 @@ class ReplayApp:
             combined = False
             raw = request.match_info.get("streams", "")
         names = [n for n in raw.split("/") if n]
-        if not combined and len(names) == 1 and self.accounts.has_listen_key(names[0]):
-            return await self.accounts.h_user_ws(request, names[0])  # user data stream
         specs = [parse_stream(n) for n in names]
-        if any(s is None for s in specs):
-            return self._json({"code": 2, "msg": "Invalid request: invalid stream"}, 400)
+        if combined and any(s is None for s in specs):
+            return json_response({"code": 2, "msg": "Invalid request: invalid stream"}, 400)
+        # /ws/<anything>: Binance accepts the connection (ccxt.pro opens /ws/0, then SUBSCRIBEs);
+        # path segments that are not stream names subscribe to nothing.
+        specs = [s for s in specs if s is not None]
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20, compress=False)
         if not ws.can_prepare(request).ok:
-            return self._json({"code": 2, "msg": "Invalid request: expected a WebSocket upgrade"}, 400)
+            return json_response({"code": 2, "msg": "Invalid request: expected a WebSocket upgrade"}, 400)
         await ws.prepare(request)
         now = self._now()
         conn = _Conn(ws=ws, combined=combined, last_t=now, peer=request.remote or "unknown")
@@ -776,7 +690,7 @@ class ReplayApp:
                 await c.ws.close(code=code, message=b"replay: dropped")
             except Exception:  # noqa: BLE001 - already broken connections are fine to skip
                 pass
-        return len(conns)
+        return len(conns) + await self.wsapi.close_all(code, b"replay: dropped")
 
     # -- control API --------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -802,6 +716,7 @@ class ReplayApp:
                 "history_minutes": self.model.history_minutes,
                 "symbols": symbols,
                 "connections": len(self.conns),
+                "ws_api_sessions": len(self.wsapi.sessions),
                 "streams": sorted({n for c in self.conns for n in c.streams}),
                 "weight_limit": self.weight_limit,
                 "pending_failures": [r.__dict__ for r in self.fail_rules],
@@ -811,22 +726,11 @@ class ReplayApp:
 
     async def c_state(self, request):
         """``GET /_replay/state``."""
-        return self._json(self.state())
-
-    async def _body(self, request) -> dict:
-        if not request.can_read_body:
-            return {}
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text=dumps({"error": "body must be JSON"}), content_type="application/json")
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text=dumps({"error": "body must be a JSON object"}), content_type="application/json")
-        return body
+        return json_response(self.state())
 
     async def c_clock(self, request):
         """``POST /_replay/clock`` ``{"speed"?: float > 0, "paused"?: bool, "advance_ms"?: int >= 0}``."""
-        body = await self._body(request)
+        body = await read_json_body(request)
         try:
             if "speed" in body:
                 self.clock.set_speed(float(body["speed"]))
@@ -837,17 +741,17 @@ class ReplayApp:
             if "advance_ms" in body:
                 self.clock.advance(int(body["advance_ms"]))
         except (TypeError, ValueError) as e:
-            return self._json({"error": str(e)}, 400)
-        return self._json(self.state())
+            return json_response({"error": str(e)}, 400)
+        return json_response(self.state())
 
     async def c_drop(self, request):
         """``POST /_replay/drop``: close every WebSocket (clients see a disconnect)."""
         n = await self.drop_all()
-        return self._json({"closed": n})
+        return json_response({"closed": n})
 
     async def c_fail(self, request):
         """``POST /_replay/fail`` ``{"status", "count", "retry_after"?, "paths"?}``."""
-        body = await self._body(request)
+        body = await read_json_body(request)
         try:
             status = int(body.get("status", 429))
             count = int(body.get("count", 1))
@@ -860,15 +764,15 @@ class ReplayApp:
             if not all(isinstance(p, str) for p in paths):
                 raise ValueError("paths must be a list of path prefixes")
         except (TypeError, ValueError) as e:
-            return self._json({"error": str(e)}, 400)
+            return json_response({"error": str(e)}, 400)
         if count:
             self.fail_rules.append(FailRule(status, count, retry_after, tuple(paths)))
-        return self._json({"armed": [r.__dict__ for r in self.fail_rules]})
+        return json_response({"armed": [r.__dict__ for r in self.fail_rules]})
 
     async def c_fail_clear(self, request):
         """``DELETE /_replay/fail``: forget pending failures."""
         self.fail_rules.clear()
-        return self._json({"armed": []})
+        return json_response({"armed": []})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -886,6 +790,8 @@ class ReplayServer:
         history_minutes: closed minutes before the start (default 600; see ``model.py``).
         symbols: replayed symbols (default: every symbol with a tape).
         weight_limit: REQUEST_WEIGHT per IP per minute before 429 (default 6000).
+        ban_after_ignored_429: requests over the limit an IP may send after a 429 before its
+            ``Retry-After`` before it is banned (418, 2 minutes doubling); 0 never bans (default 5).
         ping_interval / pong_timeout: WebSocket keepalive in seconds (20 / 60).
         tick_ms: WebSocket send period in wall ms (100).
         max_catchup_ms: most replay ms of events sent in one tick (60000).
@@ -911,6 +817,7 @@ class ReplayServer:
         history_minutes: int = 600,
         symbols: Iterable[str] | None = None,
         weight_limit: int = 6000,
+        ban_after_ignored_429: int = 5,
         ping_interval: float = 20.0,
         pong_timeout: float = 60.0,
         tick_ms: int = 100,
@@ -929,6 +836,7 @@ class ReplayServer:
             self.clock,
             self.model,
             weight_limit=weight_limit,
+            ban_after_ignored_429=ban_after_ignored_429,
             ping_interval=ping_interval,
             pong_timeout=pong_timeout,
             tick_ms=tick_ms,
@@ -957,6 +865,11 @@ class ReplayServer:
         return f"{self.base_url}/api"
 
     @property
+    def ws_api_url(self) -> str:
+        """Binance's WebSocket API base (python-binance ``WebsocketAPI(url=...)``): ``ws://<host>:<port>/ws-api/v3``."""
+        return f"ws://{self.host}:{self.port}/ws-api/v3"
+
+    @property
     def stream_url(self) -> str:
         """python-binance ``BinanceSocketManager.STREAM_URL``: ``ws://<host>:<port>/``."""
         return f"ws://{self.host}:{self.port}/"
@@ -968,8 +881,8 @@ class ReplayServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._requested_port
+        addresses = self._runner.addresses  # (host, port[, ...]) of each listening socket
+        self.port = addresses[0][1] if addresses else self._requested_port
         return self
 
     async def stop_async(self) -> None:

@@ -58,6 +58,56 @@ def symbol_entry(symbol: str, data_dir: str | None = None) -> dict:
     return copy.deepcopy(_symbol_entries(str(data_dir or DATA_DIR))[symbol])
 
 
+#: What every served symbol allows today (Binance "Exchange information" example, spot API docs
+#: 2026): the recorded 2021 entries predate these fields.
+ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"]
+STP_MODES = ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "DECREMENT"]
+MAX_NOTIONAL = "9000000.00000000"
+
+
+def current_entry(entry: dict) -> dict:
+    """A recorded 2021 ``symbols[]`` entry in today's schema (a new dict; values from the recording).
+
+    Binance "Filters" as migrated in 2023: ``MIN_NOTIONAL`` {minNotional, applyToMarket,
+    avgPriceMins} becomes ``NOTIONAL`` {minNotional, applyMinToMarket, maxNotional,
+    applyMaxToMarket, avgPriceMins}; ``PERCENT_PRICE`` {multiplierUp, multiplierDown, avgPriceMins}
+    becomes ``PERCENT_PRICE_BY_SIDE`` with the same multipliers for bids and asks; a
+    ``TRAILING_DELTA`` filter is added. Fields added since: ``otoAllowed``, ``opoAllowed``,
+    ``allowTrailingStop``, ``cancelReplaceAllowed``, ``amendAllowed``, ``pegInstructionsAllowed``,
+    ``permissionSets`` (the recorded ``permissions`` as one set; ``permissions`` is now empty),
+    ``defaultSelfTradePreventionMode`` (EXPIRE_MAKER) and ``allowedSelfTradePreventionModes``;
+    ``orderTypes`` lists all seven spot types (STOP_LOSS and TAKE_PROFIT came to spot after 2021).
+    """
+    filters = []
+    for f in entry.get("filters", []):
+        kind = f.get("filterType")
+        if kind == "MIN_NOTIONAL":
+            filters.append({"filterType": "NOTIONAL", "minNotional": f["minNotional"],
+                            "applyMinToMarket": f.get("applyToMarket", True), "maxNotional": MAX_NOTIONAL,
+                            "applyMaxToMarket": False, "avgPriceMins": f.get("avgPriceMins", 5)})
+        elif kind == "PERCENT_PRICE":
+            up, down = f["multiplierUp"], f["multiplierDown"]
+            filters.append({"filterType": "PERCENT_PRICE_BY_SIDE", "bidMultiplierUp": up, "bidMultiplierDown": down,
+                            "askMultiplierUp": up, "askMultiplierDown": down, "avgPriceMins": f.get("avgPriceMins", 5)})
+        else:
+            filters.append(dict(f))
+    if not any(f.get("filterType") == "TRAILING_DELTA" for f in filters):
+        filters.append({"filterType": "TRAILING_DELTA", "minTrailingAboveDelta": 10, "maxTrailingAboveDelta": 2000,
+                        "minTrailingBelowDelta": 10, "maxTrailingBelowDelta": 2000})
+    out = {k: v for k, v in entry.items() if k not in ("filters", "permissions")}
+    out.update({
+        "orderTypes": list(ORDER_TYPES), "icebergAllowed": entry.get("icebergAllowed", True),
+        "ocoAllowed": entry.get("ocoAllowed", True), "otoAllowed": True, "opoAllowed": True,
+        "quoteOrderQtyMarketAllowed": entry.get("quoteOrderQtyMarketAllowed", True), "allowTrailingStop": True,
+        "cancelReplaceAllowed": True, "amendAllowed": True, "pegInstructionsAllowed": False,
+        "isSpotTradingAllowed": entry.get("isSpotTradingAllowed", True),
+        "isMarginTradingAllowed": entry.get("isMarginTradingAllowed", False),
+        "filters": filters, "permissions": [], "permissionSets": [list(entry.get("permissions", ["SPOT"]))],
+        "defaultSelfTradePreventionMode": "EXPIRE_MAKER", "allowedSelfTradePreventionModes": list(STP_MODES),
+    })
+    return out
+
+
 def _filter(entry: dict, ftype: str) -> dict | None:
     for f in entry.get("filters", []):
         if f.get("filterType") == ftype:

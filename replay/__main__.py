@@ -1,4 +1,4 @@
-"""CLI: ``python -m marketdata.replay [--host H] [--port P] [--speed S] [--history-minutes N]
+"""CLI: ``python -m replay [--host H] [--port P] [--speed S] [--history-minutes N]
 [--start-ms MS] [--paused] [--weight-limit W] [--full-exchange-info] [--account KEY:SECRET ...]
 [--balances USDT=10000,BTC=0.5]``.
 
@@ -20,7 +20,7 @@ from .server import ReplayServer
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
-    ap = argparse.ArgumentParser(prog="python -m marketdata.replay", description="Binance spot replay exchange")
+    ap = argparse.ArgumentParser(prog="python -m replay", description="Binance spot replay exchange")
     ap.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=9900, help="TCP port (default 9900; 0 = any free port)")
     ap.add_argument("--speed", type=float, default=1.0, help="replay ms per wall ms (default 1)")

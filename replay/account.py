@@ -53,6 +53,8 @@ Everything runs on the server's event loop (handlers and the matcher tick), so n
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -61,13 +63,15 @@ import secrets
 import string
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
-from types import SimpleNamespace
 from urllib.parse import parse_qsl, unquote_plus
 
 from aiohttp import web
-from multidict import MultiDict
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .errors import BinanceError, illegal_chars, mandatory_missing
+from .params import Params, Reply, json_response, read_json_body
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,9 @@ AHEAD = (-1021, "Timestamp for this request was 1000ms ahead of the server's tim
 BAD_SIGNATURE = (-1022, "Signature for this request is not valid.")
 KEY_FORMAT = (-2014, "API-key format invalid.")
 KEY_INVALID = (-2015, "Invalid API-key, IP, or permissions for action.")
-NO_LISTEN_KEY = (-1125, "This listenKey does not exist.")
+TOO_MANY_ORDERS = -1015
+ORDER_PLACING = ("order.place", "orderList.place.oco")
+PEM_PUBLIC = "-----BEGIN PUBLIC KEY-----"
 BAD_RECV_WINDOW = (-1131, "recvWindow must be less than 60000")
 BAD_TYPE = (-1116, "Invalid orderType.")
 BAD_SIDE = (-1117, "Invalid side.")
@@ -126,6 +132,27 @@ QTY_OR_QUOTE = (-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but bo
 
 def _e(pair, status: int = 400) -> BinanceError:
     return BinanceError(pair[0], pair[1], status)
+
+
+def signature_valid(acct: "RAccount", sig: str, payloads) -> bool:
+    """True if ``sig`` signs one of ``payloads`` with ``acct``'s key: Ed25519 (RFC 8032, base64,
+    case-sensitive) when the account holds an Ed25519 public key, else HMAC-SHA256 of its secret
+    (hex, case-insensitive). Binance "SIGNED request example (HMAC)" / "(Ed25519)"."""
+    if acct.public_key is not None:
+        try:
+            raw = base64.b64decode(sig, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        for payload in payloads:
+            try:
+                acct.public_key.verify(raw, payload.encode())
+                return True
+            except InvalidSignature:
+                continue
+        return False
+    want = sig.lower()
+    return any(hmac.compare_digest(hmac.new(acct.secret.encode(), c.encode(), hashlib.sha256).hexdigest(), want)
+               for c in payloads)
 
 
 def q8(d: Decimal) -> Decimal:
@@ -249,7 +276,9 @@ class RList:
 
 @dataclass(eq=False)
 class RAccount:
-    """The state of one API key: balances ``{asset: [free, locked]}``, orders, trades, listen key."""
+    """The state of one API key: balances ``{asset: [free, locked]}``, orders, trades, user-data
+    subscribers, order-rate counters. ``secret`` is the HMAC secret, or the PEM public key of an
+    Ed25519 key (then ``public_key`` is set)."""
 
     api_key: str
     secret: str
@@ -260,9 +289,9 @@ class RAccount:
     order_lists: dict[int, RList] = field(default_factory=dict)
     trades: dict[str, list[RTrade]] = field(default_factory=dict)
     update_time: int = 0
-    listen_key: str | None = None
-    listen_expires_wall_ms: int = 0
-    sockets: set = field(default_factory=set)
+    public_key: object | None = None  # an Ed25519 key's public half (``cryptography``); None for HMAC
+    subscribers: set = field(default_factory=set)  # WebSocket API user-data subscriptions (``deliver(event)``)
+    order_counts: dict = field(default_factory=dict)  # (interval, intervalNum) -> (window start ms, count)
     outbox: list[dict] = field(default_factory=list)
     touched: set = field(default_factory=set)
 
@@ -296,12 +325,11 @@ class ReplayAccounts:
         self.app = app
         self.clock = app.clock
         self.model = app.model
-        self.entries = app._entries
+        self.entries = app.entries
         self.starting_balances = {a: Decimal(str(v)) for a, v in (starting_balances or DEFAULT_BALANCES).items()}
         self.maker_rate = Decimal(str(maker_rate))
         self.taker_rate = Decimal(str(taker_rate))
         self.accounts: dict[str, RAccount] = {}
-        self.listen_keys: dict[str, RAccount] = {}
         self.next_order_id = ORDER_ID_START
         self.next_list_id = 1
         self.next_trade_id: dict[str, int] = {}
@@ -313,10 +341,22 @@ class ReplayAccounts:
 
     # -- keys -------------------------------------------------------------------------------------
     def add_key(self, api_key: str, secret: str, balances: dict | None = None) -> RAccount:
-        """Create (or return) the account of ``api_key`` with ``balances`` (default the starting ones)."""
+        """Create (or return) the account of ``api_key`` with ``balances`` (default the starting ones).
+
+        ``secret``: an HMAC-SHA256 secret, or an Ed25519 **public** key in PEM
+        (``-----BEGIN PUBLIC KEY-----``; Binance "API Key types": the exchange only ever holds the
+        public half). Raises ``ValueError`` for a PEM that is not an Ed25519 public key."""
         if api_key in self.accounts:
             return self.accounts[api_key]
         acct = RAccount(api_key, secret, self.maker_rate, self.taker_rate)
+        if secret.lstrip().startswith(PEM_PUBLIC):
+            try:
+                key = load_pem_public_key(secret.strip().encode())
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"not a PEM public key: {e}") from None
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("only Ed25519 public keys are accepted besides HMAC secrets")
+            acct.public_key = key
         for asset, amount in (balances if balances is not None else self.starting_balances).items():
             acct.bal(asset)[0] = Decimal(str(amount))
         self.accounts[api_key] = acct
@@ -326,37 +366,81 @@ class ReplayAccounts:
         """The state of ``api_key`` (KeyError if unknown); for tests and the control API."""
         return self.accounts[api_key]
 
-    def has_listen_key(self, key: str) -> bool:
-        acct = self.listen_keys.get(key)
-        return acct is not None and acct.listen_expires_wall_ms > self.clock.wall_ms()
-
     # -- registration -----------------------------------------------------------------------------
+    def operations(self) -> dict[str, tuple]:
+        """The signed operations: name -> ``(handler(acct, params), allowed parameter names)``.
+        Shared by the REST routes (:meth:`register`) and the WebSocket API (``wsapi.py``)."""
+        return {
+            "order.place": (self.h_new_order, self._NEW_PARAMS),
+            "order.test": (self.h_test_order, (*self._NEW_PARAMS, "computeCommissionRates")),
+            "order.cancel": (self.h_cancel_order, ("symbol", "orderId", "origClientOrderId", "newClientOrderId",
+                                                   "cancelRestrictions")),
+            "order.status": (self.h_query_order, ("symbol", "orderId", "origClientOrderId")),
+            "openOrders.status": (self.h_open_orders, ("symbol",)),
+            "openOrders.cancelAll": (self.h_cancel_open_orders, ("symbol",)),
+            "orderList.place.oco": (self.h_new_oco, self._OCO_PARAMS),
+            "orderList.cancel": (self.h_cancel_list, ("symbol", "orderListId", "listClientOrderId", "newClientOrderId")),
+            "orderList.status": (self.h_query_list, ("orderListId", "origClientOrderId")),
+            "openOrderLists.status": (self.h_open_lists, ()),
+            "allOrders": (self.h_all_orders, ("symbol", "orderId", "startTime", "endTime", "limit")),
+            "myTrades": (self.h_my_trades, ("symbol", "orderId", "startTime", "endTime", "fromId", "limit")),
+            "account.status": (self.h_account, ("omitZeroBalances",)),
+            "account.commission": (self.h_commission, ("symbol",)),
+            "account.rateLimits.orders": (self.h_rate_limit_order, ()),
+        }
+
     def register(self, routes: dict) -> None:
-        """Add the signed endpoints to ``ReplayApp.rest_routes`` (Binance weights)."""
+        """Add the signed endpoints to ``ReplayApp.rest_routes`` (Binance weights). The listenKey
+        endpoints answer HTTP 410 (removed from Binance spot on 2026-02-20, spot API changelog
+        2026-01-21)."""
         w = lambda n: (lambda q: n)  # noqa: E731
-        routes.update({
-            ("POST", "/api/v3/order"): (w(1), self.h_new_order),
-            ("POST", "/api/v3/order/test"): (w(1), self.h_test_order),
-            ("DELETE", "/api/v3/order"): (w(1), self.h_cancel_order),
-            ("DELETE", "/api/v3/openOrders"): (w(1), self.h_cancel_open_orders),
-            ("POST", "/api/v3/orderList/oco"): (w(1), self.h_new_oco),
-            ("DELETE", "/api/v3/orderList"): (w(1), self.h_cancel_list),
-            ("GET", "/api/v3/orderList"): (w(4), self.h_query_list),
-            ("GET", "/api/v3/openOrderList"): (w(6), self.h_open_lists),
-            ("GET", "/api/v3/order"): (w(4), self.h_query_order),
-            ("GET", "/api/v3/openOrders"): (lambda q: 6 if "symbol" in q else 80, self.h_open_orders),
-            ("GET", "/api/v3/allOrders"): (w(20), self.h_all_orders),
-            ("GET", "/api/v3/myTrades"): (w(20), self.h_my_trades),
-            ("GET", "/api/v3/account"): (w(20), self.h_account),
-            ("POST", "/api/v3/userDataStream"): (w(2), self.h_listen_key_new),
-            ("PUT", "/api/v3/userDataStream"): (w(2), self.h_listen_key_keepalive),
-            ("DELETE", "/api/v3/userDataStream"): (w(2), self.h_listen_key_close),
-        })
+        ops = self.operations()
+        rest = {
+            ("POST", "/api/v3/order"): (w(1), "order.place"),
+            ("POST", "/api/v3/order/test"): (lambda q: 20 if q.get("computeCommissionRates") == "true" else 1, "order.test"),
+            ("DELETE", "/api/v3/order"): (w(1), "order.cancel"),
+            ("DELETE", "/api/v3/openOrders"): (w(1), "openOrders.cancelAll"),
+            ("POST", "/api/v3/orderList/oco"): (w(1), "orderList.place.oco"),
+            ("DELETE", "/api/v3/orderList"): (w(1), "orderList.cancel"),
+            ("GET", "/api/v3/orderList"): (w(4), "orderList.status"),
+            ("GET", "/api/v3/openOrderList"): (w(6), "openOrderLists.status"),
+            ("GET", "/api/v3/order"): (w(4), "order.status"),
+            ("GET", "/api/v3/openOrders"): (lambda q: 6 if "symbol" in q else 80, "openOrders.status"),
+            ("GET", "/api/v3/allOrders"): (w(20), "allOrders"),
+            ("GET", "/api/v3/myTrades"): (w(20), "myTrades"),
+            ("GET", "/api/v3/account"): (w(20), "account.status"),
+            ("GET", "/api/v3/account/commission"): (w(20), "account.commission"),
+            ("GET", "/api/v3/rateLimit/order"): (w(40), "account.rateLimits.orders"),
+        }
+        for route, (weight, name) in rest.items():
+            handler, allowed = ops[name]
+            routes[route] = (weight, self._rest(handler, allowed, counted=name in ORDER_PLACING))
+        for method in ("POST", "PUT", "DELETE"):
+            routes[(method, "/api/v3/userDataStream")] = (w(2), self.h_listen_key_gone)
+
+    def _rest(self, handler, allowed: tuple[str, ...], *, counted: bool = False):
+        """A REST handler: authenticate the request (:meth:`_auth`), then ``handler(acct, params)``;
+        ``counted``: the answer carries the ``X-MBX-ORDER-COUNT-*`` headers."""
+        async def rest_handler(request: web.Request):
+            acct, p = await self._auth(request, allowed)
+            body = await handler(acct, p)
+            return Reply(body, self.order_count_headers(acct)) if counted else body
+
+        return rest_handler
+
+    async def h_listen_key_gone(self, request):
+        """``POST/PUT/DELETE /api/v3/userDataStream``: HTTP 410 Gone. Binance removed the spot
+        listenKey endpoints on 2026-02-20; user data comes through the WebSocket API
+        (``userDataStream.subscribe.signature`` / ``session.logon`` + ``userDataStream.subscribe``)."""
+        raise BinanceError(-1000, "This endpoint has been removed. Subscribe to the User Data Stream through the "
+                                  "WebSocket API (userDataStream.subscribe.signature).", 410)
 
     def install(self, app: web.Application) -> None:
         """Control routes and the matcher tick on the aiohttp application."""
         app.router.add_post("/_replay/accounts", self.c_add_account)
         app.router.add_get("/_replay/accounts/{api_key}", self.c_get_account)
+        app.router.add_post("/_replay/accounts/{api_key}/balance", self.c_balance_update)
+        app.router.add_post("/_replay/accounts/{api_key}/terminate", self.c_terminate)
         app.on_startup.append(self._start_tick)
         app.on_cleanup.append(self._stop_tick)
 
@@ -368,8 +452,7 @@ class ReplayAccounts:
             self._tick_task.cancel()
             await asyncio.gather(self._tick_task, return_exceptions=True)
         for acct in self.accounts.values():
-            for ws in list(acct.sockets):
-                await ws.close()
+            acct.subscribers.clear()
 
     async def _tick_loop(self) -> None:
         """Every tick: match resting orders against the trades printed since, push user events."""
@@ -385,50 +468,111 @@ class ReplayAccounts:
 
     # -- control API ------------------------------------------------------------------------------
     async def c_add_account(self, request):
-        """``POST /_replay/accounts`` ``{"apiKey"?, "secretKey"?, "balances"?: {asset: amount}}``
-        -> ``{"apiKey", "secretKey", "balances"}`` (random 64-character key/secret when absent)."""
-        body = await self.app._body(request)
+        """``POST /_replay/accounts`` ``{"apiKey"?, "secretKey"? | "ed25519PublicKey"?, "balances"?:
+        {asset: amount}}`` -> ``{"apiKey", "secretKey", "balances"}`` (random 64-character key/secret
+        when absent; ``ed25519PublicKey``: a PEM public key, the account then verifies Ed25519
+        signatures)."""
+        body = await read_json_body(request)
         alnum = string.ascii_letters + string.digits
         key = body.get("apiKey") or "".join(secrets.choice(alnum) for _ in range(64))
-        secret = body.get("secretKey") or "".join(secrets.choice(alnum) for _ in range(64))
+        secret = body.get("ed25519PublicKey") or body.get("secretKey") or "".join(
+            secrets.choice(alnum) for _ in range(64))
         try:
             acct = self.add_key(str(key), str(secret), body.get("balances"))
         except (InvalidOperation, TypeError, ValueError) as e:
-            return self.app._json({"error": str(e)}, 400)
-        return self.app._json({"apiKey": acct.api_key, "secretKey": acct.secret, "balances": self._balances(acct)})
+            return json_response({"error": str(e)}, 400)
+        return json_response({"apiKey": acct.api_key, "secretKey": acct.secret, "balances": self._balances(acct)})
 
     async def c_get_account(self, request):
         """``GET /_replay/accounts/<apiKey>``: balances, orders and trades (no secret)."""
         acct = self.accounts.get(request.match_info["api_key"])
         if acct is None:
-            return self.app._json({"error": "unknown apiKey"}, 404)
+            return json_response({"error": "unknown apiKey"}, 404)
         self.advance()
-        return self.app._json({
+        return json_response({
             "apiKey": acct.api_key, "balances": self._balances(acct),
             "orders": [o.as_query() for o in acct.orders.values()],
             "trades": [t.as_rest() for ts in acct.trades.values() for t in ts],
         })
 
+    async def c_balance_update(self, request):
+        """``POST /_replay/accounts/<apiKey>/balance`` ``{"asset", "delta"}``: a deposit (delta > 0)
+        or withdrawal (< 0) of free balance, reported as Binance does (``balanceUpdate`` then
+        ``outboundAccountPosition``, Binance "User Data Streams" -> "Balance Update")."""
+        acct = self.accounts.get(request.match_info["api_key"])
+        if acct is None:
+            return json_response({"error": "unknown apiKey"}, 404)
+        body = await read_json_body(request)
+        try:
+            asset, delta = str(body["asset"]), Decimal(str(body["delta"]))
+        except (KeyError, InvalidOperation) as e:
+            return json_response({"error": f"asset and a decimal delta are required ({e})"}, 400)
+        if acct.bal(asset)[0] + delta < 0:
+            return json_response({"error": "the withdrawal exceeds the free balance"}, 400)
+        now = self.clock.now_ms()
+        acct.bal(asset)[0] += delta
+        acct.touched.add(asset)
+        acct.outbox.append({"e": "balanceUpdate", "E": now, "a": asset, "d": f8(delta), "T": now})
+        self._position_event(acct, now)
+        await self.flush()
+        return json_response({"apiKey": acct.api_key, "balances": self._balances(acct)})
+
+    async def c_terminate(self, request):
+        """``POST /_replay/accounts/<apiKey>/terminate``: end every user-data subscription of the key
+        with ``eventStreamTerminated`` (as Binance does when a subscription ends on its side) ->
+        ``{"terminated": n}``."""
+        acct = self.accounts.get(request.match_info["api_key"])
+        if acct is None:
+            return json_response({"error": "unknown apiKey"}, 404)
+        subs = list(acct.subscribers)
+        for sub in subs:
+            await sub.terminate()
+        return json_response({"terminated": len(subs)})
+
     # -- request authentication -------------------------------------------------------------------
     async def _auth(self, request: web.Request, allowed: tuple[str, ...], *, signed: bool = True):
         """API key (``X-MBX-APIKEY``), then for SIGNED endpoints ``timestamp``/``recvWindow`` and
-        the HMAC-SHA256 ``signature``. Returns ``(account, params)``; raises ``BinanceError``:
-        -2014 key missing/malformed, -2015 unknown key (HTTP 401), -1102 missing timestamp or
-        signature, -1131 recvWindow > 60000, -1021 timestamp outside recvWindow or > 1 s ahead,
-        -1022 bad signature; -1101 duplicate parameters."""
-        from .server import Params
-
+        the ``signature`` (:meth:`authenticate`) over ``totalParams`` (query string + body).
+        Returns ``(account, params)``."""
         raw_query = request.rel_url.raw_query_string
         raw_body = (await request.text()) if request.can_read_body else ""
         pairs = parse_qsl(raw_query, keep_blank_values=True) + parse_qsl(raw_body, keep_blank_values=True)
-        params = Params(SimpleNamespace(query=MultiDict(pairs)), (*allowed, "timestamp", "recvWindow", "signature"))
-        key = request.headers.get("X-MBX-APIKEY", "")
+        params = Params.from_pairs(pairs, (*allowed, "timestamp", "recvWindow", "signature"))
+        strip = lambda raw: "&".join(p for p in raw.split("&") if p and not p.startswith("signature="))  # noqa: E731
+        total = strip(raw_query) + strip(raw_body)
+        acct = self.authenticate(request.headers.get("X-MBX-APIKEY", ""), params, {total, unquote_plus(total)},
+                                 signed=signed)
+        return acct, params
+
+    def account_of_key(self, key: str) -> RAccount:
+        """The account of API key ``key``: -2014 when missing/malformed, -2015 when unknown (HTTP 401)."""
         acct = self.accounts.get(key)
         if acct is None:
             raise _e(KEY_FORMAT if not key or not _KEY_RE.match(key) else KEY_INVALID, 401)
+        return acct
+
+    def authenticate(self, key: str, params: Params, payloads: set[str], *, signed: bool = True) -> RAccount:
+        """Binance "SIGNED (TRADE and USER_DATA) endpoint security" / WebSocket API "Request
+        security": the API key, then ``timestamp``/``recvWindow`` against the **wall** clock, then
+        ``signature`` over one of ``payloads``: HMAC-SHA256 (hex, case-insensitive) for an HMAC key,
+        Ed25519 (base64, RFC 8032) for an Ed25519 key. Raises ``BinanceError``: -2014 key
+        missing/malformed, -2015 unknown key (HTTP 401), -1102 missing timestamp or signature, -1131
+        recvWindow > 60000, -1021 timestamp outside recvWindow or > 1 s ahead, -1022 bad signature."""
+        acct = self.account_of_key(key)
         if not signed:
-            return acct, params
+            return acct
+        self.check_timestamp(params)
+        sig = params.str("signature", required=True)
+        if not signature_valid(acct, sig, payloads):
+            raise _e(BAD_SIGNATURE)
+        return acct
+
+    def check_timestamp(self, params: Params) -> None:
+        """``timestamp`` (ms, or µs when > 1e14) within ``recvWindow`` (default 5000, max 60000) of
+        the wall clock and less than 1 s ahead of it: -1102 / -1131 / -1021."""
         ts = params.int("timestamp", required=True)
+        if ts > 10**14:  # microseconds (Binance accepts both)
+            ts //= 1000
         window = params.int("recvWindow", 5000)
         if window > MAX_RECV_WINDOW:
             raise _e(BAD_RECV_WINDOW)
@@ -437,15 +581,6 @@ class ReplayAccounts:
             raise _e(AHEAD)
         if server - ts > window:
             raise _e(OUTSIDE_WINDOW)
-        sig = params.str("signature", required=True)
-        strip = lambda raw: "&".join(p for p in raw.split("&") if p and not p.startswith("signature="))  # noqa: E731
-        total = strip(raw_query) + strip(raw_body)
-        candidates = {total, unquote_plus(total)}
-        ok = any(hmac.compare_digest(hmac.new(acct.secret.encode(), c.encode(), hashlib.sha256).hexdigest(), sig.lower())
-                 for c in candidates)
-        if not ok:
-            raise _e(BAD_SIGNATURE)
-        return acct, params
 
     # -- parameter helpers ------------------------------------------------------------------------
     def _symbol(self, p, required: bool = True) -> str | None:
@@ -509,24 +644,18 @@ class ReplayAccounts:
         acct.touched.clear()
 
     async def flush(self) -> None:
-        """Send queued user-data events to the account's connected ``/ws/<listenKey>`` sockets
-        (events of an account with no socket are dropped, as on Binance)."""
+        """Send queued user-data events to the account's WebSocket API subscriptions, in order
+        (events of an account with no subscription are dropped, as on Binance)."""
         for acct in self.accounts.values():
             if not acct.outbox:
                 continue
             events, acct.outbox = acct.outbox, []
-            for ws in list(acct.sockets):
+            for sub in list(acct.subscribers):
                 try:
                     for ev in events:
-                        await ws.send_str(self.app_dumps(ev))
+                        await sub.deliver(ev)
                 except (ConnectionError, RuntimeError):
-                    acct.sockets.discard(ws)
-
-    @staticmethod
-    def app_dumps(obj) -> str:
-        from .server import dumps
-
-        return dumps(obj)
+                    acct.subscribers.discard(sub)
 
     # -- locks and fills --------------------------------------------------------------------------
     def _lock(self, acct: RAccount, o: ROrder, asset: str, amount: Decimal) -> None:
@@ -986,12 +1115,13 @@ class ReplayAccounts:
             raise BinanceError(-1013, "The relationship of the prices for the orders is not correct.")
         return symbol, list_cid or ("oco_" + secrets.token_hex(10)), legs
 
-    async def h_new_oco(self, request):
+    async def h_new_oco(self, acct: RAccount, p: Params):
         """``POST /api/v3/orderList/oco`` (TRADE): two legs, one lock; when one fills or triggers the
         other EXPIRES. Validated leg by leg like ``POST /api/v3/order`` (filters, "would trigger",
         "would take", balance) before anything is placed."""
-        acct, p = await self._auth(request, self._OCO_PARAMS)
         symbol, list_cid, legs = self._parse_oco(p)
+        self.count_order(acct)
+        self.count_order(acct)
         if any(lst.list_client_order_id == list_cid and lst.status_type != "ALL_DONE" for lst in acct.order_lists.values()):
             raise BinanceError(-1013, "Order list's client order id is already in use.")
         for leg in legs:
@@ -1023,9 +1153,8 @@ class ReplayAccounts:
             return acct.order_lists.get(lid)
         return next((x for x in reversed(list(acct.order_lists.values())) if x.list_client_order_id == cid), None)
 
-    async def h_cancel_list(self, request):
+    async def h_cancel_list(self, acct: RAccount, p: Params):
         """``DELETE /api/v3/orderList`` (TRADE): symbol, orderListId | listClientOrderId."""
-        acct, p = await self._auth(request, ("symbol", "orderListId", "listClientOrderId", "newClientOrderId"))
         symbol = self._symbol(p)
         p.str("newClientOrderId")
         self.advance()
@@ -1041,9 +1170,8 @@ class ReplayAccounts:
         await self.flush()
         return {**lst.as_rest(), "orderReports": reports}
 
-    async def h_query_list(self, request):
+    async def h_query_list(self, acct: RAccount, p: Params):
         """``GET /api/v3/orderList`` (USER_DATA): orderListId | origClientOrderId; -2013 when unknown."""
-        acct, p = await self._auth(request, ("orderListId", "origClientOrderId"))
         self.advance()
         lst = self._find_list(acct, p)
         p.done()
@@ -1052,9 +1180,8 @@ class ReplayAccounts:
             raise BinanceError(-2013, "Order list does not exist.")
         return lst.as_rest()
 
-    async def h_open_lists(self, request):
+    async def h_open_lists(self, acct: RAccount, p: Params):
         """``GET /api/v3/openOrderList`` (USER_DATA): the lists still executing."""
-        acct, p = await self._auth(request, ())
         p.done()
         self.advance()
         await self.flush()
@@ -1065,26 +1192,103 @@ class ReplayAccounts:
                    "stopPrice", "icebergQty", "newOrderRespType", "strategyId", "strategyType", "trailingDelta",
                    "selfTradePreventionMode")
 
-    async def h_new_order(self, request):
-        """``POST /api/v3/order`` (TRADE): place an order; FULL answers carry ``fills``."""
-        acct, p = await self._auth(request, self._NEW_PARAMS)
+    async def h_new_order(self, acct: RAccount, p: Params):
+        """``POST /api/v3/order`` (TRADE): place an order; FULL answers carry ``fills``. Counts
+        against the account's ORDERS limits (-1015, HTTP 429 beyond them)."""
         a = self._parse_new(p)
+        self.count_order(acct)
         o, trades = self._new_order(acct, a)
         await self.flush()
         return self._new_response(o, trades, a["resp"])
 
-    async def h_test_order(self, request):
-        """``POST /api/v3/order/test`` (TRADE): validate like a new order, place nothing -> ``{}``."""
-        acct, p = await self._auth(request, (*self._NEW_PARAMS, "computeCommissionRates"))
-        p.str("computeCommissionRates")
-        self._new_order(acct, self._parse_new(p), test=True)
-        return {}
+    async def h_test_order(self, acct: RAccount, p: Params):
+        """``POST /api/v3/order/test`` (TRADE): validate like a new order, place nothing -> ``{}``;
+        with ``computeCommissionRates=true`` the rates that would apply (Binance "Test new order")."""
+        compute = p.str("computeCommissionRates")
+        if compute not in (None, "true", "false"):
+            raise illegal_chars("computeCommissionRates", "^(true|false)$")
+        a = self._parse_new(p)
+        self._new_order(acct, a, test=True)
+        if compute != "true":
+            return {}
+        zero = f8(ZERO)
+        return {
+            "standardCommissionForOrder": {"maker": f8(acct.maker_rate), "taker": f8(acct.taker_rate)},
+            "specialCommissionForOrder": {"maker": zero, "taker": zero},
+            "taxCommissionForOrder": {"maker": zero, "taker": zero},
+            "discount": {"enabledForAccount": False, "enabledForSymbol": False, "discountAsset": "BNB",
+                         "discount": zero},
+        }
 
-    async def h_cancel_order(self, request):
+    async def h_commission(self, acct: RAccount, p: Params):
+        """``GET /api/v3/account/commission`` / ``account.commission`` (USER_DATA): symbol -> the
+        account's standard maker/taker rates (no special, tax or BNB discount on the replay)."""
+        symbol = self._symbol(p)
+        p.done()
+        zero = f8(ZERO)
+        rates = lambda m, t: {"maker": m, "taker": t, "buyer": zero, "seller": zero}  # noqa: E731
+        return {
+            "symbol": symbol,
+            "standardCommission": rates(f8(acct.maker_rate), f8(acct.taker_rate)),
+            "specialCommission": rates(zero, zero),
+            "taxCommission": rates(zero, zero),
+            "discount": {"enabledForAccount": False, "enabledForSymbol": False, "discountAsset": "BNB",
+                         "discount": zero},
+        }
+
+    async def h_rate_limit_order(self, acct: RAccount, p: Params):
+        """``GET /api/v3/rateLimit/order`` / ``account.rateLimits.orders`` (USER_DATA): the
+        account's order count in each ORDERS interval."""
+        p.done()
+        return self.order_rate_limits(acct)
+
+    # -- order rate (Binance "LIMITS" -> "Unfilled Order Count") ------------------------------------
+    def _order_limits(self) -> list[dict]:
+        return [rl for rl in self.app.rate_limits if rl.get("rateLimitType") == "ORDERS"]
+
+    @staticmethod
+    def _window(rl: dict, wall_ms: int) -> int:
+        unit = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}[rl["interval"]]
+        span = unit * int(rl["intervalNum"])
+        return wall_ms // span * span
+
+    def order_rate_limits(self, acct: RAccount) -> list[dict]:
+        """``[{"rateLimitType": "ORDERS", "interval", "intervalNum", "limit", "count"}, ...]`` now."""
+        now = self.clock.wall_ms()
+        out = []
+        for rl in self._order_limits():
+            start, n = acct.order_counts.get((rl["interval"], rl["intervalNum"]), (None, 0))
+            out.append({**rl, "count": n if start == self._window(rl, now) else 0})
+        return out
+
+    def count_order(self, acct: RAccount) -> None:
+        """Count one new order in every ORDERS window (fixed wall-clock windows); -1015 "Too many
+        new orders; current limit is N orders per 10 SECOND." (HTTP 429) when one is full."""
+        now = self.clock.wall_ms()
+        for rl in self._order_limits():
+            window = self._window(rl, now)
+            start, n = acct.order_counts.get((rl["interval"], rl["intervalNum"]), (window, 0))
+            if start != window:
+                n = 0
+            if n >= int(rl["limit"]):
+                e = BinanceError(TOO_MANY_ORDERS, f"Too many new orders; current limit is {rl['limit']} orders per "
+                                                  f"{rl['intervalNum']} {rl['interval']}.", 429)
+                span = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}[rl["interval"]] * int(rl["intervalNum"])
+                e.headers["Retry-After"] = str(max(1, -(-(window + span * 1000 - now) // 1000)))
+                raise e
+        for rl in self._order_limits():
+            window = self._window(rl, now)
+            start, n = acct.order_counts.get((rl["interval"], rl["intervalNum"]), (window, 0))
+            acct.order_counts[(rl["interval"], rl["intervalNum"])] = (window, (n if start == window else 0) + 1)
+
+    def order_count_headers(self, acct: RAccount) -> dict[str, str]:
+        """``X-MBX-ORDER-COUNT-10S`` / ``X-MBX-ORDER-COUNT-1D`` (Binance "LIMITS" -> "Unfilled Order Count")."""
+        return {f"X-MBX-ORDER-COUNT-{rl['intervalNum']}{rl['interval'][0]}": str(rl["count"])
+                for rl in self.order_rate_limits(acct)}
+
+    async def h_cancel_order(self, acct: RAccount, p: Params):
         """``DELETE /api/v3/order`` (TRADE): symbol, orderId | origClientOrderId, newClientOrderId.
         -2011 "Unknown order sent." for an unknown or closed order."""
-        acct, p = await self._auth(request, ("symbol", "orderId", "origClientOrderId", "newClientOrderId",
-                                             "cancelRestrictions"))
         symbol = self._symbol(p)
         new_cid = p.str("newClientOrderId")
         p.str("cancelRestrictions")
@@ -1099,9 +1303,8 @@ class ReplayAccounts:
         await self.flush()
         return out
 
-    async def h_cancel_open_orders(self, request):
+    async def h_cancel_open_orders(self, acct: RAccount, p: Params):
         """``DELETE /api/v3/openOrders`` (TRADE): cancel every open order of ``symbol``; -2011 when none."""
-        acct, p = await self._auth(request, ("symbol",))
         symbol = self._symbol(p)
         p.done()
         self.advance()
@@ -1117,9 +1320,8 @@ class ReplayAccounts:
         await self.flush()
         return out
 
-    async def h_query_order(self, request):
+    async def h_query_order(self, acct: RAccount, p: Params):
         """``GET /api/v3/order`` (USER_DATA): symbol, orderId | origClientOrderId; -2013 when unknown."""
-        acct, p = await self._auth(request, ("symbol", "orderId", "origClientOrderId"))
         symbol = self._symbol(p)
         self.advance()
         o = self._find(acct, p, symbol)
@@ -1129,18 +1331,16 @@ class ReplayAccounts:
             raise _e(NO_SUCH_ORDER)
         return o.as_query()
 
-    async def h_open_orders(self, request):
+    async def h_open_orders(self, acct: RAccount, p: Params):
         """``GET /api/v3/openOrders`` (USER_DATA): symbol optional; oldest first."""
-        acct, p = await self._auth(request, ("symbol",))
         symbol = self._symbol(p, required=False)
         p.done()
         self.advance()
         await self.flush()
         return [o.as_query() for o in acct.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
 
-    async def h_all_orders(self, request):
+    async def h_all_orders(self, acct: RAccount, p: Params):
         """``GET /api/v3/allOrders`` (USER_DATA): symbol, orderId (>=), startTime, endTime, limit (500, max 1000)."""
-        acct, p = await self._auth(request, ("symbol", "orderId", "startTime", "endTime", "limit"))
         symbol = self._symbol(p)
         oid, start, end = p.int("orderId"), p.int("startTime"), p.int("endTime")
         limit = p.limit(500, 1000)
@@ -1152,10 +1352,9 @@ class ReplayAccounts:
         rows = rows[:limit] if oid is not None or start is not None else rows[-limit:]
         return [o.as_query() for o in rows]
 
-    async def h_my_trades(self, request):
+    async def h_my_trades(self, acct: RAccount, p: Params):
         """``GET /api/v3/myTrades`` (USER_DATA): symbol, orderId, startTime, endTime, fromId (>=),
         limit (500, max 1000); oldest first (the most recent ``limit`` without fromId/startTime)."""
-        acct, p = await self._auth(request, ("symbol", "orderId", "startTime", "endTime", "fromId", "limit"))
         symbol = self._symbol(p)
         oid, start, end, from_id = p.int("orderId"), p.int("startTime"), p.int("endTime"), p.int("fromId")
         limit = p.limit(500, 1000)
@@ -1170,9 +1369,8 @@ class ReplayAccounts:
         rows = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
         return [t.as_rest() for t in rows]
 
-    async def h_account(self, request):
+    async def h_account(self, acct: RAccount, p: Params):
         """``GET /api/v3/account`` (USER_DATA): commissions, balances (``omitZeroBalances``)."""
-        acct, p = await self._auth(request, ("omitZeroBalances",))
         omit = p.str("omitZeroBalances") == "true"
         p.done()
         self.advance()
@@ -1188,56 +1386,3 @@ class ReplayAccounts:
             "accountType": "SPOT", "balances": self._balances(acct, omit), "permissions": ["SPOT"], "uid": 0,
         }
 
-    # -- user data streams (Binance "User Data Streams") ------------------------------------------
-    async def h_listen_key_new(self, request):
-        """``POST /api/v3/userDataStream`` (USER_STREAM, key only): the account's listenKey (the
-        same while it is valid), valid 60 minutes."""
-        acct, p = await self._auth(request, (), signed=False)
-        p.done()
-        if acct.listen_key is None or not self.has_listen_key(acct.listen_key):
-            self.listen_keys.pop(acct.listen_key or "", None)
-            alnum = string.ascii_letters + string.digits
-            acct.listen_key = "".join(secrets.choice(alnum) for _ in range(60))
-            self.listen_keys[acct.listen_key] = acct
-        acct.listen_expires_wall_ms = self.clock.wall_ms() + LISTEN_KEY_TTL_MS
-        return {"listenKey": acct.listen_key}
-
-    def _listen_key_of(self, acct: RAccount, p) -> str:
-        key = p.str("listenKey", required=True)
-        p.done()
-        if self.listen_keys.get(key) is not acct or not self.has_listen_key(key):
-            raise _e(NO_LISTEN_KEY)
-        return key
-
-    async def h_listen_key_keepalive(self, request):
-        """``PUT /api/v3/userDataStream`` listenKey: extend it by 60 minutes -> ``{}``; -1125 if unknown."""
-        acct, p = await self._auth(request, ("listenKey",), signed=False)
-        self._listen_key_of(acct, p)
-        acct.listen_expires_wall_ms = self.clock.wall_ms() + LISTEN_KEY_TTL_MS
-        return {}
-
-    async def h_listen_key_close(self, request):
-        """``DELETE /api/v3/userDataStream`` listenKey: close it and its sockets -> ``{}``."""
-        acct, p = await self._auth(request, ("listenKey",), signed=False)
-        key = self._listen_key_of(acct, p)
-        self.listen_keys.pop(key, None)
-        acct.listen_key = None
-        for ws in list(acct.sockets):
-            await ws.close()
-        return {}
-
-    async def h_user_ws(self, request: web.Request, listen_key: str):
-        """``/ws/<listenKey>``: the account's ``executionReport`` and ``outboundAccountPosition``
-        events from the moment of connection (nothing is replayed for a late subscriber)."""
-        acct = self.listen_keys[listen_key]
-        ws = web.WebSocketResponse(autoping=True, heartbeat=20.0, compress=False)
-        await ws.prepare(request)
-        self.advance()
-        await self.flush()  # events from before the connection are not sent to it
-        acct.sockets.add(ws)
-        try:
-            async for _msg in ws:  # Binance ignores what clients send on a user stream
-                pass
-        finally:
-            acct.sockets.discard(ws)
-        return ws

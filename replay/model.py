@@ -10,7 +10,7 @@ quantities in the base asset. Public results carry exact ``Decimal`` values (8 d
 Binance's strings); internally every price and volume is an exact integer number of 1e-8 units
 ("E8"; never ``float``) so hot paths stay O(1) and allocation-light.
 
-Derivation rules (also in ``marketdata/replay/README.md``)
+Derivation rules (also in ``replay/README.md``)
 -------------------------------------------------------------
 **Time shift.** Each symbol's recording is shifted on its own so that the candle at index
 ``history_minutes`` (default 600) opens at ``floor_minute(start_wall_ms)``::
@@ -589,9 +589,9 @@ class ReplayModel:
     Args:
         start_wall_ms: the replay start (ms since epoch UTC); the candle at index
             ``history_minutes`` opens at ``floor_minute(start_wall_ms)``. Use the same value as the
-            :class:`~marketdata.replay.clock.ReplayClock`'s ``start_wall_ms``.
+            :class:`~replay.clock.ReplayClock`'s ``start_wall_ms``.
         history_minutes: closed minutes of history before the start (default 600).
-        symbols: subset of :func:`~marketdata.replay.tape.replayed_symbols` (default: all).
+        symbols: subset of :func:`~replay.tape.replayed_symbols` (default: all).
         data_dir: override of the bundled data directory (tests).
 
     Every query takes the replay time ``t`` (ms) explicitly; nothing depends on the wall clock.
@@ -629,7 +629,7 @@ class ReplayModel:
         return symbol in self._syms
 
     def tape(self, symbol: str) -> Tape:
-        """The recorded :class:`~marketdata.replay.tape.Tape` of ``symbol``."""
+        """The recorded :class:`~replay.tape.Tape` of ``symbol``."""
         return self._sym(symbol).tape
 
     def spec(self, symbol: str) -> SymbolSpec:
@@ -763,7 +763,9 @@ class ReplayModel:
         return self.depth_at_index(symbol, self.trade_index(symbol, t), limit)
 
     def depth_update(self, symbol: str, index: int) -> DepthUpdate:
-        """Diff between the books at indices ``index - 1`` and ``index`` (``depthUpdate``)."""
+        """Diff between the books at indices ``index - 1`` and ``index`` (``depthUpdate``); empty
+        when the price did not move. ``U`` (``first_update_id``) is one past the last second whose
+        book changed, so the events that are sent chain ``U = previous u + 1`` as on Binance."""
         sr = self._sym(symbol)
         tick, shape = sr.tick, sr.shape
         cur_b, cur_a = sr.book(index)
@@ -781,10 +783,15 @@ class ReplayModel:
             ch.sort(reverse=reverse)
             return tuple([(p * tick, q) for p, q in ch])
 
+        # Seconds whose price did not move leave the book as it was: no event is sent for them
+        # (streams.py), so this event's first update id follows the previous event's last one.
+        first = index
+        while first > 1 and index - first < 3600 and sr.price_at(first - 1) == sr.price_at(first - 2):
+            first -= 1
         uid = UPDATE_ID_BASE + index
         return DepthUpdate(
             symbol=symbol,
-            first_update_id=uid,
+            first_update_id=UPDATE_ID_BASE + first,
             final_update_id=uid,
             time=sr.T0 + index * SECOND_MS,
             bid_changes=diff(cur_b, prev_b, shape.bid_sizes_e8, True),

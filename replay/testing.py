@@ -5,7 +5,9 @@
   ``tape.py``/``model.py``.
 * :func:`http`: a stdlib HTTP call returning ``(status, headers, json)``.
 * :func:`run`: run a coroutine in a fresh event loop with a timeout (for sync tests).
-* :func:`async_client` / :func:`socket_manager`: python-binance objects pointed at a server.
+* :func:`async_client` / :func:`socket_manager`: python-binance objects pointed at a server
+  (``async_client(..., ws_api_url=...)`` also points its WebSocket API client there).
+* :func:`ed25519_pair`: a fresh Ed25519 key pair as PEM texts (private PKCS#8, public SPKI).
 """
 from __future__ import annotations
 
@@ -71,16 +73,36 @@ def run(coro, timeout: float = 20):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-def async_client(api_url: str):
-    """A python-binance ``AsyncClient`` pointed at ``api_url`` (no ping to Binance's default URL).
+def async_client(api_url: str, *, ws_api_url: str | None = None, api_key: str | None = None,
+                 api_secret: str | None = None, private_key: str | None = None):
+    """A python-binance ``AsyncClient`` pointed at ``api_url`` (no ping to Binance's default URL),
+    with ``ws_api_url`` its WebSocket API (``client.ws_api``, used by ``ws_*`` methods and
+    ``BinanceSocketManager.user_socket()``). ``private_key``: an Ed25519 private key PEM.
 
     Call inside a running event loop; close with ``await client.close_connection()``.
     """
     from binance import AsyncClient
+    from binance.ws.websocket_api import WebsocketAPI
 
-    client = AsyncClient()
+    client = AsyncClient(api_key, api_secret, private_key=private_key)
     client.API_URL = api_url
+    if ws_api_url is not None:
+        client.ws_api = WebsocketAPI(url=ws_api_url)
     return client
+
+
+def ed25519_pair() -> tuple[str, str]:
+    """``(private PEM, public PEM)`` of a new Ed25519 key (Binance "API Key types": the exchange
+    gets the public half, the client signs with the private one)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
 
 
 def socket_manager(client, stream_url: str):

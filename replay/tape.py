@@ -1,9 +1,9 @@
 """Recorded 1m kline tapes: the replay exchange's backbone.
 
 A *tape* is one symbol's contiguous run of recorded 1-minute spot klines, loaded once from
-data.binance.vision dump files (``marketdata/data/binance/klines/spot/``). Which files make up
+data.binance.vision dump files (``replay/data/binance/klines/spot/``). Which files make up
 each symbol's tape is the data-driven registry :data:`TAPE_FILES`; adding a replayed symbol is one
-line there (plus its files and a row in ``marketdata/data/binance/SOURCES.md``).
+line there (plus its files and a row in ``replay/data/binance/SOURCES.md``).
 
 File format (Binance "Kline/Candlestick data" dumps, data.binance.vision ``spot/daily/klines``):
 a zip holding one headerless CSV (a bare ``.csv`` is accepted too) with 12 columns::
@@ -38,8 +38,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-#: Directory of the bundled recorded data (``marketdata/data/binance``).
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "binance"
+#: Directory of the bundled recorded data (``replay/data/binance``).
+DATA_DIR = Path(__file__).resolve().parent / "data" / "binance"
 
 #: Replayed symbols -> their 1m kline files (relative to :data:`DATA_DIR`), in time order.
 #: The set of replayed symbols is exactly the keys of this mapping.
