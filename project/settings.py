@@ -2,9 +2,17 @@
 
 Environment variables (all optional unless noted):
 
-- ``DEBUG`` ("1"/"0", default "1" for the local main job). With ``DEBUG=0``, ``SECRET_KEY`` is required.
-- ``SECRET_KEY``: Django's secret key. Without it (and with DEBUG on) a random key is created once
-  and kept in ``<data dir>/secret_key``.
+- ``DEBUG`` ("1"/"0", default "0", also in the local main job: a 500 shows no traceback, a 404 no
+  URL list; ``DEBUG=1 make run`` asks for Django's debug pages).
+- ``TRADINGMCP_LOCAL`` ("1"/"0", default "0"): set by the local main job (``scripts/run``) and the
+  test suite: keys missing from the environment are created once and kept under the data
+  directory (``secret_key``, ``secrets_key``), and the site is served over plain HTTP on the
+  loopback (no HTTPS redirect, HSTS or Secure-only cookies unless asked for below).
+- ``SECRET_KEY``: Django's secret key. Required unless ``DEBUG`` or ``TRADINGMCP_LOCAL`` is on
+  (then a random key is created once and kept in ``<data dir>/secret_key``).
+- ``SESSION_COOKIE_SECURE``, ``CSRF_COOKIE_SECURE``, ``SECURE_SSL_REDIRECT`` ("1"/"0"),
+  ``SECURE_HSTS_SECONDS``: with DEBUG off, HTTPS hardening (default on, off under
+  ``TRADINGMCP_LOCAL``).
 - ``TRADINGMCP_DATA_DIR``: where the SQLite file, embedded Redis and secrets live (default ``./var``).
 - ``DATABASE_URL``: any dj-database-url URL (default ``sqlite:///<data dir>/db.sqlite3``);
   e.g. ``postgres://postgres@127.0.0.1:5432/test``.
@@ -43,15 +51,20 @@ def env_bool(name: str, default: bool) -> bool:
 DATA_DIR = Path(os.environ.get("TRADINGMCP_DATA_DIR", BASE_DIR / "var")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DEBUG", True)
+DEBUG = env_bool("DEBUG", False)
+LOCAL_MAIN_JOB = env_bool("TRADINGMCP_LOCAL", False)
+# Keys missing from the environment are generated once under DATA_DIR (SECRET_KEY here, the
+# Fernet key of exchange secrets in risk.secrets); elsewhere they must be configured.
+KEEP_LOCAL_KEYS = DEBUG or LOCAL_MAIN_JOB
 
 
 def _secret_key() -> str:
     key = os.environ.get("SECRET_KEY")
     if key:
         return key
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    if not KEEP_LOCAL_KEYS:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (or TRADINGMCP_LOCAL=1 for a local run: "
+                                   "a key is then kept under the data directory).")
     path = DATA_DIR / "secret_key"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(50))
@@ -239,7 +252,7 @@ _VENUE_URLS = {
 }
 BINANCE_API_URL = os.environ.get("BINANCE_API_URL") or _VENUE_URLS[BINANCE_VENUE][0]
 BINANCE_STREAM_URL = os.environ.get("BINANCE_STREAM_URL") or _VENUE_URLS[BINANCE_VENUE][1]
-# Fernet key(s) encrypting exchange API secrets at rest (risk.secrets); generated under DATA_DIR in DEBUG.
+# Fernet key(s) encrypting exchange API secrets at rest (risk.secrets); generated under DATA_DIR when KEEP_LOCAL_KEYS.
 SECRETS_ENCRYPTION_KEY = os.environ.get("SECRETS_ENCRYPTION_KEY", "")
 BINANCE_API_KEY = os.environ.get("BINANCE_API_KEY") or None
 BINANCE_API_SECRET = os.environ.get("BINANCE_API_SECRET") or None
@@ -289,10 +302,11 @@ DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
 
 # --- Production hardening -----------------------------------------------------------------------------
 if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
-    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    # The local main job serves plain HTTP on the loopback: no HTTPS redirect, HSTS or Secure cookies there.
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not LOCAL_MAIN_JOB)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not LOCAL_MAIN_JOB)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not LOCAL_MAIN_JOB)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if LOCAL_MAIN_JOB else "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -16,6 +16,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         "SECRETS_ENCRYPTION_KEY": Fernet.generate_key().decode(), "TRADINGMCP_DATA_DIR": str(tmp_path),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.pop("TRADINGMCP_LOCAL", None)
     out = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -25,6 +26,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
 def test_debug_off_without_secret_key_refuses_to_start(tmp_path):
     env = {**os.environ, "DEBUG": "0", "TRADINGMCP_DATA_DIR": str(tmp_path)}
     env.pop("SECRET_KEY", None)
+    env.pop("TRADINGMCP_LOCAL", None)
     out = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "SECRET_KEY must be set" in out.stderr
 
