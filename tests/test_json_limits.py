@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 from django.conf import settings
+from django.http import HttpRequest
 from django.test import Client
 
 from risk.models import AuditEvent
@@ -16,7 +17,7 @@ HOSTILE = ["[" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000, "[" * 2000 + "]
 @pytest.fixture
 def logged_in(trader):
     client = Client(raise_request_exception=False)
-    assert client.login(username="alice", password="pw-for-tests-1")
+    assert client.login(request=HttpRequest(), username="alice", password="pw-for-tests-1")
     return client
 
 
@@ -48,7 +49,7 @@ def test_dashboard_socket_ignores_a_hostile_frame_and_keeps_answering(trader):
     from project.routing import websocket_urlpatterns
 
     client = Client()
-    assert client.login(username="alice", password="pw-for-tests-1")
+    assert client.login(request=HttpRequest(), username="alice", password="pw-for-tests-1")
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
     async def run():
