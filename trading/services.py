@@ -725,18 +725,31 @@ def position_close(*, account: Account, actor_user, channel: str, symbol: str, c
     """Close the account's position in ``symbol``: cancel its open orders (releasing locked base),
     then MARKET SELL the free base quantity rounded down to the LOT_SIZE step.
 
-    Raises ``NotFound`` when there is nothing to sell, and whatever ``order_place`` raises (e.g.
-    ``FilterFailure`` MIN_NOTIONAL for dust below 10 USDT).
+    Confirm mode (an ``actor_token`` with ``confirm_orders``): the sell is held for a person's
+    approval (``trading.approvals``), so nothing else may happen before that approval either: the
+    resting orders are NOT canceled (canceling first would leave the position unprotected while
+    the sell waits, or for good if the person rejects it). Only the free base quantity is held for
+    sale; what open orders lock stays with them. Canceling is never held (it only lowers risk, and
+    is audited as ``order.cancel``/``order.cancel_all`` with the token): an agent that wants the
+    whole position sold cancels those orders itself, then calls this again.
+
+    Raises ``NotFound`` when there is nothing to sell (naming what open orders lock), and whatever
+    ``order_place`` raises (e.g. ``FilterFailure`` MIN_NOTIONAL for dust below 10 USDT).
     """
     sym = symbol_get(symbol)
-    order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, actor_token=actor_token,
-                     request_id=request_id)
-    free = Balance.objects.filter(account=account, asset=sym.base_asset).values_list("free", flat=True).first() or Decimal("0")
+    confirm_mode = bool(getattr(actor_token, "confirm_orders", False))
+    if not confirm_mode:
+        order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, actor_token=actor_token,
+                         request_id=request_id)
+    free, locked = (Balance.objects.filter(account=account, asset=sym.base_asset).values_list("free", "locked").first()
+                    or (Decimal("0"), Decimal("0")))
     qty = filters.round_step(free, filters.lot_step(sym, market=True))
     if qty <= 0:
         pos = Position.objects.filter(account=account, symbol=sym.symbol).first()
+        hint = (f" {format(locked, 'f')} {sym.base_asset} is locked by open orders, which close_position leaves resting "
+                "for a confirm-mode token: cancel them (no approval needed), then close again." if confirm_mode and locked > 0 else "")
         raise NotFound(f"No {sym.base_asset} to sell: the {sym.symbol} position is "
-                       f"{'empty' if pos is None else format(pos.quantity, 'f')} and free {sym.base_asset} is {format(free, 'f')}.")
+                       f"{'empty' if pos is None else format(pos.quantity, 'f')} and free {sym.base_asset} is {format(free, 'f')}.{hint}")
     return order_place(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, side=OrderSide.SELL,
                        quantity=qty, order_type=OrderType.MARKET, client_order_id=client_order_id, actor_token=actor_token,
                        request_id=request_id)
