@@ -291,7 +291,7 @@ class AccountGrantAdmin(admin.ModelAdmin):
         user = obj.user if change else form.cleaned_data["user"]
         saved = account_grant_set(account=account, actor=request.user, username=user.get_username(),
                                   role=form.cleaned_data["role"], channel=Channel.ADMIN)
-        obj.pk, obj._state.adding = saved.pk, False
+        obj.pk = saved.pk  # the admin links to the saved row
 
     def delete_model(self, request, obj):
         account_grant_remove(account=obj.account, actor=request.user, username=obj.user.get_username(), channel=Channel.ADMIN)
