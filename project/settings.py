@@ -2,9 +2,18 @@
 
 Environment variables (all optional unless noted):
 
-- ``DEBUG`` ("1"/"0", default "1" for the local main job). With ``DEBUG=0``, ``SECRET_KEY`` is required.
-- ``SECRET_KEY``: Django's secret key. Without it (and with DEBUG on) a random key is created once
-  and kept in ``<data dir>/secret_key``.
+- ``DEBUG`` ("1"/"0", default "0", also in the local main job: a 500 shows no traceback, a 404 no
+  URL list; ``DEBUG=1 make run`` asks for Django's debug pages).
+- ``TRADINGMCP_LOCAL`` ("1"/"0", default "0"): set by the local main job (``scripts/run``) and the
+  test suite: the site is served over plain HTTP on the loopback (no HTTPS redirect, HSTS or
+  Secure-only cookies unless asked for below), and a missing ``SECRETS_ENCRYPTION_KEY`` is created
+  once under the data directory (``secrets_key``), as with ``DEBUG``.
+- ``SECRET_KEY``: Django's secret key. Without it a random key is created once and kept in
+  ``<data dir>/secret_key`` (mode 600), so management commands work anywhere; a deployment sets
+  it (docker-compose.yml requires it).
+- ``SESSION_COOKIE_SECURE``, ``CSRF_COOKIE_SECURE``, ``SECURE_SSL_REDIRECT`` ("1"/"0"),
+  ``SECURE_HSTS_SECONDS``: with DEBUG off, HTTPS hardening (default on, off under
+  ``TRADINGMCP_LOCAL``).
 - ``TRADINGMCP_DATA_DIR``: where the SQLite file, embedded Redis and secrets live (default ``./var``).
 - ``DATABASE_URL``: any dj-database-url URL (default ``sqlite:///<data dir>/db.sqlite3``);
   e.g. ``postgres://postgres@127.0.0.1:5432/test``.
@@ -30,6 +39,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -46,19 +56,24 @@ def env_bool(name: str, default: bool) -> bool:
 DATA_DIR = Path(os.environ.get("TRADINGMCP_DATA_DIR", BASE_DIR / "var")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DEBUG", True)
+DEBUG = env_bool("DEBUG", False)
+LOCAL_MAIN_JOB = env_bool("TRADINGMCP_LOCAL", False)
+# The Fernet key of exchange secrets (risk.secrets) is generated once under DATA_DIR when missing
+# only here; elsewhere it must be configured (a lost key makes the stored secrets unreadable).
+KEEP_LOCAL_KEYS = DEBUG or LOCAL_MAIN_JOB
 
 
 def _secret_key() -> str:
     key = os.environ.get("SECRET_KEY")
     if key:
         return key
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     path = DATA_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+    try:  # created owner-only from the start; a process racing us to create it wins, we read its key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -77,6 +92,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "channels",
     "django_celery_beat",
@@ -88,6 +104,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -95,7 +112,46 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # django-axes: refuses a login from a locked-out username+IP (last, as its docs require).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Content-Security-Policy (django-csp) -------------------------------------------------------------
+# Every page may run and style with the site's own static files only: no inline script, event
+# handler attribute, style attribute or <style> block, nothing from another origin; the dashboard's
+# WebSocket and fetch() go to the same origin ('self' covers ws:/wss: there, CSP Level 3 §6.7.2.8).
+# JSON data blocks (<script type="application/json">, json_script) are not scripts and stay allowed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- Brute-force protection (django-axes) ------------------------------------------------------------
+# Every password login (/login/, /admin/login/) goes through axes first: after AXES_FAILURE_LIMIT
+# failed attempts for one username from one IP, that pair is locked out for AXES_COOLOFF_MINUTES
+# (HTTP 429), the right password included; a success resets the count. A lockout is audited
+# (``auth.lockout``, risk.signals). Behind a reverse proxy set AXES_IPWARE_PROXY_COUNT (the number
+# of proxies in front) so the client's address, not the proxy's, is counted.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_MINUTES", "15")) / 60  # hours, as axes reads it
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_IPWARE_PROXY_COUNT = int(os.environ["AXES_IPWARE_PROXY_COUNT"]) if os.environ.get("AXES_IPWARE_PROXY_COUNT") else None
 
 ROOT_URLCONF = "project.urls"
 
@@ -251,7 +307,7 @@ BINANCE_WS_API_URL = os.environ.get("BINANCE_WS_API_URL") or _VENUE_URLS[BINANCE
 # Standard (REST, WebSocket API) URLs of each account venue, for accounts whose venue is not
 # BINANCE_VENUE (those use BINANCE_API_URL / BINANCE_WS_API_URL); see trading.venues.binance.endpoints.
 BINANCE_ENDPOINTS = {v: (_VENUE_URLS[v][0], _VENUE_URLS[v][2]) for v in ("testnet", "live")}
-# Fernet key(s) encrypting exchange API secrets at rest (risk.secrets); generated under DATA_DIR in DEBUG.
+# Fernet key(s) encrypting exchange API secrets at rest (risk.secrets); generated under DATA_DIR when KEEP_LOCAL_KEYS.
 SECRETS_ENCRYPTION_KEY = os.environ.get("SECRETS_ENCRYPTION_KEY", "")
 BINANCE_API_KEY = os.environ.get("BINANCE_API_KEY") or None
 BINANCE_API_SECRET = os.environ.get("BINANCE_API_SECRET") or None
@@ -323,10 +379,11 @@ REDIS_POOL_TIMEOUT_S = float(os.environ.get("REDIS_POOL_TIMEOUT_S", "5"))
 
 # --- Production hardening -----------------------------------------------------------------------------
 if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
-    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    # The local main job serves plain HTTP on the loopback: no HTTPS redirect, HSTS or Secure cookies there.
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not LOCAL_MAIN_JOB)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not LOCAL_MAIN_JOB)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not LOCAL_MAIN_JOB)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if LOCAL_MAIN_JOB else "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -342,6 +399,7 @@ LOGGING = {
         # django-mcp-server logs every tool error with a traceback; risk.mcp_guard logs real failures.
         "mcp_server.djangomcp": {"level": "CRITICAL"},
         "httpx": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # its start-up banner; lockouts are warnings
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
     },

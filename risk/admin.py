@@ -2,10 +2,12 @@ from django import forms
 from django.contrib import admin, messages
 
 from risk.audit import audit_record
-from risk.models import (AgentToken, AuditEvent, Channel, ExchangeCredential, OrderApproval, Outcome, Protection,
-                         ProtectionLock, RiskLimit)
-from risk.services import account_halt, account_set_state, ed25519_private_pem_check
-from trading.errors import InvalidInput
+from risk.models import (AccountGrant, AgentToken, AuditEvent, Channel, ExchangeCredential, OrderApproval, Outcome,
+                         Protection, ProtectionLock, RiskLimit)
+from risk.services import (account_grant_remove, account_grant_set, account_halt, account_set_state,
+                           ed25519_private_pem_check)
+from trading.errors import InvalidInput, TradingError
+from trading.models import Account
 
 
 @admin.register(RiskLimit)
@@ -245,3 +247,74 @@ class ExchangeCredentialAdmin(admin.ModelAdmin):
                                         api_url=form.cleaned_data.get("api_url") or "",
                                         ws_api_url=form.cleaned_data.get("ws_api_url") or "")
         obj.pk = saved.pk  # the admin's change message and redirect name the saved row
+
+
+class AccountGrantForm(forms.ModelForm):
+    """A grant on one of the signed-in admin's own accounts (the owner decides who may use it)."""
+
+    class Meta:
+        model = AccountGrant
+        fields = ("account", "user", "role")
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+        if "account" in self.fields:
+            self.fields["account"].queryset = Account.objects.filter(owner=request.user).order_by("id")
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk:  # a role change: account and user are fixed
+            account, user = self.instance.account, self.instance.user
+        else:
+            account, user = data.get("account"), data.get("user")
+        if account is not None and user is not None and user.pk == account.owner_id:
+            self.add_error("user", "The owner always has full access to their own account.")
+        elif user is not None and not user.is_active:
+            self.add_error("user", "This user is deactivated.")
+        return data
+
+
+@admin.register(AccountGrant)
+class AccountGrantAdmin(admin.ModelAdmin):
+    """Grants on the signed-in user's own accounts only: each add, role change and removal goes
+    through ``risk.services.account_grant_set`` / ``account_grant_remove`` (owner only, audited as
+    ``grant.set`` / ``grant.remove``)."""
+
+    form = AccountGrantForm
+    list_display = ("account", "user", "role", "created_at")
+    list_filter = ("role",)
+    list_select_related = ("account", "user")
+    search_fields = ("user__username", "account__name")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(account__owner=request.user)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class WithRequest(form):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, request=request, **kw)
+
+        return WithRequest
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("account", "user", "created_at") if obj is not None else ("created_at",)
+
+    def save_model(self, request, obj, form, change):
+        account = obj.account if change else form.cleaned_data["account"]
+        user = obj.user if change else form.cleaned_data["user"]
+        saved = account_grant_set(account=account, actor=request.user, username=user.get_username(),
+                                  role=form.cleaned_data["role"], channel=Channel.ADMIN)
+        obj.pk = saved.pk  # the admin links to the saved row
+
+    def delete_model(self, request, obj):
+        account_grant_remove(account=obj.account, actor=request.user, username=obj.user.get_username(), channel=Channel.ADMIN)
+
+    def delete_queryset(self, request, queryset):
+        for grant in queryset.select_related("account", "user"):
+            try:
+                self.delete_model(request, grant)
+            except TradingError as exc:
+                self.message_user(request, f"{grant}: {exc.msg}", level=messages.ERROR)

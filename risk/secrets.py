@@ -3,7 +3,8 @@
 
 The key comes from ``settings.SECRETS_ENCRYPTION_KEY`` (env ``SECRETS_ENCRYPTION_KEY``, a
 urlsafe-base64 32-byte Fernet key; several comma-separated keys rotate: the first encrypts, all
-decrypt). Without it and with DEBUG on, a key is generated once under the data directory. A
+decrypt). Without it and with ``settings.KEEP_LOCAL_KEYS`` (DEBUG, or the local main job), a key is
+generated once under the data directory. A
 secret is never returned by any tool, API or page: only ``credential_secret`` (for the venue
 that signs requests) decrypts it.
 """
@@ -20,8 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 def _fernet() -> MultiFernet:
     keys = [k.strip() for k in (settings.SECRETS_ENCRYPTION_KEY or "").split(",") if k.strip()]
     if not keys:
-        if not settings.DEBUG:
-            raise ImproperlyConfigured("SECRETS_ENCRYPTION_KEY must be set when DEBUG is off.")
+        if not settings.KEEP_LOCAL_KEYS:
+            raise ImproperlyConfigured("SECRETS_ENCRYPTION_KEY must be set when DEBUG is off (outside the local main job).")
         path = settings.DATA_DIR / "secrets_key"
         if not path.exists():
             path.write_text(Fernet.generate_key().decode())

@@ -11,10 +11,14 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from risk.models import AgentToken, RiskLimit
+from risk.audit import audit_record
+from risk.models import AccountGrant, AgentToken, GrantRole, Outcome, RiskLimit
+from trading.errors import InvalidInput, NotFound, PermissionDenied
 
 TOKEN_PREFIX = "tmcp_"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -421,3 +425,82 @@ def exchange_credential_set(*, account, api_key: str, secret: str | None, actor_
 
     binance._clients.clear()  # no client keeps a replaced secret
     return cred
+
+
+# --- Account grants ----------------------------------------------------------------------------------
+#
+# Who besides its owner may use an account (``AccountGrant``: a viewer reads, a trader also trades).
+# Only the owner manages them, on every channel (dashboard, admin); each change is audited on the
+# account with the role before and after.
+
+def _owner_only(*, account, actor) -> None:
+    """Raise unless ``actor`` owns ``account``: ``PermissionDenied`` for a grantee (who may see the
+    account), ``NotFound`` for anyone else (who may not even learn that it exists)."""
+    if getattr(actor, "pk", None) is not None and account.owner_id == actor.pk:
+        return
+    if getattr(actor, "pk", None) is not None and AccountGrant.objects.filter(account=account, user_id=actor.pk).exists():
+        raise PermissionDenied(f"Only the owner of account {account.pk} decides who may use it.")
+    raise NotFound(f"Account {account.pk} not found among your accounts.")
+
+
+def account_grants_list(*, account, actor) -> list[dict]:
+    """The grants of ``account`` for its owner ``actor``: ``[{"id", "username", "role",
+    "createdAt" (ms UTC), "created" (datetime)}]`` by username. Raises like ``account_grant_set``
+    for a non-owner."""
+    _owner_only(account=account, actor=actor)
+    return [{"id": g.pk, "username": g.user.get_username(), "role": g.role, "createdAt": int(g.created_at.timestamp() * 1000),
+             "created": g.created_at}
+            for g in AccountGrant.objects.filter(account=account).select_related("user").order_by("user__username")]
+
+
+def account_grant_set(*, account, actor, username: str, role: str, channel: str) -> AccountGrant:
+    """Let the user ``username`` use ``account`` as ``role`` (``viewer``: read only; ``trader``:
+    also trade and decide confirm-mode approvals), or change the role of their grant.
+
+    Only the account's owner (``actor``) may: a grantee gets ``PermissionDenied``, anyone else
+    ``NotFound``. Raises ``InvalidInput`` for an unknown role or the owner naming themself,
+    ``NotFound`` for no active user of that name. Nothing changes when it raises. Audited on the
+    account as ``grant.set`` with the role before (null: new) and after, in the same transaction.
+    """
+    _owner_only(account=account, actor=actor)
+    if role not in GrantRole.values:
+        raise InvalidInput(f"role must be one of {', '.join(GrantRole.values)}, got {role!r}.")
+    username = str(username or "").strip()
+    User = get_user_model()
+    grantee = User.objects.filter(**{User.USERNAME_FIELD: username}, is_active=True).first() if username else None
+    if grantee is None:
+        raise NotFound(f"No active user named {username[:150]!r}.")
+    if grantee.pk == account.owner_id:
+        raise InvalidInput("The owner always has full access to their own account.")
+    with transaction.atomic():
+        grant = AccountGrant.objects.select_for_update().filter(account=account, user=grantee).first()
+        before = grant.role if grant else None
+        if grant is None:
+            grant = AccountGrant.objects.create(account=account, user=grantee, role=role)
+        elif grant.role != role:
+            grant.role = role
+            grant.save(update_fields=["role"])
+        audit_record(channel=channel, action="grant.set", outcome=Outcome.OK, actor_user=actor, account=account,
+                     params={"username": grantee.get_username(), "role": role},
+                     message=f"{grantee.get_username()} may use account {account.pk} as {role}",
+                     result={"before": before, "after": role})
+    return grant
+
+
+def account_grant_remove(*, account, actor, username: str, channel: str) -> None:
+    """Withdraw ``username``'s grant on ``account``; they can no longer see or use it. Only the
+    owner may (see ``account_grant_set``). Raises ``NotFound`` when that user has no grant.
+    Audited on the account as ``grant.remove`` with the role before."""
+    _owner_only(account=account, actor=actor)
+    username = str(username or "").strip()
+    User = get_user_model()
+    with transaction.atomic():
+        grant = (AccountGrant.objects.select_for_update().select_related("user")
+                 .filter(account=account, **{f"user__{User.USERNAME_FIELD}": username}).first())
+        if grant is None:
+            raise NotFound(f"{username[:150]!r} has no grant on account {account.pk}.")
+        before = grant.role
+        grant.delete()
+        audit_record(channel=channel, action="grant.remove", outcome=Outcome.OK, actor_user=actor, account=account,
+                     params={"username": username}, message=f"{username} may no longer use account {account.pk}",
+                     result={"before": before, "after": None})

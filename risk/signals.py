@@ -9,17 +9,20 @@
   (``trading.consumers``) of that user join the group and re-check their access when it arrives:
   a socket whose token, user or session is no longer valid is closed (4401); one that lost an
   account stops receiving it.
+Also: django-axes lockouts (brute-force protection on the login pages) are audited.
 """
 import logging
 
 from asgiref.sync import async_to_sync
+from axes.signals import user_locked_out
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from risk.models import AccountGrant, AgentToken
+from risk.audit import audit_record
+from risk.models import AccountGrant, AgentToken, Channel, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +104,18 @@ def _user_changed(sender, instance, created=False, **kwargs):
 @receiver(user_logged_out)
 def _logged_out(sender, request, user, **kwargs):
     notify_access_changed(getattr(user, "pk", None))
+
+
+@receiver(user_locked_out)
+def _login_locked_out(sender, request, username, ip_address, **kwargs):
+    """A username+IP pair reached django-axes' failure limit, or tried again while locked out:
+    one ``auth.lockout`` audit event (channel ``admin`` for ``/admin/login/``, else
+    ``dashboard``), attributed to the user of that name when there is one. The username is
+    stored as typed (it may be hostile text)."""
+    path = getattr(request, "path", "") or ""
+    User = get_user_model()
+    user = User.objects.filter(**{User.USERNAME_FIELD: username}).first() if username else None
+    audit_record(channel=Channel.ADMIN if path.startswith("/admin/") else Channel.DASHBOARD, action="auth.lockout",
+                 outcome=Outcome.REJECTED, actor_user=user,
+                 params={"username": (username or "")[:150], "ip_address": ip_address, "path": path[:200]},
+                 message=f"login locked out after repeated failures: {(username or '')[:150]!r} from {ip_address}")

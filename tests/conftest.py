@@ -7,6 +7,7 @@ and the ingester as subprocesses on free ports against the test database.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import socket
 import subprocess
@@ -85,6 +86,36 @@ def _clean_redis():
         keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}{pattern}", count=500))
         if keys:
             r.delete(*keys)
+
+
+def _transactional(request) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return bool(marker and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server", "django_db_reset_sequences"} & set(request.fixturenames))
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_audit_flush(request):
+    """A transactional test's database is emptied by Django's flush, which on SQLite is a
+    ``DELETE FROM`` per table (PostgreSQL's TRUNCATE fires no row trigger): the audit log's
+    append-only triggers (risk migration 0010) would refuse it. For such a test on SQLite, empty
+    the audit table first with the triggers lifted, then put them back, in one transaction."""
+    if not _transactional(request):
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # torn down (flushed) after this fixture
+    yield
+    from django.db import connection, transaction
+
+    if connection.vendor != "sqlite":
+        return
+    migration = importlib.import_module("risk.migrations.0010_auditevent_sqlite_append_only_triggers")
+    with transaction.atomic(), connection.cursor() as cur:
+        for sql in migration.SQLITE_DROP:
+            cur.execute(sql)
+        cur.execute("DELETE FROM risk_auditevent")
+        for sql in migration.SQLITE_CREATE:
+            cur.execute(sql)
 
 
 @pytest.fixture

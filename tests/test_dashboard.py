@@ -9,6 +9,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 from django.conf import settings
+from django.http import HttpRequest
 from django.test import Client
 
 from risk.models import AgentToken, AuditEvent, RiskLimit
@@ -21,7 +22,7 @@ from conftest import sqlite_pass_only
 
 def login(username: str) -> Client:
     client = Client()
-    assert client.login(username=username, password="pw-for-tests-1")
+    assert client.login(request=HttpRequest(), username=username, password="pw-for-tests-1")  # django-axes needs the request
     return client
 
 

@@ -36,8 +36,15 @@ def browser_page():
         )
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.browser_handle = browser
+        # The Content-Security-Policy allows the site's own scripts and styles only: Chromium logs
+        # each thing it refused; none may be ours.
+        # (The reconnect test's stand-in for a dead server, ws://127.0.0.1:9/, is refused too: rightly.)
+        violations = []
+        page.on("console", lambda m: violations.append(m.text)
+                if "Content Security Policy" in m.text and "ws://127.0.0.1:9/" not in m.text else None)
         yield page
         browser.close()
+        assert not violations, violations
 
 
 def run_in_thread(coro_fn, *args):
@@ -68,7 +75,7 @@ def login(page, base_url: str, username: str = "alice", path: str = "/"):
     page.fill("input[name=password]", "pw-for-tests-1")
     page.click("button[type=submit]")
     page.wait_for_url(base_url + path)
-    page.wait_for_function("window.tmcpSocketReady === true", timeout=15000)
+    page.wait_for_function("() => window.tmcpSocketReady === true", timeout=15000)
 
 
 @pytest.fixture
@@ -100,10 +107,9 @@ def test_login_live_prices_and_an_mcp_fill_without_reload(live, browser_page):
     page.fill("input[name=password]", "pw-for-tests-1")
     page.click("button[type=submit]")
     page.wait_for_url(stack.base_url + "/")
-    page.wait_for_function("window.tmcpSocketReady === true", timeout=15000)
+    page.wait_for_function("() => window.tmcpSocketReady === true", timeout=15000)
     assert page.locator("#conn-state").text_content() == "live"
-    page.wait_for_function(
-        "document.querySelector('.ticker[data-symbol=\"BTCUSDT\"] [data-field=\"ask\"]').textContent !== '—'", timeout=15000
+    page.wait_for_function("() => document.querySelector('.ticker[data-symbol=\"BTCUSDT\"] [data-field=\"ask\"]').textContent !== '—'", timeout=15000
     )
     ask = page.locator('.ticker[data-symbol="BTCUSDT"] [data-field="ask"]')
     assert float(ask.text_content().replace(",", "")) > 1000
@@ -130,7 +136,7 @@ def test_login_live_prices_and_an_mcp_fill_without_reload(live, browser_page):
     wait_until(lambda: "14." in exposure.text_content(), timeout=15, what="the exposure usage to follow the fill")
     snapshot_take(account=account)
     page.reload()
-    page.wait_for_function("window.tmcpSocketReady === true", timeout=15000)
+    page.wait_for_function("() => window.tmcpSocketReady === true", timeout=15000)
     assert page.locator(f"#account-{account.pk} .pf-chart").get_attribute("data-points") == "2"
     page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
 
@@ -142,7 +148,7 @@ def test_market_chart_renders_replayed_candles_and_the_ticket_trades(live, brows
     stack, user, account, token = live
     page = browser_page
     login(page, stack.base_url, path="/market/BTCUSDT/")
-    page.wait_for_function("Number(document.getElementById('chart').dataset.candles || 0) >= 30", timeout=30000)
+    page.wait_for_function("() => Number(document.getElementById('chart').dataset.candles || 0) >= 30", timeout=30000)
     assert page.locator("#chart canvas").count() > 0 and page.locator("#chart canvas").first.bounding_box()["width"] > 300
     # The drawn candles are the replayed real data: pick a closed candle and compare with the venue.
     bar = page.evaluate("(() => { const b = window.tmcpChart; return {n: b.bars(), last: b.last()}; })()")
@@ -153,7 +159,7 @@ def test_market_chart_renders_replayed_candles_and_the_ticket_trades(live, brows
     assert (venue[1], venue[2], venue[3], venue[4]) == (probe["open"], probe["high"], probe["low"], probe["close"])
     assert bar["n"] >= len(closed) and bar["last"]["time"] >= probe["time"]
     # The forming candle follows the kline_1m stream.
-    page.wait_for_function("document.getElementById('chart').dataset.liveClose !== undefined", timeout=20000)
+    page.wait_for_function("() => document.getElementById('chart').dataset.liveClose !== undefined", timeout=20000)
     page.locator("#asks tr").first.wait_for(timeout=15000)
     page.locator("#trades tr").first.wait_for(timeout=15000)
     page.screenshot(path=str(ARTIFACTS / "market-btcusdt.png"), full_page=True)
@@ -176,7 +182,7 @@ def test_market_chart_renders_replayed_candles_and_the_ticket_trades(live, brows
     page.screenshot(path=str(ARTIFACTS / "market-ticket-rejected.png"), full_page=True)
 
     page.click('#intervals button[data-interval="1h"]')
-    page.wait_for_function("document.getElementById('chart').dataset.interval === '1h'", timeout=20000)
+    page.wait_for_function("() => document.getElementById('chart').dataset.interval === '1h'", timeout=20000)
     assert int(page.locator("#chart").get_attribute("data-candles")) >= 5
     page.screenshot(path=str(ARTIFACTS / "market-btcusdt-1h.png"))
 
@@ -187,8 +193,7 @@ def test_kill_switch_halts_and_the_next_mcp_order_is_refused(live, browser_page)
     login(page, stack.base_url)
     page.on("dialog", lambda d: d.accept())
     page.click(f"#account-{account.pk} .kill-switch")
-    page.wait_for_function(
-        f"document.querySelector('#account-{account.pk} .risk-state').textContent === 'HALTED'", timeout=15000)
+    page.wait_for_function(f"() => document.querySelector('#account-{account.pk} .risk-state').textContent === 'HALTED'", timeout=15000)
     assert page.locator(f'#banners [data-banner="HALTED"]').count() == 1
     assert RiskLimit.objects.get(account=account).trading_state == "HALTED"
 
@@ -204,8 +209,7 @@ def test_kill_switch_halts_and_the_next_mcp_order_is_refused(live, browser_page)
     page.screenshot(path=str(ARTIFACTS / "dashboard-halted.png"), full_page=True)
 
     page.click(f"#account-{account.pk} .resume")
-    page.wait_for_function(
-        f"document.querySelector('#account-{account.pk} .risk-state').textContent === 'ACTIVE'", timeout=15000)
+    page.wait_for_function(f"() => document.querySelector('#account-{account.pk} .risk-state').textContent === 'ACTIVE'", timeout=15000)
     assert RiskLimit.objects.get(account=account).trading_state == "ACTIVE"
 
 
@@ -227,8 +231,7 @@ def test_user_b_browser_never_receives_user_a_events(live, browser_page, make_us
     alice_page.locator(f'#account-{account.pk} table.orders tr[data-client-order-id="e2e-buy-1"]').wait_for(timeout=15000)
     alice_page.locator('#activity li[data-action="order.place"]').first.wait_for(timeout=15000)
     # Bob's socket kept receiving market data meanwhile (so it was recording), but nothing of Alice's.
-    bob_page.wait_for_function(
-        "document.querySelector('.ticker[data-symbol=\"BTCUSDT\"] [data-field=\"ask\"]').textContent !== '—'", timeout=15000)
+    bob_page.wait_for_function("() => document.querySelector('.ticker[data-symbol=\"BTCUSDT\"] [data-field=\"ask\"]').textContent !== '—'", timeout=15000)
     n = len(frames)
     for _ in range(150):  # Playwright dispatches events only while its API is called: wait through it
         if len(frames) > n + 2:
@@ -283,7 +286,7 @@ def test_reconnects_with_backoff_shows_state_and_refetches_what_it_missed(live, 
         window.WebSocket = function () { return new window.__RealWebSocket("ws://127.0.0.1:9/"); };
         window.tmcpSocket.close();
     }""")
-    page.wait_for_function("document.getElementById('conn-state').textContent.startsWith('offline')", timeout=10000)
+    page.wait_for_function("() => document.getElementById('conn-state').textContent.startsWith('offline')", timeout=10000)
     assert "retry in" in page.locator("#conn-state").text_content() or "reconnecting" in page.locator("#conn-state").text_content()
     page.screenshot(path=str(ARTIFACTS / "dashboard-offline.png"))
 
@@ -295,7 +298,7 @@ def test_reconnects_with_backoff_shows_state_and_refetches_what_it_missed(live, 
     assert row.count() == 0  # missed: the socket was down when it was pushed
 
     page.evaluate("() => { window.WebSocket = window.__RealWebSocket; }")
-    page.wait_for_function("document.getElementById('conn-state').textContent === 'live'", timeout=40000)
+    page.wait_for_function("() => document.getElementById('conn-state').textContent === 'live'", timeout=40000)
     row.wait_for(timeout=15000)  # refetched after the reconnect
     assert "FILLED" in row.text_content()
 
@@ -326,7 +329,7 @@ def test_confirm_mode_order_waits_in_the_pending_panel_and_fills_when_approved(l
     page.screenshot(path=str(ARTIFACTS / "tokens-confirm-mode.png"), full_page=True)
 
     page.goto(stack.base_url + "/")
-    page.wait_for_function("window.tmcpSocketReady === true", timeout=15000)
+    page.wait_for_function("() => window.tmcpSocketReady === true", timeout=15000)
     assert page.locator("#approvals").is_hidden()  # nothing waiting yet
     page.evaluate("window.__marker = 'no-reload'")
 

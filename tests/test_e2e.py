@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 from django.conf import settings
+from django.http import HttpRequest
 from django.test import Client
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -29,7 +30,7 @@ E8 = Decimal("0.00000001")
 
 def session_cookie(username: str, password: str) -> str:
     client = Client()
-    assert client.login(username=username, password=password)
+    assert client.login(request=HttpRequest(), username=username, password=password)  # django-axes needs the request
     return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 

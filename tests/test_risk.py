@@ -168,12 +168,10 @@ def test_racing_agents_never_exceed_a_limit_together(symbols, trader):
 
 
 @pytest.mark.django_db
-def test_postgresql_trigger_refuses_audit_changes_even_in_raw_sql(trader):
+def test_database_trigger_refuses_audit_changes_even_in_raw_sql(trader):
     from django.db import DatabaseError, transaction
     from risk.audit import audit_record
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the trigger exists on PostgreSQL; SQLite relies on the model's refusal")
     user, account, _ = trader
     event = audit_record(channel="system", action="test", outcome="ok", account=account)
     for sql in ("UPDATE risk_auditevent SET message = 'x' WHERE id = %s", "DELETE FROM risk_auditevent WHERE id = %s"):

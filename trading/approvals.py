@@ -11,6 +11,13 @@ protections) run against the account as it is then, or ``order_reject``. The ``c
 agent chose is kept, so it stays idempotent: placing again with it returns the held order while
 pending and the placed order afterwards.
 
+What is held: every new order (``place_order``, the sell of ``close_position``, a cancel-replace's
+new order). What is not: canceling (``cancel_order``, ``cancel_all_orders``) goes through at once,
+because it only lowers risk (a person would approve it anyway, and a held cancel could leave a
+stop-loss or a bad limit working while it waits); it is audited with the token like any action.
+``close_position`` does not cancel the symbol's resting orders for a confirm-mode token: it holds
+only the sell of the free quantity (see ``trading.services.position_close``). OCO lists are refused.
+
 Every step is audited: ``order.hold`` (the request), ``order.approve`` / ``order.reject`` (the
 person's decision, with before/after status), and ``order.place`` for the order placed on approval
 (actor: the agent's token, as if it had placed it then).

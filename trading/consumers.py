@@ -31,6 +31,7 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+import orjson
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -154,6 +155,16 @@ def _symbol_ok(name: str) -> str:
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """See the module docstring."""
+
+    @classmethod
+    async def decode_json(cls, text_data):
+        """A client frame as JSON (orjson: nesting deeper than 1024 levels is refused, where the
+        standard library's parser raised ``RecursionError`` and dropped the socket); a frame that
+        is not JSON becomes ``{"type": "invalid"}``, which ``receive_json`` ignores."""
+        try:
+            return orjson.loads(text_data)
+        except orjson.JSONDecodeError:
+            return {"type": "invalid"}
 
     async def connect(self):
         user = self.scope.get("user")

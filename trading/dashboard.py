@@ -152,18 +152,20 @@ def portfolio_curve(*, account: Account, limit: int = 1440) -> list[dict]:
     return out
 
 
-def account_overview(*, account: Account, can_trade: bool = True) -> dict:
+def account_overview(*, account: Account, can_trade: bool = True, is_owner: bool = False) -> dict:
     """Everything the overview shows of one account: ``selectors.account_state`` fields plus
     ``portfolio`` (``trading.portfolio.portfolio_get``), ``curve`` (``portfolio_curve``),
     ``openOrders``, ``orders`` (newest 50), ``fills`` (newest 20), ``risk`` (``risk_panel``),
     ``pending`` (orders of confirm-mode tokens waiting for a person, ``trading.approvals.pending_list``)
-    and ``canTrade`` (the caller's ``can_trade``: owner or trader grantee, who may also decide approvals)."""
+    and ``canTrade`` (the caller's ``can_trade``: owner or trader grantee, who may also decide approvals),
+    ``isOwner`` (the caller owns it: may manage who else may use it, ``/accounts/<id>/sharing/``)."""
     from trading.approvals import pending_list
 
     state = selectors.account_state(account=account)
     return {
         **state,
         "canTrade": can_trade,
+        "isOwner": is_owner,
         "pending": pending_list(account=account),
         "portfolio": portfolio.portfolio_get(account=account),
         "curve": portfolio_curve(account=account),
@@ -200,7 +202,7 @@ def overview_state(*, user) -> dict:
         "user": user.get_username(),
         "symbols": symbols,
         "tickers": tickers(symbols),
-        "accounts": [account_overview(account=a, can_trade=a.pk in tradable) for a in accounts],
+        "accounts": [account_overview(account=a, can_trade=a.pk in tradable, is_owner=a.owner_id == user.pk) for a in accounts],
         "activity": activity_list(user=user, account_ids=[a.pk for a in accounts]),
     }
 

@@ -192,7 +192,9 @@ def get_pnl(period: str = "1d", account_id: Optional[int] = None) -> dict:
 @mcp_tool(audit=False)
 def close_position(symbol: str, client_order_id: Optional[str] = None, account_id: Optional[int] = None) -> dict:
     """Close your position in a symbol: cancel its open orders, then MARKET SELL all free base
-    asset (rounded down to the lot step). Returns the sell order."""
+    asset (rounded down to the lot step). Returns the sell order. With a confirm-mode token the
+    open orders stay and only the free base's sell waits for approval (PENDING_APPROVAL); cancel
+    them first (cancels need no approval) to sell everything."""
     call = _account(account_id)
     result = services.position_close(account=call.account, actor_user=call.user, actor_token=call.token,
                                      channel=Channel.MCP, symbol=symbol, client_order_id=client_order_id,

@@ -727,18 +727,101 @@ def position_close(*, account: Account, actor_user, channel: str, symbol: str, c
     """Close the account's position in ``symbol``: cancel its open orders (releasing locked base),
     then MARKET SELL the free base quantity rounded down to the LOT_SIZE step.
 
-    Raises ``NotFound`` when there is nothing to sell, and whatever ``order_place`` raises (e.g.
-    ``FilterFailure`` MIN_NOTIONAL for dust below 10 USDT).
+    Confirm mode (an ``actor_token`` with ``confirm_orders``): the sell is held for a person's
+    approval (``trading.approvals``), so nothing else may happen before that approval either: the
+    resting orders are NOT canceled (canceling first would leave the position unprotected while
+    the sell waits, or for good if the person rejects it). Only the free base quantity is held for
+    sale; what open orders lock stays with them. Canceling is never held (it only lowers risk, and
+    is audited as ``order.cancel``/``order.cancel_all`` with the token): an agent that wants the
+    whole position sold cancels those orders itself, then calls this again.
+
+    Raises ``NotFound`` when there is nothing to sell (naming what open orders lock), and whatever
+    ``order_place`` raises (e.g. ``FilterFailure`` MIN_NOTIONAL for dust below 10 USDT).
     """
     sym = symbol_get(symbol)
-    order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, actor_token=actor_token,
-                     request_id=request_id)
-    free = Balance.objects.filter(account=account, asset=sym.base_asset).values_list("free", flat=True).first() or Decimal("0")
+    confirm_mode = bool(getattr(actor_token, "confirm_orders", False))
+    if not confirm_mode:
+        order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, actor_token=actor_token,
+                         request_id=request_id)
+    free, locked = (Balance.objects.filter(account=account, asset=sym.base_asset).values_list("free", "locked").first()
+                    or (Decimal("0"), Decimal("0")))
     qty = filters.round_step(free, filters.lot_step(sym, market=True))
     if qty <= 0:
         pos = Position.objects.filter(account=account, symbol=sym.symbol).first()
+        hint = (f" {format(locked, 'f')} {sym.base_asset} is locked by open orders, which close_position leaves resting "
+                "for a confirm-mode token: cancel them (no approval needed), then close again." if confirm_mode and locked > 0 else "")
         raise NotFound(f"No {sym.base_asset} to sell: the {sym.symbol} position is "
-                       f"{'empty' if pos is None else format(pos.quantity, 'f')} and free {sym.base_asset} is {format(free, 'f')}.")
+                       f"{'empty' if pos is None else format(pos.quantity, 'f')} and free {sym.base_asset} is {format(free, 'f')}.{hint}")
     return order_place(account=account, actor_user=actor_user, channel=channel, symbol=sym.symbol, side=OrderSide.SELL,
                        quantity=qty, order_type=OrderType.MARKET, client_order_id=client_order_id, actor_token=actor_token,
                        request_id=request_id)
+
+
+# --- paper deposits and withdrawals ------------------------------------------------------------------
+
+ASSET_RE = re.compile(r"^[A-Z0-9]{1,16}$")  # Binance asset names (exchangeInfo baseAsset/quoteAsset)
+
+
+def balance_adjust(*, account: Account, asset: str, amount, actor, reason: str, channel: str = "admin") -> dict:
+    """Deposit (``amount`` > 0) or withdraw (``amount`` < 0) ``amount`` of ``asset`` on a paper
+    account: the only way to change a balance other than a fill. The balance's ``free`` part moves;
+    positions (cost basis, P&L) follow trades only and are not touched.
+
+    Args:
+        account: a paper ``Account`` (a testnet/live account's balances are the exchange's).
+        asset: the asset's Binance name, e.g. ``"USDT"`` (case-insensitive).
+        amount: a non-zero decimal in ``asset`` (``Decimal``, ``int`` or a string such as
+            ``"-250.5"``; at most 8 decimal places, as balances are stored).
+        actor: the person doing it (a ``User``); channel: ``risk.models.Channel`` value.
+        reason: why, 1..500 characters; stored in the audit event.
+
+    Returns ``{"accountId", "asset", "amount", "before": {"free", "locked"}, "after": {"free",
+    "locked"}}`` (numbers as strings). Raises ``PermissionDenied`` for a non-paper account,
+    ``InvalidInput`` for a bad asset, amount or reason, or a withdrawal larger than the free
+    balance; nothing is changed then. The change and its ``AuditEvent`` (``balance.adjust``, with
+    before/after) are written in one transaction with the account row locked, as fills are.
+    """
+    from trading.errors import PermissionDenied
+
+    asset_n = str(asset or "").strip().upper()
+    params = {"account_id": account.pk, "asset": asset_n, "amount": str(amount), "reason": str(reason or "")[:500]}
+    try:
+        if account.venue != Venue.PAPER:
+            raise PermissionDenied(f"Account {account.pk} is a {account.venue} account: only paper balances can be "
+                                   "adjusted; a testnet/live balance is the exchange's.")
+        if not ASSET_RE.match(asset_n):
+            raise InvalidInput(f"asset must be 1-16 letters or digits such as 'USDT', got {asset!r}.")
+        if isinstance(amount, (bool, float)) or amount is None:
+            raise InvalidInput(f"amount must be a decimal such as '100' or '-25.5' (a string or Decimal), got {amount!r}.")
+        try:
+            value = Decimal(str(amount).strip())
+        except (InvalidOperation, ValueError):
+            raise InvalidInput(f"amount must be a decimal such as '100' or '-25.5', got {amount!r}.") from None
+        if not value.is_finite() or value == 0 or value.adjusted() > 15:
+            raise InvalidInput(f"amount must be a non-zero, finite decimal below 10^16, got {amount!r}.")
+        if value != value.quantize(Decimal("1e-8")):
+            raise InvalidInput(f"amount has more than 8 decimal places: {amount!r}.")
+        reason = str(reason or "").strip()
+        if not reason or len(reason) > 500:
+            raise InvalidInput("Give a reason of 1 to 500 characters (it is kept in the audit log).")
+        with transaction.atomic():
+            locked = Account.objects.select_for_update().get(pk=account.pk)
+            balance, _ = Balance.objects.select_for_update().get_or_create(account=locked, asset=asset_n)
+            before = {"free": format(q8(balance.free), "f"), "locked": format(q8(balance.locked), "f")}
+            if balance.free + value < 0:
+                raise InvalidInput(f"Cannot withdraw {format(-value, 'f')} {asset_n}: only {format(balance.free, 'f')} "
+                                   f"{asset_n} is free (locked amounts back open orders).",
+                                   details={"free": before["free"]})
+            balance.free = q8(balance.free + value)
+            balance.save(update_fields=["free", "updated_at"])
+            out = {"accountId": locked.pk, "asset": asset_n, "amount": format(value, "f"), "before": before,
+                   "after": {"free": format(balance.free, "f"), "locked": format(q8(balance.locked), "f")}}
+            verb = "deposited" if value > 0 else "withdrew"
+            audit_record(channel=channel, action="balance.adjust", outcome=Outcome.OK, actor_user=actor, account=locked,
+                         params=params, message=f"{verb} {format(abs(value), 'f')} {asset_n} (paper): {reason}", result=out)
+            publish_account_event(locked.pk, "balances", {"balances": [balance_as_dict(balance)], "partial": True})
+    except TradingError as exc:
+        audit_record(channel=channel, action="balance.adjust", outcome=Outcome.REJECTED, actor_user=actor, account=account,
+                     params=params, message=str(exc), result=exc.as_dict())
+        raise
+    return out

@@ -8,6 +8,7 @@ urlpatterns = [
     path("market/<str:symbol>/", views.market_view, name="market"),
     path("tokens/", views.tokens_view, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke_view, name="token-revoke"),
+    path("accounts/<int:account_id>/sharing/", views.account_sharing_view, name="account-sharing"),
     path("dashboard/state/", views.dashboard_state, name="dashboard-state"),
     path("dashboard/api/chart/<str:symbol>/", views.chart_json, name="dashboard-chart"),
     path("dashboard/api/market/<str:symbol>/", views.market_json, name="dashboard-market"),

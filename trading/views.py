@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -12,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from marketdata.selectors import watched_symbols
-from risk.models import ALL_SCOPES, Channel
+from risk.models import ALL_SCOPES, Channel, GrantRole
 from trading import dashboard, selectors, services
 from trading.errors import InvalidInput, TradingError
 
@@ -22,11 +23,15 @@ def _error(exc: TradingError) -> JsonResponse:
 
 
 def _json_body(request) -> dict:
+    """The request's JSON object (``application/json``) or its form fields. orjson parses it: it
+    refuses nesting deeper than 1024 levels (the standard library's parser recursed until
+    ``RecursionError`` on ``[`` x 100,000), and Django refuses a body over
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB) with a 400. Raises ``InvalidInput``."""
     if request.content_type == "application/json":
         try:
-            body = json.loads(request.body or b"{}")
-        except ValueError:
-            raise InvalidInput("The request body is not valid JSON.") from None
+            body = orjson.loads(request.body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"The request body is not valid JSON ({exc}).") from None
         if not isinstance(body, dict):
             raise InvalidInput("The request body must be a JSON object.")
         return body
@@ -117,6 +122,35 @@ def token_revoke_view(request, token_id: int):
     except TradingError as exc:
         return _error(exc)
     return redirect(reverse("tokens") + "?revoked=1")
+
+
+@login_required
+def account_sharing_view(request, account_id: int):
+    """Who besides its owner may use an account (``risk.models.AccountGrant``): the owner lists,
+    adds (``username``, ``role`` viewer|trader), changes and removes grants here
+    (``risk.services.account_grant_set`` / ``account_grant_remove``, audited). Anyone else: 404
+    (a grantee: 403)."""
+    from risk.services import account_grant_remove, account_grant_set, account_grants_list
+
+    try:
+        account = selectors.account_get(user=request.user, account_id=account_id)
+        grants = account_grants_list(account=account, actor=request.user)  # owner only
+    except TradingError as exc:
+        return render(request, "trading/sharing.html", {"page": "sharing", "forbidden": exc.msg}, status=exc.http_status)
+    error, status = None, 200
+    if request.method == "POST":
+        try:
+            if request.POST.get("action") == "remove":
+                account_grant_remove(account=account, actor=request.user, username=request.POST.get("username", ""),
+                                     channel=Channel.DASHBOARD)
+            else:
+                account_grant_set(account=account, actor=request.user, username=request.POST.get("username", ""),
+                                  role=request.POST.get("role", ""), channel=Channel.DASHBOARD)
+            return redirect(reverse("account-sharing", args=[account.pk]) + "?saved=1")
+        except TradingError as exc:
+            error, status = exc.msg, exc.http_status
+    return render(request, "trading/sharing.html", {"page": "sharing", "account": account, "grants": grants, "error": error,
+                                                    "roles": GrantRole.choices}, status=status)
 
 
 # --- JSON endpoints ----------------------------------------------------------------------------------

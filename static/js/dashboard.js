@@ -233,6 +233,8 @@
           el("button", { class: "btn-danger kill-switch", text: "Kill switch", title: "Halt trading now and cancel every open order",
             onclick: () => killSwitch(a.accountId) }),
           el("button", { class: "btn-ghost resume", text: "Resume trading", onclick: () => resume(a.accountId) }),
+          a.isOwner ? el("a", { class: "btn-ghost sharing", href: `/accounts/${a.accountId}/sharing/`, text: "Sharing",
+            title: "Who else may see or trade this account" }) : null,
         ]),
       ]),
       el("div", { class: "account-grid" }, [

@@ -12,6 +12,8 @@
       if (k === "class") node.className = v;
       else if (k === "text") node.textContent = v;
       else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      // CSSOM, not a style attribute: the Content-Security-Policy (style-src 'self') refuses those.
+      else if (k === "style") node.style.cssText = v;
       else node.setAttribute(k, v);
     }
     for (const child of children || []) if (child) node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
@@ -68,10 +70,28 @@
   function connect(opts) {
     let attempt = 0, everConnected = false, ws = null, countdown = null;
     window.tmcpSocketReady = false;
+    function retry() {
+      window.tmcpSocketReady = false;
+      const delay = Math.min(30000, 500 * 2 ** attempt++) * (0.5 + Math.random());
+      let left = Math.round(delay / 1000);
+      const show = () => setConn("down", left > 0 ? `offline · retry in ${left} s` : "offline · reconnecting…");
+      show();
+      clearInterval(countdown);
+      countdown = setInterval(() => { left -= 1; show(); if (left <= 0) clearInterval(countdown); }, 1000);
+      setTimeout(() => { clearInterval(countdown); open(); }, delay);
+    }
     function open() {
       setConn("connecting", "connecting…");
-      ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
+      try {
+        ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
+      } catch (e) {  // refused before connecting: keep retrying
+        retry();
+        return;
+      }
       window.tmcpSocket = ws;
+      // Refused at once (Chromium: by the Content-Security-Policy) it is CLOSED already, and its
+      // close event went before these handlers existed: retry from here.
+      if (ws.readyState === 3) { retry(); return; }  // 3: CLOSED
       ws.onopen = () => {
         attempt = 0;
         setConn("live", "live");
@@ -88,13 +108,7 @@
       ws.onclose = (ev) => {
         window.tmcpSocketReady = false;
         if (ev.code === 4401) { setConn("down", "logged out"); return; }
-        const delay = Math.min(30000, 500 * 2 ** attempt++) * (0.5 + Math.random());
-        let left = Math.round(delay / 1000);
-        const show = () => setConn("down", left > 0 ? `offline · retry in ${left} s` : "offline · reconnecting…");
-        show();
-        clearInterval(countdown);
-        countdown = setInterval(() => { left -= 1; show(); if (left <= 0) clearInterval(countdown); }, 1000);
-        setTimeout(() => { clearInterval(countdown); open(); }, delay);
+        retry();
       };
     }
     open();

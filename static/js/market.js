@@ -17,7 +17,10 @@
   // --- chart -------------------------------------------------------------------------------------
   const chart = LC.createChart(chartEl, {
     autoSize: true,
-    layout: { background: { type: "solid", color: "#10141a" }, textColor: "#8b949e", fontSize: 11, attributionLogo: true,
+    layout: { background: { type: "solid", color: "#10141a" }, textColor: "#8b949e", fontSize: 11,
+    // The logo injects a <style> element, which the Content-Security-Policy refuses: the page
+    // credits TradingView with a link under the chart instead (market.html).
+    attributionLogo: false,
       panes: { separatorColor: "#262c36", separatorHoverColor: "rgba(240,185,11,.25)", enableResize: true } },
     grid: { vertLines: { color: "#181d24" }, horzLines: { color: "#181d24" } },
     crosshair: { mode: LC.CrosshairMode.Normal },
@@ -60,14 +63,22 @@
     legend();
   }
   function legend() {
+    // Built as nodes with CSSOM colours: the Content-Security-Policy (style-src 'self') refuses
+    // style="" attributes in markup.
     const p = lastData ? lastData.params : {};
-    const parts = [];
-    if (overlays.sma && p.sma) parts.push(`<span style="color:${COLORS.sma20}">SMA ${p.sma.periods[0]}</span> <span style="color:${COLORS.sma50}">SMA ${p.sma.periods[1]}</span>`);
-    if (overlays.ema && p.ema) parts.push(`<span style="color:${COLORS.ema12}">EMA ${p.ema.periods[0]}</span> <span style="color:${COLORS.ema26}">EMA ${p.ema.periods[1]}</span>`);
-    if (overlays.bbands && p.bbands) parts.push(`<span style="color:${COLORS.bb}">BB ${p.bbands.period}, ${p.bbands.nbdev}σ</span>`);
-    if (p.rsi) parts.push(`<span style="color:${COLORS.rsi}">RSI ${p.rsi.period}</span>`);
-    if (p.macd) parts.push(`<span style="color:${COLORS.macd}">MACD ${p.macd.fast},${p.macd.slow},${p.macd.signal}</span>`);
-    document.getElementById("legend").innerHTML = parts.join(" · ");
+    const items = [];
+    const item = (color, text) => { const s = document.createElement("span"); s.style.color = color; s.textContent = text; return s; };
+    if (overlays.sma && p.sma) items.push([item(COLORS.sma20, `SMA ${p.sma.periods[0]}`), item(COLORS.sma50, `SMA ${p.sma.periods[1]}`)]);
+    if (overlays.ema && p.ema) items.push([item(COLORS.ema12, `EMA ${p.ema.periods[0]}`), item(COLORS.ema26, `EMA ${p.ema.periods[1]}`)]);
+    if (overlays.bbands && p.bbands) items.push([item(COLORS.bb, `BB ${p.bbands.period}, ${p.bbands.nbdev}σ`)]);
+    if (p.rsi) items.push([item(COLORS.rsi, `RSI ${p.rsi.period}`)]);
+    if (p.macd) items.push([item(COLORS.macd, `MACD ${p.macd.fast},${p.macd.slow},${p.macd.signal}`)]);
+    const box = document.getElementById("legend");
+    box.replaceChildren();
+    items.forEach((spans, i) => {
+      if (i) box.append(" · ");
+      spans.forEach((span, j) => { if (j) box.append(" "); box.append(span); });
+    });
   }
 
   async function loadChart(keepView) {
