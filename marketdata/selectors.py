@@ -335,6 +335,17 @@ TICKER_FIELDS = (
 )
 
 
+def ticker_24h_list(names: list[str] | None = None) -> dict:
+    """Binance's rolling 24 h statistics (``GET /api/v3/ticker/24hr``) of ``names`` (checked
+    symbol names), or of every stored symbol (first 500) when None: ``{"tickers": [{TICKER_FIELDS}]}``,
+    in the order asked, leaving out symbols the venue has no ticker for. Prices quote asset,
+    volume base asset, quoteVolume quote asset, openTime/closeTime ms UTC."""
+    if names is None:
+        names = [m["symbol"] for m in markets_list(page_size=500)["markets"]]
+    rows = ticker_24h_rows(names)
+    return {"tickers": [{k: rows[n].get(k) for k in TICKER_FIELDS} for n in names if n in rows]}
+
+
 def markets_list(*, quote_asset: str | None = None, status: str | None = None, page: int = 1, page_size: int = 100) -> dict:
     """Stored symbols (exchangeInfo), filtered by ``quote_asset`` (e.g. "USDT") and ``status``
     (e.g. "TRADING"), ``page_size`` per page (1..500), with lastPrice/volume/quoteVolume of the
