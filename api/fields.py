@@ -20,19 +20,22 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,32}$"
 CLIENT_ORDER_ID_PATTERN = r"^[.A-Za-z0-9_:/-]{1,36}$"
 
 
+NO_EXAMPLE = object()  # ``example=None`` documents null as the example
+
+
 class Documented:
     """Mixin: ``example`` (required) is this field's OpenAPI example; ``openapi()`` its schema
     (without description/nullable/readOnly, which drf-spectacular adds from the field)."""
 
     schema: dict = {}
 
-    def __init__(self, *args, example=None, **kwargs):
+    def __init__(self, *args, example=NO_EXAMPLE, **kwargs):
         self.example = example
         super().__init__(*args, **kwargs)
 
     def openapi(self) -> dict:
         schema = dict(self.schema)
-        if self.example is not None:
+        if self.example is not NO_EXAMPLE:
             schema["examples"] = [self.example]
         return schema
 
@@ -60,7 +63,7 @@ class DecimalString(Documented, serializers.Field):
     def openapi(self) -> dict:
         schema = {"type": "string", "pattern": SIGNED_DECIMAL_PATTERN if self.signed else DECIMAL_PATTERN,
                   "maxLength": DECIMAL_MAX_LENGTH}
-        if self.example is not None:
+        if self.example is not NO_EXAMPLE:
             schema["examples"] = [self.example]
         return schema
 
@@ -91,7 +94,7 @@ class Text(Documented, serializers.CharField):
                   **({"enum": list(self.enum)} if self.enum else {})}
         if self.max_length is not None and not self.enum:
             schema["maxLength"] = self.max_length
-        if self.example is not None:
+        if self.example is not NO_EXAMPLE:
             schema["examples"] = [self.example]
         return schema
 
@@ -110,7 +113,7 @@ class Integer(Documented, serializers.IntegerField):
             schema["minimum"] = self.min_value
         if self.max_value is not None:
             schema["maximum"] = self.max_value
-        if self.example is not None:
+        if self.example is not NO_EXAMPLE:
             schema["examples"] = [self.example]
         return schema
 
@@ -132,9 +135,3 @@ class AnyObject(Documented, serializers.JSONField):
     """A free-form JSON object (audit params/results, indicator values, exchange filters)."""
 
     schema = {"type": "object", "additionalProperties": True}
-
-
-class AnyValue(Documented, serializers.JSONField):
-    """Any JSON value (a Binance filter list, an indicator parameter set)."""
-
-    schema = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from api.fields import (
-    CLIENT_ORDER_ID_PATTERN, SYMBOL_PATTERN, AnyObject, AnyValue, Boolean, DecimalString, Integer, Number, Text,
+    CLIENT_ORDER_ID_PATTERN, SYMBOL_PATTERN, AnyObject, Boolean, DecimalString, Integer, Number, Text,
 )
 from marketdata.selectors import KLINE_INTERVALS
 
@@ -615,7 +615,7 @@ class AuditEventSerializer(serializers.Serializer):
     actorToken = Text(allow_null=True, help_text="The agent token's name.", example="my-agent")
     message = Text(help_text="Human-readable summary.", example="BUY LIMIT 0.002 BTCUSDT NEW")
     params = AnyObject(help_text="The call's arguments.", example={"symbol": "BTCUSDT"})
-    result = AnyValue(help_text="What it returned or why it failed.", example={"orderId": 42})
-    riskDecision = AnyValue(help_text="The risk check's verdict, null when none.", example=None)
+    result = AnyObject(help_text="What it returned or why it failed.", example={"orderId": 42})
+    riskDecision = AnyObject(allow_null=True, help_text="The risk check's verdict, null when none.", example=None)
     latencyMs = Number(allow_null=True, help_text="Duration (ms).", example=4.2)
     requestId = Text(allow_blank=True, help_text="Request id.", example="3f2a9c1b0d4e5f60")

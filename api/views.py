@@ -516,6 +516,7 @@ class ApprovalDecisionView(ApiView):
     def post(self, request, approval_id: int):
         v = self.body(s.DecisionInput)
         note = v.get("note", "")
+        approvals.approval_get(user=request.user, approval_id=approval_id, need="read")  # others': 404, before anything
         if self.decision == "approve":
             out = approvals.order_approve(user=request.user, approval_id=approval_id, channel=self.channel, note=note,
                                           actor_token=self.token)
