@@ -1,6 +1,6 @@
 """Routes of ``/api/v1/`` and of the OpenAPI schema and its viewers (``/api/schema/``,
 ``/api/docs/`` Swagger UI, ``/api/redoc/``; assets served locally by drf-spectacular-sidecar)."""
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from api import views as v
@@ -14,24 +14,25 @@ v1 = [
     path("indicators", v.IndicatorsView.as_view(), name="indicators"),
     path("fees", v.FeesView.as_view(), name="fees"),
     path("accounts", v.AccountListView.as_view(), name="accounts"),
-    path("accounts/<int:account_id>", v.AccountDetailView.as_view(), name="account"),
-    path("accounts/<int:account_id>/balances", v.BalancesView.as_view(), name="balances"),
-    path("accounts/<int:account_id>/positions", v.PositionsView.as_view(), name="positions"),
-    path("accounts/<int:account_id>/positions/<str:symbol>/close", v.ClosePositionView.as_view(), name="position-close"),
-    path("accounts/<int:account_id>/portfolio", v.PortfolioView.as_view(), name="portfolio"),
-    path("accounts/<int:account_id>/pnl", v.PnlView.as_view(), name="pnl"),
-    path("accounts/<int:account_id>/orders", v.OrderListView.as_view(), name="orders"),
-    path("accounts/<int:account_id>/open-orders", v.OpenOrderListView.as_view(), name="open-orders"),
-    path("accounts/<int:account_id>/orders/<int:order_id>", v.OrderDetailView.as_view(), name="order"),
-    path("accounts/<int:account_id>/orders/<int:order_id>/cancel-replace", v.CancelReplaceView.as_view(), name="order-cancel-replace"),
-    path("accounts/<int:account_id>/oco", v.OcoView.as_view(), name="oco"),
-    path("accounts/<int:account_id>/fills", v.FillListView.as_view(), name="fills"),
-    path("accounts/<int:account_id>/approvals", v.ApprovalListView.as_view(), name="approvals"),
-    path("accounts/<int:account_id>/risk", v.RiskStateView.as_view(), name="risk"),
-    path("accounts/<int:account_id>/risk/limits", v.RiskLimitsView.as_view(), name="risk-limits"),
-    path("accounts/<int:account_id>/audit-events", v.AuditEventListView.as_view(), name="audit-events"),
-    path("approvals/<int:approval_id>/approve", v.ApprovalDecisionView.as_view(decision="approve"), name="approval-approve"),
-    path("approvals/<int:approval_id>/reject", v.ApprovalDecisionView.as_view(decision="reject"), name="approval-reject"),
+    path("accounts/<str:accountId>", v.AccountDetailView.as_view(), name="account"),
+    path("accounts/<str:accountId>/balances", v.BalancesView.as_view(), name="balances"),
+    path("accounts/<str:accountId>/positions", v.PositionsView.as_view(), name="positions"),
+    path("accounts/<str:accountId>/positions/<str:symbol>/close", v.ClosePositionView.as_view(), name="position-close"),
+    path("accounts/<str:accountId>/portfolio", v.PortfolioView.as_view(), name="portfolio"),
+    path("accounts/<str:accountId>/pnl", v.PnlView.as_view(), name="pnl"),
+    path("accounts/<str:accountId>/orders", v.OrderListView.as_view(), name="orders"),
+    path("accounts/<str:accountId>/open-orders", v.OpenOrderListView.as_view(), name="open-orders"),
+    path("accounts/<str:accountId>/orders/<str:orderId>", v.OrderDetailView.as_view(), name="order"),
+    path("accounts/<str:accountId>/orders/<str:orderId>/cancel-replace", v.CancelReplaceView.as_view(), name="order-cancel-replace"),
+    path("accounts/<str:accountId>/oco", v.OcoView.as_view(), name="oco"),
+    path("accounts/<str:accountId>/fills", v.FillListView.as_view(), name="fills"),
+    path("accounts/<str:accountId>/approvals", v.ApprovalListView.as_view(), name="approvals"),
+    path("accounts/<str:accountId>/risk", v.RiskStateView.as_view(), name="risk"),
+    path("accounts/<str:accountId>/risk/limits", v.RiskLimitsView.as_view(), name="risk-limits"),
+    path("accounts/<str:accountId>/audit-events", v.AuditEventListView.as_view(), name="audit-events"),
+    path("approvals/<str:approvalId>/approve", v.ApprovalDecisionView.as_view(decision="approve"), name="approval-approve"),
+    path("approvals/<str:approvalId>/reject", v.ApprovalDecisionView.as_view(decision="reject"), name="approval-reject"),
+    re_path(r"^.*$", v.not_found, name="not-found"),  # any other /api/v1/ path: a JSON 404, not Django's page
 ]
 
 urlpatterns = [

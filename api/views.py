@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import uuid
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.decorators import api_view, authentication_classes, permission_classes, schema, throttle_classes
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -47,7 +49,8 @@ def errors(*codes: int) -> dict:
     return {c: ERRORS[c] for c in sorted({401, 429, *codes})}
 
 
-ACCOUNT_ID = OpenApiParameter("account_id", int, OpenApiParameter.PATH, description="One of your accounts (accountId).")
+ACCOUNT_ID = OpenApiParameter("accountId", int, OpenApiParameter.PATH, description="One of your accounts (accountId).",
+                              examples=[OpenApiExample("accountId", value=1)])
 
 
 class ApiView(APIView):
@@ -98,7 +101,7 @@ class ApiView(APIView):
 
     def account(self, need: str = "read"):
         """The ``account_id`` of the URL, if the caller (and its token) may use it for ``need``."""
-        return selectors.account_get(user=self.request.user, account_id=self.kwargs["account_id"], need=need,
+        return selectors.account_get(user=self.request.user, account_id=self.kwargs["accountId"], need=need,
                                      token=self.token)
 
     def query(self, serializer_class) -> dict:
@@ -114,11 +117,28 @@ class ApiView(APIView):
         data.is_valid(raise_exception=True)
         return data.validated_data
 
+    def path_id(self, name: str, what: str) -> int:
+        """The URL's ``name`` id as an int; anything that cannot be a row's id is ``NotFound``."""
+        value = str(self.kwargs[name])
+        if not value.isascii() or not value.isdigit() or not 0 < int(value) < 2**63:
+            raise NotFound(f"{what} does not exist.")
+        return int(value)
+
     def order_visible(self, order: dict) -> dict:
         """``order`` if the token may see its symbol, else ``NotFound`` (as if it did not exist)."""
         if not self.visible([order]):
             raise NotFound("Order does not exist.")
         return order
+
+
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
+@authentication_classes([])
+@permission_classes([AllowAny])
+@throttle_classes([])
+@schema(None)
+def not_found(request, *args, **kwargs):
+    """Any path under /api/v1/ that no endpoint serves: 404 with a Binance-style body."""
+    return Response({"code": -2013, "msg": f"No such endpoint: {request.path}. See /api/docs/."}, status=status.HTTP_404_NOT_FOUND)
 
 
 # --- market data ----------------------------------------------------------------------------------
@@ -260,7 +280,7 @@ class AccountDetailView(ApiView):
 
     @extend_schema(tags=["accounts"], operation_id="account_get", parameters=[ACCOUNT_ID],
                    responses={200: s.AccountSerializer, **errors(400, 403, 404)}, summary="One of your accounts")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         state = selectors.account_state(account=self.account())
         state["positions"] = self.visible(state["positions"])
         return Response(state)
@@ -273,7 +293,7 @@ class BalancesView(ApiView):
 
     @extend_schema(tags=["accounts"], operation_id="balances", parameters=[ACCOUNT_ID],
                    responses={200: s.BalancesSerializer, **errors(400, 403, 404)}, summary="Balances (free, locked) per asset")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         account = self.account()
         return Response({"accountId": account.pk, "balances": selectors.balances_list(account=account)})
 
@@ -286,7 +306,7 @@ class PositionsView(ApiView):
     @extend_schema(tags=["accounts"], operation_id="positions", parameters=[ACCOUNT_ID],
                    responses={200: s.PositionsSerializer, **errors(400, 403, 404)},
                    summary="Positions per symbol with mark price and P&L")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         account = self.account()
         return Response({"accountId": account.pk, "positions": self.visible(portfolio.positions_list(account=account))})
 
@@ -299,7 +319,7 @@ class PortfolioView(ApiView):
     @extend_schema(tags=["accounts"], operation_id="portfolio", parameters=[ACCOUNT_ID],
                    responses={200: s.PortfolioSerializer, **errors(400, 403, 404)},
                    summary="The account valued in its quote asset")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         out = portfolio.portfolio_get(account=self.account())
         out["positions"] = self.visible(out["positions"])
         return Response(out)
@@ -313,7 +333,7 @@ class PnlView(ApiView):
     @extend_schema(tags=["accounts"], operation_id="pnl", parameters=[ACCOUNT_ID, s.PnlQuery],
                    responses={200: s.PnlSerializer, **errors(400, 403, 404)},
                    summary="Profit and loss over a period, with daily rollups")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         q = self.query(s.PnlQuery)
         return Response(portfolio.pnl_get(account=self.account(), period=q["period"]))
 
@@ -334,7 +354,7 @@ class OrderListView(ApiView):
     @extend_schema(tags=["orders"], operation_id="orders_list", parameters=[ACCOUNT_ID, s.OrderQuery],
                    responses={200: s.OrdersSerializer, **errors(400, 403, 404)},
                    summary="Your most recent orders, newest first, with their fills")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         q = self.query(s.OrderQuery)
         account = self.account()
         orders = selectors.orders_list(account=account, symbol=q.get("symbol"), limit=q["limit"])
@@ -346,7 +366,7 @@ class OrderListView(ApiView):
                               202: OpenApiResponse(s.ApprovalSerializer, description="Confirm-mode token: held for a person's approval."),
                               **errors(400, 403, 404, 503)},
                    summary="Place an order of any type (risk-checked, audited, idempotent by clientOrderId)")
-    def post(self, request, account_id: int):
+    def post(self, request, accountId: int):
         v = self.body(s.OrderInput)
         account = self.account("trade")
         result = services.order_place(
@@ -360,7 +380,7 @@ class OrderListView(ApiView):
     @extend_schema(tags=["orders"], operation_id="orders_cancel_all", parameters=[ACCOUNT_ID, s.CancelAllQuery],
                    responses={200: s.CanceledSerializer, **errors(400, 403, 404)},
                    summary="Cancel every open order of one symbol")
-    def delete(self, request, account_id: int):
+    def delete(self, request, accountId: int):
         q = self.query(s.CancelAllQuery)
         account = self.account("trade")
         out = services.order_cancel_all(account=account, actor_user=request.user, actor_token=self.token,
@@ -376,14 +396,15 @@ class OpenOrderListView(ApiView):
     @extend_schema(tags=["orders"], operation_id="open_orders", parameters=[ACCOUNT_ID, s.OpenOrderQuery],
                    responses={200: s.OrdersSerializer, **errors(400, 403, 404)},
                    summary="Open orders (NEW, PARTIALLY_FILLED), oldest first")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         q = self.query(s.OpenOrderQuery)
         account = self.account()
         orders = selectors.open_orders_list(account=account, symbol=q.get("symbol"))
         return Response({"accountId": account.pk, "orders": self.visible(orders)})
 
 
-ORDER_ID = OpenApiParameter("order_id", int, OpenApiParameter.PATH, description="The order's orderId.")
+ORDER_ID = OpenApiParameter("orderId", int, OpenApiParameter.PATH, description="The order's orderId.",
+                            examples=[OpenApiExample("orderId", value=42)])
 
 
 class OrderDetailView(ApiView):
@@ -393,14 +414,16 @@ class OrderDetailView(ApiView):
 
     @extend_schema(tags=["orders"], operation_id="order_get", parameters=[ACCOUNT_ID, ORDER_ID],
                    responses={200: s.OrderSerializer, **errors(400, 403, 404)}, summary="One order with its fills")
-    def get(self, request, account_id: int, order_id: int):
+    def get(self, request, accountId: int, orderId: int):
+        order_id = self.path_id("orderId", "Order")
         return Response(self.order_visible(selectors.order_get(account=self.account(), order_id=order_id)))
 
     @extend_schema(tags=["orders"], operation_id="order_cancel", parameters=[ACCOUNT_ID, ORDER_ID],
                    responses={200: s.OrderSerializer, **errors(400, 403, 404)},
                    summary="Cancel an open order (an OCO leg cancels its list); -2011 when no longer open")
-    def delete(self, request, account_id: int, order_id: int):
+    def delete(self, request, accountId: int, orderId: int):
         account = self.account("trade")
+        order_id = self.path_id("orderId", "Order")
         order = self.order_visible(selectors.order_get(account=account, order_id=order_id))
         return Response(services.order_cancel(account=account, actor_user=request.user, actor_token=self.token,
                                               channel=self.channel, symbol=order["symbol"], order_id=order_id,
@@ -415,9 +438,10 @@ class CancelReplaceView(ApiView):
     @extend_schema(tags=["orders"], operation_id="order_cancel_replace", parameters=[ACCOUNT_ID, ORDER_ID],
                    request=s.CancelReplaceInput, responses={200: s.CancelReplaceSerializer, **errors(400, 403, 404, 503)},
                    summary="Amend: cancel this open order, then place the new one (nothing placed if the cancel fails)")
-    def post(self, request, account_id: int, order_id: int):
+    def post(self, request, accountId: int, orderId: int):
         v = self.body(s.CancelReplaceInput)
         account = self.account("trade")
+        order_id = self.path_id("orderId", "Order")
         order = self.order_visible(selectors.order_get(account=account, order_id=order_id))
         if order["symbol"] != v["symbol"].upper():
             raise serializers.ValidationError({"symbol": [f"Order {order_id} is on {order['symbol']}: the new order must be too."]})
@@ -440,7 +464,7 @@ class OcoView(ApiView):
                               200: OpenApiResponse(s.OcoSerializer, description="Duplicate listClientOrderId: the first list."),
                               **errors(400, 403, 404, 503)},
                    summary="Place an OCO pair (take-profit LIMIT_MAKER + stop)")
-    def post(self, request, account_id: int):
+    def post(self, request, accountId: int):
         v = self.body(s.OcoInput)
         account = self.account("trade")
         out = services.oco_place(account=account, actor_user=request.user, actor_token=self.token, channel=self.channel,
@@ -457,14 +481,15 @@ class ClosePositionView(ApiView):
     scopes = {"POST": Scope.TRADE}
 
     @extend_schema(tags=["orders"], operation_id="position_close",
-                   parameters=[ACCOUNT_ID, OpenApiParameter("symbol", str, OpenApiParameter.PATH, description="e.g. BTCUSDT.")],
+                   parameters=[ACCOUNT_ID, OpenApiParameter("symbol", str, OpenApiParameter.PATH, description="The position's symbol.",
+                                                   examples=[OpenApiExample("BTCUSDT", value="BTCUSDT")])],
                    request=s.ClosePositionInput,
                    responses={201: s.PlacedOrderSerializer,
                               200: OpenApiResponse(s.PlacedOrderSerializer, description="Duplicate clientOrderId: the first order."),
                               202: OpenApiResponse(s.ApprovalSerializer, description="Confirm-mode token: held for approval."),
                               **errors(400, 403, 404, 503)},
                    summary="Close a position: cancel its open orders, then MARKET SELL the free base asset")
-    def post(self, request, account_id: int, symbol: str):
+    def post(self, request, accountId: int, symbol: str):
         v = self.body(s.ClosePositionInput)
         account = self.account("trade")
         result = services.position_close(account=account, actor_user=request.user, actor_token=self.token,
@@ -481,7 +506,7 @@ class FillListView(ApiView):
     @extend_schema(tags=["orders"], operation_id="fills", parameters=[ACCOUNT_ID, s.FillQuery],
                    responses={200: s.FillsSerializer, **errors(400, 403, 404)},
                    summary="Your fills (trades), newest first (or from fromId, oldest first)")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         q = self.query(s.FillQuery)
         account = self.account()
         trades = selectors.trades_list(account=account, symbol=q.get("symbol"), limit=q["limit"], from_id=q.get("fromId"))
@@ -498,7 +523,7 @@ class ApprovalListView(ApiView):
     @extend_schema(tags=["approvals"], operation_id="approvals_list", parameters=[ACCOUNT_ID],
                    responses={200: s.ApprovalsSerializer, **errors(400, 403, 404)},
                    summary="Orders of confirm-mode tokens waiting for a person's approval")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         account = self.account()
         return Response({"accountId": account.pk, "approvals": self.visible(approvals.pending_list(account=account))})
 
@@ -510,12 +535,13 @@ class ApprovalDecisionView(ApiView):
     decision = "approve"
 
     @extend_schema(tags=["approvals"], request=s.DecisionInput,
-                   parameters=[OpenApiParameter("approval_id", int, OpenApiParameter.PATH, description="approvalId.")],
+                   parameters=[OpenApiParameter("approvalId", int, OpenApiParameter.PATH, description="approvalId.")],
                    responses={200: s.DecisionSerializer, **errors(400, 403, 404, 503)},
                    summary="Approve (places the order now, risk-checked then) or reject a held order; persons only")
-    def post(self, request, approval_id: int):
+    def post(self, request, approvalId: int):
         v = self.body(s.DecisionInput)
         note = v.get("note", "")
+        approval_id = self.path_id("approvalId", "Approval")
         approvals.approval_get(user=request.user, approval_id=approval_id, need="read")  # others': 404, before anything
         if self.decision == "approve":
             out = approvals.order_approve(user=request.user, approval_id=approval_id, channel=self.channel, note=note,
@@ -536,7 +562,7 @@ class RiskStateView(ApiView):
     @extend_schema(tags=["risk"], operation_id="risk_state", parameters=[ACCOUNT_ID],
                    responses={200: s.RiskStateSerializer, **errors(400, 403, 404)},
                    summary="Trading state, each limit with its current use, protection locks")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         return Response(dashboard.risk_panel(account=self.account()))
 
 
@@ -547,13 +573,13 @@ class RiskLimitsView(ApiView):
 
     @extend_schema(tags=["risk"], operation_id="risk_limits", parameters=[ACCOUNT_ID],
                    responses={200: s.RiskLimitsOutSerializer, **errors(400, 403, 404)}, summary="The account's risk limits")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         return Response(risk_selectors.risk_limits_get(account=self.account()))
 
     @extend_schema(tags=["risk"], operation_id="risk_limits_update", parameters=[ACCOUNT_ID], request=s.RiskLimitsSerializer,
                    responses={200: s.RiskLimitsOutSerializer, **errors(400, 403, 404)},
                    summary="Change limits (the owner, by session only; audited with before/after)")
-    def patch(self, request, account_id: int):
+    def patch(self, request, accountId: int):
         v = self.body(s.RiskLimitsSerializer)
         account = self.account("trade")
         changes = {risk_selectors.LIMIT_FIELDS[name]: value for name, value in v.items()}
@@ -597,7 +623,7 @@ class AuditEventListView(ApiView):
                        "results": s.AuditEventSerializer(many=True),
                    }), **errors(400, 403, 404)},
                    summary="Audit events of one of your accounts, newest first (paginated, filterable, CSV)")
-    def get(self, request, account_id: int):
+    def get(self, request, accountId: int):
         q = self.query(s.AuditQuery)
         events = risk_selectors.audit_events_list(account=self.account(), action=q.get("action"), outcome=q.get("outcome"),
                                                   channel=q.get("channel"), since_ms=q.get("since"), until_ms=q.get("until"))

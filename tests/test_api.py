@@ -333,7 +333,7 @@ def test_schema_is_openapi_31_and_valid_without_warnings(db):
     assert "Warning" not in proc.stderr, proc.stderr
     schema = APIClient().get("/api/schema/?format=json").json()
     assert schema["openapi"].startswith("3.1")
-    assert {"/api/v1/accounts/{account_id}/orders", "/api/v1/accounts/{account_id}/oco", "/api/v1/klines"} <= set(schema["paths"])
+    assert {"/api/v1/accounts/{accountId}/orders", "/api/v1/accounts/{accountId}/oco", "/api/v1/klines"} <= set(schema["paths"])
 
     def leaves(node, path=""):
         if isinstance(node, dict):

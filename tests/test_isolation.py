@@ -107,7 +107,7 @@ def test_rest_v1_never_shows_or_touches_another_users_objects(two_users):
                                               "clientOrderId": "alice-held"}, format="json")
     assert held.status_code == 202, held.json()
     bob = AgentToken.objects.get(name="bob-agent").user
-    ids = {"account_id": account_a.pk, "order_id": secret["order_id"], "approval_id": held.json()["approvalId"],
+    ids = {"accountId": account_a.pk, "orderId": secret["order_id"], "approvalId": held.json()["approvalId"],
            "symbol": "BTCUSDT"}
 
     def snapshot():
@@ -121,7 +121,7 @@ def test_rest_v1_never_shows_or_touches_another_users_objects(two_users):
     schema = APIClient().get("/api/schema/?format=json").json()
     checked = 0
     for path, operations in schema["paths"].items():
-        if not any(f"{{{name}}}" in path for name in ("account_id", "order_id", "approval_id")):
+        if not any(f"{{{name}}}" in path for name in ("accountId", "orderId", "approvalId")):
             continue
         url = path
         for name, value in ids.items():

@@ -98,6 +98,7 @@ def _urls(resolver=None, prefix=""):
 def _fill(route: str, world) -> str:
     values = {"account_id": world["testnet"].pk, "order_id": world["ids"]["order_id"],
               "approval_id": world["approval_id"], "token_id": 1, "symbol": "BTCUSDT"}
+    values.update(accountId=values["account_id"], orderId=values["order_id"], approvalId=values["approval_id"])
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values.get(m.group(1), 1)), route).lstrip("^").rstrip("$")
 
 
