@@ -11,7 +11,7 @@ Anything else is left to Django (a 500 that is logged): no handler hides a bug.
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from rest_framework import exceptions as drf
 from rest_framework import status
 from rest_framework.response import Response
@@ -46,6 +46,8 @@ def handle(exc, context) -> Response | None:
     if isinstance(exc, RequestDataTooBig):
         return Response({"code": -1100, "msg": f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."},
                         status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, SuspiciousOperation):  # e.g. TooManyFieldsSent
+        return Response({"code": -1100, "msg": f"Malformed request: {exc}"}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, RecursionError):  # DRF's JSON parser lets it through
         return Response({"code": -1100, "msg": "Malformed request: JSON nested too deeply."}, status=status.HTTP_400_BAD_REQUEST)
     response = exception_handler(exc, context)  # sets WWW-Authenticate / Retry-After headers

@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, schema, throttle_classes
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -35,6 +36,8 @@ from trading.errors import NotFound, PermissionDenied
 
 ERRORS = {code: OpenApiResponse(s.ErrorSerializer, description=text) for code, text in {
     400: "Bad request: {code, msg, errors?}; nothing changed.",
+    413: "Request body too large (code -1100).",
+    415: "The body is not JSON (code -1100): send Content-Type: application/json.",
     401: "Missing, invalid, expired or revoked credentials (code -1002).",
     403: "The token lacks the scope, the symbol is outside its restriction, a viewer tried to trade, or "
          "a session write came without its CSRF token (code -2015).",
@@ -49,6 +52,11 @@ def errors(*codes: int) -> dict:
     return {c: ERRORS[c] for c in sorted({401, 429, *codes})}
 
 
+def write_errors(*codes: int) -> dict:
+    """``errors`` of an operation with a request body (413, 415 too)."""
+    return errors(400, 413, 415, *codes)
+
+
 ACCOUNT_ID = OpenApiParameter("accountId", int, OpenApiParameter.PATH, description="One of your accounts (accountId).",
                               examples=[OpenApiExample("accountId", value=1)])
 
@@ -58,9 +66,17 @@ class ApiView(APIView):
     person's session has them all)."""
 
     scopes: dict[str, str] = {}
+    parser_classes = [JSONParser]  # bodies are JSON objects; a form or multipart body is a 415
 
     def get_exception_handler(self):
         return exceptions.handle
+
+    def handle_exception(self, exc):
+        """Errors are always JSON, even when the request asked for CSV (``?format=csv``)."""
+        response = super().handle_exception(exc)
+        if not isinstance(getattr(self.request, "accepted_renderer", None), JSONRenderer):
+            self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"
+        return response
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -364,7 +380,7 @@ class OrderListView(ApiView):
                    responses={201: s.PlacedOrderSerializer,
                               200: OpenApiResponse(s.PlacedOrderSerializer, description="Duplicate clientOrderId: the first order."),
                               202: OpenApiResponse(s.ApprovalSerializer, description="Confirm-mode token: held for a person's approval."),
-                              **errors(400, 403, 404, 503)},
+                              **write_errors(400, 403, 404, 503)},
                    summary="Place an order of any type (risk-checked, audited, idempotent by clientOrderId)")
     def post(self, request, accountId: int):
         v = self.body(s.OrderInput)
@@ -436,7 +452,7 @@ class CancelReplaceView(ApiView):
     scopes = {"POST": Scope.TRADE}
 
     @extend_schema(tags=["orders"], operation_id="order_cancel_replace", parameters=[ACCOUNT_ID, ORDER_ID],
-                   request=s.CancelReplaceInput, responses={200: s.CancelReplaceSerializer, **errors(400, 403, 404, 503)},
+                   request=s.CancelReplaceInput, responses={200: s.CancelReplaceSerializer, **write_errors(400, 403, 404, 503)},
                    summary="Amend: cancel this open order, then place the new one (nothing placed if the cancel fails)")
     def post(self, request, accountId: int, orderId: int):
         v = self.body(s.CancelReplaceInput)
@@ -462,7 +478,7 @@ class OcoView(ApiView):
     @extend_schema(tags=["orders"], operation_id="oco_place", parameters=[ACCOUNT_ID], request=s.OcoInput,
                    responses={201: s.OcoSerializer,
                               200: OpenApiResponse(s.OcoSerializer, description="Duplicate listClientOrderId: the first list."),
-                              **errors(400, 403, 404, 503)},
+                              **write_errors(400, 403, 404, 503)},
                    summary="Place an OCO pair (take-profit LIMIT_MAKER + stop)")
     def post(self, request, accountId: int):
         v = self.body(s.OcoInput)
@@ -487,7 +503,7 @@ class ClosePositionView(ApiView):
                    responses={201: s.PlacedOrderSerializer,
                               200: OpenApiResponse(s.PlacedOrderSerializer, description="Duplicate clientOrderId: the first order."),
                               202: OpenApiResponse(s.ApprovalSerializer, description="Confirm-mode token: held for approval."),
-                              **errors(400, 403, 404, 503)},
+                              **write_errors(400, 403, 404, 503)},
                    summary="Close a position: cancel its open orders, then MARKET SELL the free base asset")
     def post(self, request, accountId: int, symbol: str):
         v = self.body(s.ClosePositionInput)
@@ -536,7 +552,7 @@ class ApprovalDecisionView(ApiView):
 
     @extend_schema(tags=["approvals"], request=s.DecisionInput,
                    parameters=[OpenApiParameter("approvalId", int, OpenApiParameter.PATH, description="approvalId.")],
-                   responses={200: s.DecisionSerializer, **errors(400, 403, 404, 503)},
+                   responses={200: s.DecisionSerializer, **write_errors(400, 403, 404, 503)},
                    summary="Approve (places the order now, risk-checked then) or reject a held order; persons only")
     def post(self, request, approvalId: int):
         v = self.body(s.DecisionInput)
@@ -577,7 +593,7 @@ class RiskLimitsView(ApiView):
         return Response(risk_selectors.risk_limits_get(account=self.account()))
 
     @extend_schema(tags=["risk"], operation_id="risk_limits_update", parameters=[ACCOUNT_ID], request=s.RiskLimitsSerializer,
-                   responses={200: s.RiskLimitsOutSerializer, **errors(400, 403, 404)},
+                   responses={200: s.RiskLimitsOutSerializer, **write_errors(400, 403, 404)},
                    summary="Change limits (the owner, by session only; audited with before/after)")
     def patch(self, request, accountId: int):
         v = self.body(s.RiskLimitsSerializer)
