@@ -620,6 +620,12 @@ class AuditCSVRenderer(PaginatedCSVRenderer):
 
     format = "csv"
 
+    def render(self, data, media_type=None, renderer_context=None, writer_opts=None):
+        """An empty page is the header row alone (an empty body would lose its Content-Type)."""
+        if isinstance(data, dict) and not data.get(self.results_field):
+            return (",".join(s.AuditEventSerializer().fields) + "\r\n").encode()
+        return super().render(data, media_type, renderer_context or {}, writer_opts)
+
 
 class AuditEventListView(ApiView):
     """GET /api/v1/accounts/{id}/audit-events: ``risk.selectors.audit_events_list``, paginated; CSV with ?format=csv."""

@@ -306,7 +306,10 @@ def test_audit_events_paginated_filtered_and_csv(quotes, trader):
     assert resp.status_code == 200 and resp["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(resp.content.decode())))
     assert len(rows) == 4 and {r["outcome"] for r in rows} == {"ok", "rejected"} and "params.symbol" in rows[0]
-    assert api.get(f"{url}?outcome=maybe").status_code == 400
+    empty = api.get(f"{url}?action=no.such.action&format=csv")
+    assert empty["Content-Type"].startswith("text/csv") and empty.content.decode().startswith("id,time,accountId,")
+    bad = api.get(f"{url}?outcome=maybe&format=csv")
+    assert bad.status_code == 400 and bad["Content-Type"] == "application/json" and bad.json()["code"] == -1100
 
 
 def test_market_data_reads(quotes, trader):
