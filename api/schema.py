@@ -31,3 +31,35 @@ class AgentTokenScheme(OpenApiAuthenticationExtension):
             "description": "An agent token (tmcp_…) from the dashboard's Tokens page: its scopes (market:read, "
                            "account:read, trade), account and symbol restrictions, confirm mode and rate limit apply.",
         }
+
+
+# OpenAPI links (OpenAPI 3.1 "Link Object"): which later calls take an id from a response. Clients
+# and Schemathesis's stateful phase follow them (place an order, then read, amend or cancel it).
+ORDER_LINKS = {
+    "GetOrder": "order_get", "CancelOrder": "order_cancel", "AmendOrder": "order_cancel_replace",
+}
+APPROVAL_LINKS = {"ApproveOrder": "approvals_approve_create", "RejectOrder": "approvals_reject_create"}
+LINKED = {  # (path, method, status) → {link name: (operationId, parameters)}
+    ("/api/v1/accounts/{accountId}/orders", "post", "201"): {
+        name: (op, {"accountId": "$request.path.accountId", "orderId": "$response.body#/orderId"})
+        for name, op in ORDER_LINKS.items()},
+    ("/api/v1/accounts/{accountId}/orders/{orderId}/cancel-replace", "post", "200"): {
+        name: (op, {"accountId": "$request.path.accountId", "orderId": "$response.body#/newOrderResponse/orderId"})
+        for name, op in ORDER_LINKS.items()},
+    ("/api/v1/accounts/{accountId}/oco", "post", "201"): {
+        name: (op, {"accountId": "$request.path.accountId", "orderId": "$response.body#/orders/0/orderId"})
+        for name, op in ORDER_LINKS.items()},
+    ("/api/v1/accounts/{accountId}/orders", "post", "202"): {
+        name: (op, {"approvalId": "$response.body#/approvalId"}) for name, op in APPROVAL_LINKS.items()},
+}
+
+
+def add_links(result, generator, request, public):
+    """drf-spectacular postprocessing hook (``SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]``):
+    adds ``LINKED``'s links to the responses they start from. Returns the schema."""
+    for (path, method, code), links in LINKED.items():
+        response = result.get("paths", {}).get(path, {}).get(method, {}).get("responses", {}).get(code)
+        if response is None:
+            continue
+        response["links"] = {name: {"operationId": op, "parameters": params} for name, (op, params) in links.items()}
+    return result

@@ -296,7 +296,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "POSTPROCESSING_HOOKS": [],  # enums stay inline: no named enum components guessed from field names
+    # Our links (api.schema.add_links); drf-spectacular's enum hook is left out, so enums stay
+    # inline instead of named components guessed from field names.
+    "POSTPROCESSING_HOOKS": ["api.schema.add_links"],
 }
 
 DJANGO_MCP_ENDPOINT = "mcp"

@@ -337,6 +337,9 @@ def test_schema_is_openapi_31_and_valid_without_warnings(db):
     schema = APIClient().get("/api/schema/?format=json").json()
     assert schema["openapi"].startswith("3.1")
     assert {"/api/v1/accounts/{accountId}/orders", "/api/v1/accounts/{accountId}/oco", "/api/v1/klines"} <= set(schema["paths"])
+    links = schema["paths"]["/api/v1/accounts/{accountId}/orders"]["post"]["responses"]["201"]["links"]
+    operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
+    assert {link["operationId"] for link in links.values()} == {"order_get", "order_cancel", "order_cancel_replace"} <= operations
 
     def leaves(node, path=""):
         if isinstance(node, dict):
