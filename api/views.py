@@ -10,6 +10,7 @@ Errors: ``api.exceptions``. Another user's account, order, fill, approval or aud
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -30,7 +31,8 @@ from marketdata import selectors as md
 from risk import selectors as risk_selectors
 from risk import services as risk_services
 from risk.mcp_guard import requested_symbols
-from risk.models import AgentToken, Channel, Scope
+from risk.audit import audit_enqueue
+from risk.models import AgentToken, Channel, Outcome, Scope
 from trading import approvals, dashboard, portfolio, selectors, services
 from trading.errors import NotFound, PermissionDenied
 
@@ -79,8 +81,10 @@ class ApiView(APIView):
         return response
 
     def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
+        self.started = time.perf_counter()
         self.request_id = uuid.uuid4().hex[:16]
+        self.audit_account = None
+        super().initial(request, *args, **kwargs)
         token = self.token
         if token is None:
             return
@@ -96,6 +100,25 @@ class ApiView(APIView):
             for symbol in named:
                 if symbol not in allowed:
                     raise PermissionDenied(f"This token may trade and read only {', '.join(allowed)}, not {symbol!r}.")
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        """As the MCP guard audits every tool call: an agent token's reads (``api.<endpoint>``,
+        through the audit write-ahead log, off the request path) and any refusal of its
+        permissions. Writes are audited by their services (``order.place``, ...), in their
+        transaction; a person's session reads are not audited (the dashboard polls them)."""
+        response = super().finalize_response(request, response, *args, **kwargs)
+        token = self.token
+        if token is not None and (request.method == "GET" or response.status_code == 403):
+            failed = response.status_code >= 400
+            name = getattr(request.resolver_match, "url_name", None) or type(self).__name__
+            params = {**request.query_params.dict(), **{k: str(v) for k, v in kwargs.items()}}
+            audit_enqueue(channel=Channel.API, action=f"api.{name}", outcome=Outcome.REJECTED if failed else Outcome.OK,
+                          actor_user=request.user, actor_token=token, account=self.audit_account, params=params,
+                          message=str(response.data.get("msg", "")) if failed and isinstance(response.data, dict) else "",
+                          result={"status": response.status_code},
+                          latency_ms=(time.perf_counter() - getattr(self, "started", time.perf_counter())) * 1000,
+                          request_id=getattr(self, "request_id", ""))
+        return response
 
     @property
     def token(self) -> AgentToken | None:
@@ -117,8 +140,9 @@ class ApiView(APIView):
 
     def account(self, need: str = "read"):
         """The ``account_id`` of the URL, if the caller (and its token) may use it for ``need``."""
-        return selectors.account_get(user=self.request.user, account_id=self.kwargs["accountId"], need=need,
-                                     token=self.token)
+        self.audit_account = selectors.account_get(user=self.request.user, account_id=self.kwargs["accountId"], need=need,
+                                                   token=self.token)
+        return self.audit_account
 
     def query(self, serializer_class) -> dict:
         data = serializer_class(data=self.request.query_params.dict())

@@ -360,3 +360,22 @@ def test_docs_pages_use_local_assets(db):
         html = APIClient().get(url).content.decode()
         assert "/static/drf_spectacular_sidecar/" in html, url
         assert "cdn." not in html and "unpkg" not in html and "jsdelivr" not in html, url
+
+
+def test_token_reads_and_refusals_are_audited_like_mcp_calls(quotes, trader):
+    from risk.audit import audit_drain
+
+    user, account, key = trader
+    _, reader = agent_token_create(user=user, name="reader", scopes=["account:read"])
+    assert bearer(key).get(f"/api/v1/accounts/{account.pk}/balances?x=1").status_code == 200
+    assert bearer(reader).get("/api/v1/ticker/bookTicker?symbol=BTCUSDT").status_code == 403
+    assert bearer(reader).post(orders_url(account), {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"},
+                               format="json").status_code == 403
+    session(user).get(f"/api/v1/accounts/{account.pk}/balances")
+    audit_drain()
+    read = AuditEvent.objects.get(action="api.balances")
+    assert read.channel == "api" and read.outcome == "ok" and read.account == account and read.actor_token.name == "alice-agent"
+    assert read.params == {"x": "1", "accountId": str(account.pk)}
+    refused = AuditEvent.objects.filter(action__in=("api.ticker-book", "api.orders"), outcome="rejected")
+    assert sorted(e.action for e in refused) == ["api.orders", "api.ticker-book"]
+    assert all("market:read" in e.message or "trade" in e.message for e in refused)
