@@ -4,11 +4,13 @@ confirm mode, session auth with CSRF, idempotency, typed errors, risk limits, th
 the OpenAPI schema."""
 import csv
 import io
+import re
 import subprocess
 import sys
 from decimal import Decimal
 
 import pytest
+from django.contrib.staticfiles import finders
 from rest_framework.test import APIClient
 
 from conftest import ROOT
@@ -360,6 +362,10 @@ def test_docs_pages_use_local_assets(db):
         html = APIClient().get(url).content.decode()
         assert "/static/drf_spectacular_sidecar/" in html, url
         assert "cdn." not in html and "unpkg" not in html and "jsdelivr" not in html, url
+        assets = re.findall(r'(?:src|href)="(/static/drf_spectacular_sidecar/[^"]+)"', html)
+        assert assets, url
+        for asset in assets:  # shipped by drf-spectacular-sidecar, found (and collected) as static files
+            assert finders.find(asset.removeprefix("/static/")), asset
 
 
 def test_token_reads_and_refusals_are_audited_like_mcp_calls(quotes, trader):
