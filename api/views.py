@@ -88,7 +88,7 @@ class ApiView(APIView):
         token = self.token
         if token is None:
             return
-        scope = self.scopes.get(request.method)
+        scope = self.scopes.get("GET" if request.method == "HEAD" else request.method)
         if scope is not None and not token.has_scope(scope):
             raise PermissionDenied(f"This token lacks the '{scope}' scope needed here; ask the account owner for a "
                                    "token with that scope.")

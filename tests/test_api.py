@@ -176,6 +176,7 @@ def test_scopes_are_enforced_like_mcp(quotes, trader):
     assert bearer(market_only).get("/api/v1/ticker/bookTicker?symbol=BTCUSDT").status_code == 200
     resp = bearer(market_only).get(f"/api/v1/accounts/{account.pk}/balances")
     assert resp.status_code == 403 and resp.json()["code"] == -2015 and "account:read" in resp.json()["msg"]
+    assert bearer(market_only).head(f"/api/v1/accounts/{account.pk}/balances").status_code == 403
     assert bearer(reader).get(f"/api/v1/accounts/{account.pk}/balances").status_code == 200
     resp = bearer(reader).post(orders_url(account), {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}, format="json")
     assert resp.status_code == 403 and "'trade' scope" in resp.json()["msg"]
