@@ -602,6 +602,9 @@ class AuditQuery(serializers.Serializer):
                    help_text="Only this channel.")
     since = ms("Only events at or after", required=False, min_value=0, max_value=253402300799999)
     until = ms("Only events before", required=False, min_value=0, max_value=253402300799999)
+    page = Integer(required=False, min_value=1, max_value=1_000_000, example=1, help_text="Page, from 1.")
+    pageSize = Integer(required=False, min_value=1, max_value=500, example=100, help_text="Events per page (1-500, default 100).")
+    format = Text(required=False, enum=["json", "csv"], example="csv", help_text="csv: the page as CSV (text/csv).")
 
 
 class AuditEventSerializer(serializers.Serializer):

@@ -43,7 +43,7 @@ ERRORS = {code: OpenApiResponse(s.ErrorSerializer, description=text) for code, t
     401: "Missing, invalid, expired or revoked credentials (code -1002).",
     403: "The token lacks the scope, the symbol is outside its restriction, a viewer tried to trade, or "
          "a session write came without its CSRF token (code -2015).",
-    404: "No such object among yours (code -2013).",
+    404: "No such object among yours (code -2013), or no market data of that kind at all (code -1003).",
     429: "Over the token's rate limit; Retry-After says when to retry (code -1003).",
     503: "No fresh market data for the symbol yet (code -1003); retry shortly.",
 }.items()}
@@ -270,7 +270,7 @@ class IndicatorsView(ApiView):
         symbol = s.symbol_field()
 
     @extend_schema(tags=["market data"], operation_id="indicators", parameters=[Query],
-                   responses={200: s.IndicatorsSerializer, **errors(400, 403, 503)},
+                   responses={200: s.IndicatorsSerializer, **errors(400, 403, 404, 503)},
                    summary="Technical indicators (TA-Lib) and seed signals at the latest closed candle")
     def get(self, request):
         q = self.query(self.Query)
@@ -658,10 +658,7 @@ class AuditEventListView(ApiView):
     renderer_classes = [JSONRenderer, AuditCSVRenderer]
 
     @extend_schema(tags=["audit"], operation_id="audit_events",
-                   parameters=[ACCOUNT_ID, s.AuditQuery,
-                               OpenApiParameter("page", int, description="Page, from 1."),
-                               OpenApiParameter("pageSize", int, description="Events per page (1-500, default 100)."),
-                               OpenApiParameter("format", str, enum=["json", "csv"], description="csv: the page as CSV.")],
+                   parameters=[ACCOUNT_ID, s.AuditQuery],
                    responses={200: inline_serializer("AuditEventPage", {
                        "count": Integer(help_text="Events matching the filters.", example=1),
                        "next": Text(allow_null=True, help_text="URL of the next page, null on the last.", example=None),

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from marketdata import cache
 from marketdata.models import Kline, Symbol
-from trading.errors import InvalidInput, MarketDataUnavailable, UnknownSymbol
+from trading.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
@@ -570,7 +570,7 @@ def indicators_compute(*, symbol: str, interval: str, indicators: list[str] | No
         if len(fetched) > len(rows):
             rows = [(r["openTime"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in fetched]
     if not rows:
-        raise MarketDataUnavailable(f"No closed {interval} candles of {symbol} yet.")
+        raise MarketDataMissing(f"No closed {interval} candles of {symbol} yet.")
     candles = ind.Candles.from_rows(rows)
     snap = ind.snapshot(candles, resolved)
     return {"symbol": symbol, "interval": interval, **snap, "candles": len(rows)}

@@ -328,6 +328,11 @@ def test_market_data_reads(quotes, trader):
     assert len(klines["klines"]) == 3 and klines["klines"][0]["openTime"] < klines["klines"][1]["openTime"]
     fees = api.get("/api/v1/fees?symbols=BTCUSDT").json()
     assert [f["symbol"] for f in fees["fees"]] == ["BTCUSDT"]
+    indicators = api.get("/api/v1/indicators?symbol=BTCUSDT&interval=1m&indicators=rsi,sma").json()
+    assert set(indicators["values"]) == {"rsi", "sma"} and indicators["values"]["rsi"]["params"] == {"period": 14}
+    assert indicators["candles"] > 14 and 0 <= Decimal(indicators["values"]["rsi"]["rsi"]) <= 100, indicators["candles"]
+    none = api.get("/api/v1/indicators?symbol=BTCUSDT&interval=1M")  # nothing recorded: nothing to wait for
+    assert none.status_code == 404 and "No closed 1M candles" in none.json()["msg"]
     assert api.get("/api/v1/klines?symbol=BTCUSDT&interval=2m").json()["code"] == -1100
     assert api.get("/api/v1/ticker/bookTicker?symbol=NOPEUSDT").json()["code"] == -1121
 

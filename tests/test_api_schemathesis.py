@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "12"))
 CHECKS = ",".join([
     "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",
-    "response_schema_conformance", "use_after_free", "ensure_resource_availability",
+    "response_schema_conformance", "negative_data_rejection", "unsupported_method", "use_after_free",
+    "ensure_resource_availability",
 ])
 CONFIG = """
 [generation]
@@ -62,7 +63,7 @@ def test_schemathesis_finds_no_5xx_and_every_response_matches_the_schema(stack, 
         str(Path(sys.executable).parent / "st"), "--config-file", str(config), "run", f"{stack.base_url}/api/schema/",
         "--url", stack.base_url, "-H", f"Authorization: Bearer {key}", "--checks", CHECKS,
         "--max-examples", str(EXAMPLES), "--seed", "23", "--workers", "2", "--no-shrink", "--no-color",
-        "--phases", "examples,fuzzing,stateful", "--request-timeout", "10",
+        "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "10",
         "--suppress-health-check", "all", "--report", "junit", "--report-dir", str(report),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache stays out of the repo
