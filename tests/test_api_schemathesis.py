@@ -1,11 +1,13 @@
 """Schemathesis against the live stack (the production web server, the ingester and the replay
 exchange, ``conftest.stack``), from the OpenAPI schema the server serves at /api/schema/.
 
-Every /api/v1/ operation is called with the schema's examples, then with generated valid and
-invalid data, then in stateful sequences (links inferred from the responses: an order placed,
-then read, cancelled or amended by its orderId). The budget is fixed (``SCHEMATHESIS_EXAMPLES``
-cases per operation and phase, default 12; a seed, so a run can be repeated). Checks: no 5xx,
-status codes, content types, headers and bodies as the schema documents them. The token used
+Every /api/v1/ operation is called with the schema's examples, then with boundary values of
+each parameter (coverage phase), then with generated valid and invalid data, then in stateful
+sequences (the schema's links and the ones Schemathesis infers: an order placed, then read,
+cancelled or amended by its orderId). The budget is fixed (``SCHEMATHESIS_EXAMPLES`` cases per
+operation and phase, default 12; a fixed seed, so a run can be repeated; about 1,900 requests).
+Checks: no 5xx; status codes, content types, headers and bodies as the schema documents them;
+schema-violating requests refused; undocumented methods answered 405. The token used
 is restricted to the two recorded symbols (BTCUSDT, ETHUSDT), so generated symbols are refused
 (403) instead of asking the venue for markets it has no data for; its rate limit is off.
 """
