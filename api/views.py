@@ -69,6 +69,7 @@ class ApiView(APIView):
 
     scopes: dict[str, str] = {}
     parser_classes = [JSONParser]  # bodies are JSON objects; a form or multipart body is a 415
+    renderer_classes = [JSONRenderer]  # what the schema documents (browse it at /api/docs/)
 
     def get_exception_handler(self):
         return exceptions.handle
