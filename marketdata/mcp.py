@@ -86,12 +86,8 @@ def get_ticker_24h(symbols: Optional[Union[list[str], str]] = None) -> dict:
     volume (base asset), quoteVolume (quote asset), openTime/closeTime (ms UTC), firstId,
     lastId, count (trades).
     """
-    if symbols is None:
-        names = [m["symbol"] for m in selectors.markets_list(page_size=500)["markets"]]
-    else:
-        names = [s.symbol for s in selectors.symbols_check(symbols)]
-    rows = selectors.ticker_24h_rows(names)
-    return {"tickers": [{k: rows[n].get(k) for k in selectors.TICKER_FIELDS} for n in names if n in rows]}
+    names = None if symbols is None else [s.symbol for s in selectors.symbols_check(symbols)]
+    return selectors.ticker_24h_list(names)
 
 @mcp_tool(scope=Scope.MARKET_READ)
 def get_order_book(symbol: str, limit: int = 100) -> dict:

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from marketdata import cache
 from marketdata.models import Kline, Symbol
-from trading.errors import InvalidInput, MarketDataUnavailable, UnknownSymbol
+from trading.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
@@ -335,6 +335,17 @@ TICKER_FIELDS = (
 )
 
 
+def ticker_24h_list(names: list[str] | None = None) -> dict:
+    """Binance's rolling 24 h statistics (``GET /api/v3/ticker/24hr``) of ``names`` (checked
+    symbol names), or of every stored symbol (first 500) when None: ``{"tickers": [{TICKER_FIELDS}]}``,
+    in the order asked, leaving out symbols the venue has no ticker for. Prices quote asset,
+    volume base asset, quoteVolume quote asset, openTime/closeTime ms UTC."""
+    if names is None:
+        names = [m["symbol"] for m in markets_list(page_size=500)["markets"]]
+    rows = ticker_24h_rows(names)
+    return {"tickers": [{k: rows[n].get(k) for k in TICKER_FIELDS} for n in names if n in rows]}
+
+
 def markets_list(*, quote_asset: str | None = None, status: str | None = None, page: int = 1, page_size: int = 100) -> dict:
     """Stored symbols (exchangeInfo), filtered by ``quote_asset`` (e.g. "USDT") and ``status``
     (e.g. "TRADING"), ``page_size`` per page (1..500), with lastPrice/volume/quoteVolume of the
@@ -559,7 +570,7 @@ def indicators_compute(*, symbol: str, interval: str, indicators: list[str] | No
         if len(fetched) > len(rows):
             rows = [(r["openTime"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in fetched]
     if not rows:
-        raise MarketDataUnavailable(f"No closed {interval} candles of {symbol} yet.")
+        raise MarketDataMissing(f"No closed {interval} candles of {symbol} yet.")
     candles = ind.Candles.from_rows(rows)
     snap = ind.snapshot(candles, resolved)
     return {"symbol": symbol, "interval": interval, **snap, "candles": len(rows)}

@@ -94,12 +94,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_celery_beat",
     "mcp_server",
     "marketdata",
     "trading",
     "risk",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -336,6 +339,34 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["risk.authentication.TokenRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema of /api/v1/ (drf-spectacular): /api/schema/, Swagger UI /api/docs/, Redoc
+# /api/redoc/, their JavaScript and CSS served from drf-spectacular-sidecar's static files (no CDN).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TradingMCP REST API",
+    "DESCRIPTION": (
+        "Everything the MCP tools do, over plain HTTP, for your own programs. Authenticate with "
+        "`Authorization: Bearer tmcp_…` (an agent token from the dashboard's Tokens page; its scopes, account "
+        "and symbol restrictions, confirm mode and rate limit apply) or the dashboard's session (send its "
+        "CSRF token as X-CSRFToken on writes). Prices and notionals are in the symbol's quote asset, "
+        "quantities in its base asset, both as decimal strings of ASCII digits; times are ms since the epoch "
+        "(UTC); names are Binance's. Errors: HTTP status + `{\"code\": <Binance code>, \"msg\": \"…\"}`."
+    ),
+    "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Our links (api.schema.add_links); drf-spectacular's enum hook is left out, so enums stay
+    # inline instead of named components guessed from field names.
+    "POSTPROCESSING_HOOKS": ["api.schema.add_links"],
 }
 
 DJANGO_MCP_ENDPOINT = "mcp"

@@ -8,7 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/", include("trading.api_urls")),
+    path("api/", include("api.urls")),
     path("evaluations/", include("agenteval.urls")),
     path("", include("trading.urls")),
 ]

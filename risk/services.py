@@ -357,6 +357,81 @@ def account_set_state(*, account, actor_user, channel: str, state: str, reason: 
     return limits
 
 
+# --- Limits ----------------------------------------------------------------------------------------
+
+LIMIT_AMOUNT_FIELDS = ("max_order_notional", "max_position_notional", "max_total_exposure", "max_daily_loss")
+LIMIT_COUNT_FIELDS = ("max_open_orders", "max_orders_per_minute")
+
+
+def _limit_decimal(name: str, value, *, places: int, int_digits: int) -> Decimal | None:
+    from trading.errors import InvalidInput
+
+    if value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except Exception:
+        raise InvalidInput(f"{name} must be a decimal number, got {value!r}.") from None
+    if not number.is_finite() or number < 0:
+        raise InvalidInput(f"{name} must be a non-negative decimal number, got {value!r}.")
+    if number.as_tuple().exponent < -places:
+        raise InvalidInput(f"{name} has at most {places} decimal places, got {value!r}.")
+    if number >= Decimal(10) ** int_digits:
+        raise InvalidInput(f"{name} is too large: at most {int_digits} digits before the point, got {value!r}.")
+    return number
+
+
+def risk_limit_update(*, account, actor_user, channel: str, changes: dict, actor_token=None) -> RiskLimit:
+    """Change some of ``account``'s risk limits. ``changes``: ``RiskLimit`` field name → new value
+    (None = unlimited): the amounts (quote asset; ``max_order_notional``, ``max_position_notional``,
+    ``max_total_exposure``, ``max_daily_loss``; at most 8 decimals), the counts
+    (``max_open_orders``, ``max_orders_per_minute``), ``price_band_pct`` (percent, at most 4
+    decimals) and ``allowed_symbols`` (symbol names; empty = all).
+
+    Only the account's owner, as a person, may change them: an agent token (``actor_token``) or a
+    grantee gets ``PermissionDenied`` (an agent must never loosen its own limits). Raises
+    ``InvalidInput`` for an unknown field or a bad value, ``UnknownSymbol`` for an unknown symbol;
+    nothing changes then. Audited as ``risk_limit.change`` with the changed fields' values
+    before and after, as the admin records its edits."""
+    from django.db import transaction
+
+    from marketdata.selectors import symbol_get
+    from risk.audit import audit_record
+    from risk.models import Outcome
+    from trading.errors import InvalidInput, PermissionDenied
+
+    if actor_token is not None:
+        raise PermissionDenied("Risk limits are changed by the account's owner in person (a session), not by an agent token.")
+    if account.owner_id != getattr(actor_user, "pk", None):
+        raise PermissionDenied(f"Only the owner of account {account.pk} may change its risk limits.")
+    values = {}
+    for field, value in changes.items():
+        if field in LIMIT_AMOUNT_FIELDS:
+            values[field] = _limit_decimal(field, value, places=8, int_digits=22)
+        elif field == "price_band_pct":
+            values[field] = _limit_decimal(field, value, places=4, int_digits=6)
+        elif field in LIMIT_COUNT_FIELDS:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31):
+                raise InvalidInput(f"{field} must be an integer from 0 to {2**31 - 1} or null, got {value!r}.")
+            values[field] = value
+        elif field == "allowed_symbols":
+            if not isinstance(value, (list, tuple)):
+                raise InvalidInput(f"allowed_symbols must be a list of symbols, got {value!r}.")
+            values[field] = sorted({symbol_get(s).symbol for s in value})
+        else:
+            raise InvalidInput(f"Unknown risk limit {field!r}.")
+    with transaction.atomic():
+        limits, _ = RiskLimit.objects.select_for_update().get_or_create(account=account)
+        before = {f: getattr(limits, f) for f in values}
+        for field, value in values.items():
+            setattr(limits, field, value)
+        limits.save(update_fields=[*values, "updated_at"])
+        audit_record(channel=channel, action="risk_limit.change", outcome=Outcome.OK, actor_user=actor_user,
+                     account=account, params={"fields": sorted(values)},
+                     result={"before": before, "after": {f: getattr(limits, f) for f in values}})
+    return limits
+
+
 # --- Exchange credentials --------------------------------------------------------------------------
 
 def ed25519_private_pem_check(pem: str) -> None:

@@ -62,7 +62,7 @@ def test_bad_orders_from_a_confirm_token_are_refused_at_once(confirm):
 def test_approval_places_the_order_under_the_agents_client_order_id(confirm):
     user, account, key = confirm
     _, held = call(key, "place_order", symbol="BTCUSDT", side="BUY", quantity="0.002", client_order_id="wait-2")
-    resp = session(user).post(f"/api/approvals/{held['approvalId']}/approve/", {"note": "looks fine"}, format="json")
+    resp = session(user).post(f"/api/v1/approvals/{held['approvalId']}/approve", {"note": "looks fine"}, format="json")
     assert resp.status_code == 200, resp.content
     out = resp.json()
     assert out["error"] is None and out["order"]["status"] == "FILLED" and out["order"]["clientOrderId"] == "wait-2"
@@ -78,7 +78,7 @@ def test_approval_places_the_order_under_the_agents_client_order_id(confirm):
     assert not is_error and again["orderId"] == order.pk and again["duplicate"] is True
     assert Order.objects.filter(account=account).count() == 1
     assert call(key, "list_pending_orders")[1]["approvals"] == []
-    resp = session(user).post(f"/api/approvals/{held['approvalId']}/approve/", {}, format="json")
+    resp = session(user).post(f"/api/v1/approvals/{held['approvalId']}/approve", {}, format="json")
     assert resp.status_code == 400 and "not pending" in resp.json()["msg"]
     assert Order.objects.filter(account=account).count() == 1
 
@@ -87,7 +87,7 @@ def test_approval_reruns_the_risk_check_at_approval_time(confirm):
     user, account, key = confirm
     _, held = call(key, "place_order", symbol="BTCUSDT", side="BUY", quantity="0.002", client_order_id="wait-3")
     RiskLimit.objects.filter(account=account).update(max_order_notional=Decimal("5"))  # tightened meanwhile
-    resp = session(user).post(f"/api/approvals/{held['approvalId']}/approve/", {}, format="json")
+    resp = session(user).post(f"/api/v1/approvals/{held['approvalId']}/approve", {}, format="json")
     assert resp.status_code == 200
     out = resp.json()
     assert out["order"]["status"] == "REJECTED" and "max_order_notional" in out["error"]["msg"]
@@ -98,19 +98,19 @@ def test_approval_reruns_the_risk_check_at_approval_time(confirm):
 def test_reject_places_nothing(confirm):
     user, account, key = confirm
     _, held = call(key, "place_order", symbol="BTCUSDT", side="BUY", quantity="0.002")
-    resp = session(user).post(f"/api/approvals/{held['approvalId']}/reject/", {"note": "no"}, format="json")
-    assert resp.status_code == 200 and resp.json()["status"] == "REJECTED"
+    resp = session(user).post(f"/api/v1/approvals/{held['approvalId']}/reject", {"note": "no"}, format="json")
+    assert resp.status_code == 200 and resp.json()["approval"]["status"] == "REJECTED" and resp.json()["order"] is None
     assert not Order.objects.filter(account=account).exists()
     event = AuditEvent.objects.get(action="order.reject")
     assert event.result == {"before": "PENDING_APPROVAL", "after": "REJECTED"} and event.params["note"] == "no"
-    resp = session(user).post(f"/api/approvals/{held['approvalId']}/approve/", {}, format="json")
+    resp = session(user).post(f"/api/v1/approvals/{held['approvalId']}/approve", {}, format="json")
     assert resp.status_code == 400 and not Order.objects.filter(account=account).exists()
 
 
 def test_agents_viewers_and_strangers_cannot_decide(confirm, make_user):
     user, account, key = confirm
     _, held = call(key, "place_order", symbol="BTCUSDT", side="BUY", quantity="0.002")
-    url = f"/api/approvals/{held['approvalId']}/approve/"
+    url = f"/api/v1/approvals/{held['approvalId']}/approve"
     _, plain_key = agent_token_create(user=user, name="plain")  # the owner's own token, no confirm mode
     for token_key in (key, plain_key):
         agent = APIClient()
@@ -121,11 +121,11 @@ def test_agents_viewers_and_strangers_cannot_decide(confirm, make_user):
     AccountGrant.objects.create(account=account, user=viewer, role="viewer")
     refused = session(viewer).post(url, {}, format="json")  # a viewer sees it, so it is forbidden, not missing
     assert refused.status_code == 403 and "may only view" in refused.json()["msg"]
-    assert session(viewer).post(url.replace("/approve/", "/reject/"), {}, format="json").status_code == 403
+    assert session(viewer).post(url.replace("/approve", "/reject"), {}, format="json").status_code == 403
     assert session(stranger).post(url, {}, format="json").status_code == 404
-    assert session(stranger).get(f"/api/approvals/?account_id={account.pk}").status_code == 404
+    assert session(stranger).get(f"/api/v1/accounts/{account.pk}/approvals").status_code == 404
     assert OrderApproval.objects.get().status == "PENDING_APPROVAL" and not Order.objects.exists()
-    listed = session(viewer).get(f"/api/approvals/?account_id={account.pk}").json()
+    listed = session(viewer).get(f"/api/v1/accounts/{account.pk}/approvals").json()
     assert [a["approvalId"] for a in listed["approvals"]] == [held["approvalId"]]
 
 
@@ -145,7 +145,7 @@ def test_rest_orders_of_a_confirm_token_answer_202(confirm):
     _, account, key = confirm
     agent = APIClient()
     agent.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    resp = agent.post("/api/orders/", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}, format="json")
+    resp = agent.post(f"/api/v1/accounts/{account.pk}/orders", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}, format="json")
     assert resp.status_code == 202 and resp.json()["status"] == "PENDING_APPROVAL"
     assert not Order.objects.filter(account=account).exists()
 

@@ -73,10 +73,10 @@ def test_overview_shows_own_accounts_only(quotes, trader, make_user):
     assert bob_state["activity"] == []
     assert "alice-1" not in bob_client.get("/").content.decode()
     # Bob can neither halt, resume, cancel on nor trade Alice's account.
-    for url in (f"/dashboard/api/accounts/{account.pk}/halt/", f"/dashboard/api/accounts/{account.pk}/resume/",
-                f"/dashboard/api/accounts/{account.pk}/orders/{Order.objects.get().pk}/cancel/"):
+    for url in (f"/dashboard/api/accounts/{account.pk}/halt/", f"/dashboard/api/accounts/{account.pk}/resume/"):
         assert post_json(bob_client, url).status_code == 404
-    resp = post_json(bob_client, "/dashboard/api/orders/", {"account_id": account.pk, "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"})
+    assert bob_client.delete(f"/api/v1/accounts/{account.pk}/orders/{Order.objects.get().pk}").status_code == 404
+    resp = post_json(bob_client, f"/api/v1/accounts/{account.pk}/orders", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"})
     assert resp.status_code == 404
     assert RiskLimit.objects.get(account=account).trading_state == "ACTIVE" and Order.objects.count() == 1
 
@@ -93,8 +93,8 @@ def test_overview_page_renders_state(quotes, trader):
 def test_order_ticket_places_through_the_service_and_shows_risk_rejections(quotes, trader):
     user, account, _ = trader
     client = login("alice")
-    ok = post_json(client, "/dashboard/api/orders/", {"account_id": account.pk, "symbol": "BTCUSDT", "side": "BUY",
-                                                      "type": "MARKET", "quantity": "0.002"})
+    ok = post_json(client, f"/api/v1/accounts/{account.pk}/orders", {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+                                                                     "quantity": "0.002"})
     assert ok.status_code == 201, ok.content
     assert ok.json()["status"] == "FILLED" and ok.json()["channel"] == "dashboard"
     assert ok.json()["avgPrice"] == format(Decimal(quotes["BTCUSDT"]["askPrice"]), "f")
@@ -102,14 +102,13 @@ def test_order_ticket_places_through_the_service_and_shows_risk_rejections(quote
     assert event.channel == "dashboard" and event.actor_user == user
 
     RiskLimit.objects.filter(account=account).update(max_order_notional=Decimal("20"))
-    rejected = post_json(client, "/dashboard/api/orders/", {"account_id": account.pk, "symbol": "BTCUSDT", "side": "BUY",
-                                                            "quantity": "0.01"})
+    rejected = post_json(client, f"/api/v1/accounts/{account.pk}/orders", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.01"})
     body = rejected.json()
     assert rejected.status_code == 400 and body["code"] == -2010
     assert body["riskDecision"]["allowed"] is False and "max_order_notional" in body["riskDecision"]["reason"]
     assert Order.objects.get(pk=body["order"]["orderId"]).status == "REJECTED"
 
-    bad = post_json(client, "/dashboard/api/orders/", {"account_id": account.pk, "symbol": "BTCUSD", "side": "BUY", "quantity": "1"})
+    bad = post_json(client, f"/api/v1/accounts/{account.pk}/orders", {"symbol": "BTCUSD", "side": "BUY", "quantity": "1"})
     assert bad.status_code == 400 and bad.json()["code"] == -1121 and "BTCUSDT" in bad.json()["msg"]
     assert Order.objects.count() == 2
 
@@ -123,7 +122,7 @@ def test_viewer_grant_may_see_but_not_trade_or_halt(quotes, trader, make_user):
     client = login("carol")
     assert [a["accountId"] for a in client.get("/dashboard/state/").json()["accounts"]] == [account.pk]
     assert post_json(client, f"/dashboard/api/accounts/{account.pk}/halt/").status_code == 403
-    resp = post_json(client, "/dashboard/api/orders/", {"account_id": account.pk, "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"})
+    resp = post_json(client, f"/api/v1/accounts/{account.pk}/orders", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"})
     assert resp.status_code == 403 and not Order.objects.exists()
 
 
@@ -535,10 +534,10 @@ def test_pending_approvals_listed_and_decided_only_by_owner_or_trader(quotes, tr
     assert [(p["approvalId"], p["clientOrderId"], p["requestedBy"]) for p in mine["pending"]] == [
         (first["approvalId"], "held-1", "careful-agent"), (second["approvalId"], "held-2", "careful-agent")]
 
-    approve = f"/dashboard/api/approvals/{first['approvalId']}/approve/"
-    reject = f"/dashboard/api/approvals/{first['approvalId']}/reject/"
-    # Not logged in: to the login page; no CSRF token: 403. Nothing decided.
-    assert Client().post(approve).status_code == 302
+    approve = f"/api/v1/approvals/{first['approvalId']}/approve"
+    reject = f"/api/v1/approvals/{first['approvalId']}/reject"
+    # Not logged in: 401; no CSRF token: 403. Nothing decided.
+    assert Client().post(approve).status_code == 401
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(user)
     assert strict.post(approve, data="{}", content_type="application/json").status_code == 403
@@ -552,7 +551,7 @@ def test_pending_approvals_listed_and_decided_only_by_owner_or_trader(quotes, tr
         for url in (approve, reject):
             resp = post_json(client, url)
             assert resp.status_code == status and says in resp.json()["msg"]
-    assert post_json(owner, "/dashboard/api/approvals/999999/approve/").status_code == 404
+    assert post_json(owner, "/api/v1/approvals/999999/approve").status_code == 404
     assert set(OrderApproval.objects.values_list("status", flat=True)) == {"PENDING_APPROVAL"}
     assert not Order.objects.filter(account=account).exists()
 
@@ -570,7 +569,7 @@ def test_pending_approvals_listed_and_decided_only_by_owner_or_trader(quotes, tr
     assert again.status_code == 400 and "not pending" in again.json()["msg"]
 
     # The owner rejects the other one: nothing is placed.
-    resp = post_json(owner, f"/dashboard/api/approvals/{second['approvalId']}/reject/")
+    resp = post_json(owner, f"/api/v1/approvals/{second['approvalId']}/reject")
     assert resp.status_code == 200 and resp.json()["approval"]["status"] == "REJECTED" and resp.json()["order"] is None
     assert list(Order.objects.filter(account=account).values_list("client_order_id", flat=True)) == ["held-1"]
     assert owner.get("/dashboard/state/").json()["accounts"][0]["pending"] == []
@@ -583,7 +582,7 @@ def test_approving_on_the_dashboard_reruns_the_risk_check(quotes, trader, confir
     user, account, _ = trader
     held = _hold(account, user, confirm_token, "held-risk", quantity="0.01")
     RiskLimit.objects.filter(account=account).update(max_order_notional=Decimal("20"))  # tightened while it waited
-    resp = post_json(login("alice"), f"/dashboard/api/approvals/{held['approvalId']}/approve/")
+    resp = post_json(login("alice"), f"/api/v1/approvals/{held['approvalId']}/approve")
     assert resp.status_code == 200, resp.content
     out = resp.json()
     assert out["approval"]["status"] == "APPROVED" and out["order"]["status"] == "REJECTED"
@@ -594,7 +593,7 @@ def test_approving_on_the_dashboard_reruns_the_risk_check(quotes, trader, confir
     # the same order is placed.
     RiskLimit.objects.filter(account=account).update(max_order_notional=None)
     ok = _hold(account, user, confirm_token, "held-risk-2", quantity="0.01")
-    assert post_json(login("alice"), f"/dashboard/api/approvals/{ok['approvalId']}/approve/").json()["order"]["status"] == "FILLED"
+    assert post_json(login("alice"), f"/api/v1/approvals/{ok['approvalId']}/approve").json()["order"]["status"] == "FILLED"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""Fuzzing the REST API (``/api/``, DRF) in-process: every endpoint, with hypothesis-generated
+"""Fuzzing the REST API (``/api/v1/``, DRF) in-process: every endpoint, with hypothesis-generated
 paths, query strings and bodies (plausible orders, wrong types, unicode, negative and huge
 decimals, NaN/Infinity, oversized and deeply nested JSON, wrong content types, bad tokens).
 
@@ -24,16 +24,15 @@ TOTAL_CALLS = int(os.environ.get("FUZZ_API_CALLS", str(max(200, int(os.environ.g
 NUMBERS = st.sampled_from(["0.002", "0.0014", "-0.002", "0", "1e400", "NaN", "Infinity", "-Infinity", "1" * 80,
                            "0." + "0" * 60 + "1", "７", "0x10", "1_000", " 0.002 ", "0.002\x00"])
 VALUE = PLAUSIBLE | NUMBERS | HOSTILE
-ORDER_FIELDS = ["account_id", "symbol", "side", "type", "quantity", "client_order_id"]
+ORDER_FIELDS = ["symbol", "side", "type", "quantity", "quoteOrderQty", "price", "stopPrice", "timeInForce", "clientOrderId"]
 
 
 def order_bodies(account_ids):
     plausible = st.fixed_dictionaries(
         {"symbol": st.sampled_from(["BTCUSDT", "ETHUSDT"]) | VALUE, "side": st.sampled_from(["BUY", "SELL"]) | VALUE,
          "quantity": NUMBERS | VALUE},
-        optional={"account_id": st.sampled_from(account_ids) | st.integers() | VALUE,
-                  "type": st.sampled_from(["MARKET", "LIMIT"]) | VALUE,
-                  "client_order_id": st.text(max_size=70) | VALUE},
+        optional={"type": st.sampled_from(["MARKET", "LIMIT"]) | VALUE, "price": NUMBERS | VALUE,
+                  "timeInForce": st.sampled_from(["GTC", "IOC"]) | VALUE, "clientOrderId": st.text(max_size=70) | VALUE},
     )
     hostile = st.dictionaries(st.sampled_from(ORDER_FIELDS) | st.text(max_size=8), VALUE, max_size=6)
     return plausible | hostile
@@ -52,7 +51,7 @@ CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "multi
 def check(resp, what):
     assert resp.status_code < 500, (what, resp.status_code, resp.content[:300])
     if resp.status_code == 404 and resp["Content-Type"].startswith("text/html"):
-        return False  # a path no route matches (e.g. /api/accounts/abc/): Django's own 404 page
+        return False  # a path no route matches (e.g. /api/v1/accounts/abc): Django's own 404 page
     if resp.status_code >= 400:
         body = json.loads(resp.content)
         assert isinstance(body, dict) and (isinstance(body.get("code"), int) or isinstance(body.get("detail"), str)), (what, body)
@@ -119,41 +118,42 @@ def test_fuzz_every_rest_endpoint(quotes, trader, make_user, monkeypatch):
     @settings(**common)
     @given(token=tokens, account_id=st.sampled_from(ids) | st.integers() | st.text(max_size=12))
     def fuzz_account_detail(token, account_id):
-        path = f"/api/accounts/{account_id}/"
+        path = f"/api/v1/accounts/{account_id}"
         resp = run("get", path.replace("\x00", "%00").replace("#", "%23").replace("?", "%3F"), token)
         if str(account_id) == str(bob_account.pk):
             assert resp.status_code in (401, 403, 404)
 
     @settings(**common)
-    @given(token=tokens, query=st.dictionaries(st.sampled_from(["account_id", "symbol", "limit", "x"]),
-                                               st.sampled_from([str(i) for i in ids]) | VALUE.map(str), max_size=3))
-    def fuzz_order_list(token, query):
-        resp = run("get", "/api/orders/", token, data=query)
-        if query.get("account_id") == str(bob_account.pk):
+    @given(token=tokens, account_id=st.sampled_from(ids),
+           query=st.dictionaries(st.sampled_from(["symbol", "limit", "x"]),
+                                 st.sampled_from([str(i) for i in ids]) | VALUE.map(str), max_size=3))
+    def fuzz_order_list(token, account_id, query):
+        resp = run("get", f"/api/v1/accounts/{account_id}/orders", token, data=query)
+        if account_id == bob_account.pk:
             assert resp.status_code >= 400
 
     @settings(**common)
-    @given(token=tokens, body=order_bodies(ids))
-    def fuzz_order_place_json(token, body):
+    @given(token=tokens, account_id=st.sampled_from(ids), body=order_bodies(ids))
+    def fuzz_order_place_json(token, account_id, body):
         try:
             raw = json.dumps(body)
         except ValueError:
             raw = json.dumps(body, default=str)
-        run("post", "/api/orders/", token, data=raw, content_type="application/json")
+        run("post", f"/api/v1/accounts/{account_id}/orders", token, data=raw, content_type="application/json")
 
     @settings(**common)
     @given(token=tokens, body=st.sampled_from(RAW_BODIES) | order_bodies(ids).map(lambda b: json.dumps(b, default=str).encode()),
            content_type=st.sampled_from(CONTENT_TYPES))
     def fuzz_order_place_raw(token, body, content_type):
-        run("post", "/api/orders/", token, data=body, content_type=content_type)
+        run("post", f"/api/v1/accounts/{account.pk}/orders", token, data=body, content_type=content_type)
 
     fuzz_account_detail()
     fuzz_order_list()
     fuzz_order_place_json()
     fuzz_order_place_raw()
     for body in RAW_BODIES:  # every hostile body at least once, whatever hypothesis drew
-        run("post", "/api/orders/", key, data=body, content_type="application/json")
-    for path in ("/api/accounts/", "/api/orders/"):  # plus the plain reads
+        run("post", f"/api/v1/accounts/{account.pk}/orders", key, data=body, content_type="application/json")
+    for path in ("/api/v1/accounts", f"/api/v1/accounts/{account.pk}/orders"):  # plus the plain reads
         run("get", path, key)
     assert calls["n"] >= per_kind * n_kinds
     assert calls["ok"] > 0, "some calls must get through, or the fuzzer only tests the front door"

@@ -6,6 +6,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from risk.models import AgentToken
 from risk.services import agent_token_create
 from test_mcp import call, rpc
 from trading.models import Order
@@ -74,18 +75,76 @@ def test_tools_outside_the_token_scopes_are_hidden_and_refused(two_users):
         assert is_error and "lacks the" in message and "scope" in message, (tool["name"], message)
 
 
-def test_rest_endpoints_do_not_leak_another_users_account(two_users):
-    account_a, _, key_b, _ = two_users
+REST_BODY = {  # a valid body for every /api/v1/ write, so the refusal is about whose object it is
+    "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.002", "price": "9000", "stopPrice": "5000",
+    "note": "", "maxOrderNotional": "1",
+}
+
+
+def rest_client(*, key=None, user=None):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key_b}")
-    assert client.get(f"/api/accounts/{account_a.pk}/").status_code == 404
-    assert client.get(f"/api/orders/?account_id={account_a.pk}").status_code == 404
-    mine = client.get("/api/accounts/").json()
-    assert [a["name"] for a in mine] == ["Bob paper"]
-    resp = client.post("/api/orders/", {"account_id": account_a.pk, "symbol": "BTCUSDT", "side": "SELL", "quantity": "0.002"},
-                       format="json")
-    assert resp.status_code == 404 and "alice" not in json.dumps(resp.json())
-    assert Order.objects.filter(account=account_a).count() == 1
+    if key:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    else:
+        client.force_login(user)
+    return client
+
+
+def test_rest_v1_never_shows_or_touches_another_users_objects(two_users):
+    """Every /api/v1/ operation that names an account, order or approval, taken from the OpenAPI
+    schema (a new endpoint is covered without editing this test), called by user B's token and by
+    B's session with A's ids: 404 every time (never 403, which would confirm the id exists), no
+    trace of A's data, and A's orders, balances, limits and audit unchanged. The lists without an
+    id (accounts, fees) show B only his own."""
+    from risk.models import AuditEvent, OrderApproval, RiskLimit
+    from trading.models import Balance, Fill
+
+    account_a, key_a, key_b, secret = two_users
+    user_a = account_a.owner
+    _, confirm_key = agent_token_create(user=user_a, name="alice-careful", confirm_orders=True)
+    held = rest_client(key=confirm_key).post(f"/api/v1/accounts/{account_a.pk}/orders",
+                                             {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                              "clientOrderId": "alice-held"}, format="json")
+    assert held.status_code == 202, held.json()
+    bob = AgentToken.objects.get(name="bob-agent").user
+    ids = {"accountId": account_a.pk, "orderId": secret["order_id"], "approvalId": held.json()["approvalId"],
+           "symbol": "BTCUSDT"}
+
+    def snapshot():
+        return (sorted(Order.objects.filter(account=account_a).values_list("id", "status")),
+                sorted(Balance.objects.filter(account=account_a).values_list("asset", "free", "locked")),
+                list(RiskLimit.objects.filter(account=account_a).values()), Fill.objects.filter(account=account_a).count(),
+                list(OrderApproval.objects.values_list("id", "status")),
+                AuditEvent.objects.filter(account=account_a).exclude(actor_user=bob).count())
+
+    before = snapshot()
+    schema = APIClient().get("/api/schema/?format=json").json()
+    checked = 0
+    for path, operations in schema["paths"].items():
+        if not any(f"{{{name}}}" in path for name in ("accountId", "orderId", "approvalId")):
+            continue
+        url = path
+        for name, value in ids.items():
+            url = url.replace(f"{{{name}}}", str(value))
+        for method in operations:
+            for who, client in (("token", rest_client(key=key_b)), ("session", rest_client(user=bob))):
+                if method == "get":
+                    resp = client.get(url)
+                elif method == "delete":
+                    resp = client.delete(url + "?symbol=BTCUSDT")
+                else:
+                    resp = getattr(client, method)(url, REST_BODY, format="json")
+                text = resp.content.decode()
+                assert resp.status_code == 404, (who, method, url, resp.status_code, text[:300])
+                assert "alice" not in text and resp.json()["code"] == -2013, (who, method, url, text[:300])
+                checked += 1
+    assert checked >= 40
+    for who, client in (("token", rest_client(key=key_b)), ("session", rest_client(user=bob))):
+        mine = client.get("/api/v1/accounts").json()
+        assert [a["name"] for a in mine] == ["Bob paper"], who
+        fees = client.get("/api/v1/fees?symbols=BTCUSDT").json()
+        assert [a["name"] for a in fees["accounts"]] == ["Bob paper"], who
+    assert snapshot() == before
 
 
 def test_grants_viewer_reads_trader_trades_others_see_nothing(two_users, make_user):

@@ -98,6 +98,7 @@ def _urls(resolver=None, prefix=""):
 def _fill(route: str, world) -> str:
     values = {"account_id": world["testnet"].pk, "order_id": world["ids"]["order_id"],
               "approval_id": world["approval_id"], "token_id": 1, "symbol": "BTCUSDT"}
+    values.update(accountId=values["account_id"], orderId=values["order_id"], approvalId=values["approval_id"])
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values.get(m.group(1), 1)), route).lstrip("^").rstrip("$")
 
 
@@ -114,10 +115,10 @@ def test_no_rest_endpoint_or_page_returns_a_secret(world):
                 assert_clean(resp.content.decode(errors="replace"), world, f"GET {url}{query} ({name})")
                 seen += 1
     for client in (agent, person):
-        resp = client.post("/api/orders/", {"account_id": world["testnet"].pk, "symbol": "BTCUSDT", "side": "BUY",
-                                            "quantity": "0.002"}, format="json")
-        assert_clean(resp.content.decode(), world, "POST /api/orders/ (testnet)")
-    resp = person.post(f"/api/approvals/{world['approval_id']}/approve/", {}, format="json")
+        resp = client.post(f"/api/v1/accounts/{world['testnet'].pk}/orders", {"symbol": "BTCUSDT", "side": "BUY",
+                                                                             "quantity": "0.002"}, format="json")
+        assert_clean(resp.content.decode(), world, "POST /api/v1/accounts/<id>/orders (testnet)")
+    resp = person.post(f"/api/v1/approvals/{world['approval_id']}/approve", {}, format="json")
     assert resp.status_code == 200
     assert_clean(resp.content.decode(), world, "approve")
     assert seen >= 40

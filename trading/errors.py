@@ -78,3 +78,10 @@ class MarketDataUnavailable(TradingError):
 
     code = -1003
     http_status = 503
+
+
+class MarketDataMissing(MarketDataUnavailable):
+    """The venue has no data of that kind at all (e.g. no closed candles of an interval), as
+    opposed to data not fresh yet: there is nothing to wait for, so over HTTP it is a 404."""
+
+    http_status = 404

@@ -144,6 +144,12 @@ def balance_as_dict(b: Balance) -> dict:
     return {"asset": b.asset, "free": dstr(b.free), "locked": dstr(b.locked)}
 
 
+def balances_list(*, account: Account) -> list[dict]:
+    """The account's non-zero balances by asset: ``[{asset, free, locked}]`` (amounts in that
+    asset, decimal strings), as in ``account_state``."""
+    return [balance_as_dict(b) for b in Balance.objects.filter(account=account).order_by("asset") if b.free or b.locked]
+
+
 def account_state(*, account: Account) -> dict:
     """Balances, positions and limits of one account (the ``get_account`` tool's answer)."""
     from risk.models import RiskLimit
@@ -156,7 +162,7 @@ def account_state(*, account: Account) -> dict:
         "quoteAsset": account.quote_asset,
         "makerFeeRate": dstr(account.maker_fee_rate),
         "takerFeeRate": dstr(account.taker_fee_rate),
-        "balances": [balance_as_dict(b) for b in Balance.objects.filter(account=account).order_by("asset") if b.free or b.locked],
+        "balances": balances_list(account=account),
         "positions": [
             {"symbol": p.symbol, "quantity": dstr(p.quantity), "avgEntryPrice": dstr(p.avg_entry_price), "realizedPnl": dstr(p.realized_pnl)}
             for p in Position.objects.filter(account=account).order_by("symbol")

@@ -12,12 +12,6 @@ urlpatterns = [
     path("dashboard/state/", views.dashboard_state, name="dashboard-state"),
     path("dashboard/api/chart/<str:symbol>/", views.chart_json, name="dashboard-chart"),
     path("dashboard/api/market/<str:symbol>/", views.market_json, name="dashboard-market"),
-    path("dashboard/api/orders/", views.order_create, name="dashboard-order-create"),
-    path("dashboard/api/accounts/<int:account_id>/orders/<int:order_id>/cancel/", views.order_cancel, name="dashboard-order-cancel"),
     path("dashboard/api/accounts/<int:account_id>/halt/", views.account_halt, name="dashboard-halt"),
     path("dashboard/api/accounts/<int:account_id>/resume/", views.account_resume, name="dashboard-resume"),
-    path("dashboard/api/approvals/<int:approval_id>/approve/", views.approval_decide, {"decision": "approve"},
-         name="dashboard-approval-approve"),
-    path("dashboard/api/approvals/<int:approval_id>/reject/", views.approval_decide, {"decision": "reject"},
-         name="dashboard-approval-reject"),
 ]

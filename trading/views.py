@@ -1,11 +1,12 @@
 """Dashboard pages and their JSON endpoints (session login). Thin: parse the request, call
-``trading.dashboard`` / ``trading.services`` / ``risk.services``, answer. Errors are the services'
+``trading.dashboard`` / ``risk.services``, answer. Orders, cancels and approval decisions go
+through the REST API (``/api/v1/``, ``api.views``), which the dashboard's scripts call with the
+session and its CSRF token. Errors are the services'
 typed errors as ``{"code", "msg", ...}`` with their HTTP status (4xx), and change nothing."""
 from __future__ import annotations
 
 import json
 
-import orjson
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -14,28 +15,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from marketdata.selectors import watched_symbols
 from risk.models import ALL_SCOPES, Channel, GrantRole
-from trading import dashboard, selectors, services
+from trading import dashboard, selectors
 from trading.errors import InvalidInput, TradingError
 
 
 def _error(exc: TradingError) -> JsonResponse:
     return JsonResponse(exc.as_dict(), status=exc.http_status)
-
-
-def _json_body(request) -> dict:
-    """The request's JSON object (``application/json``) or its form fields. orjson parses it: it
-    refuses nesting deeper than 1024 levels (the standard library's parser recursed until
-    ``RecursionError`` on ``[`` x 100,000), and Django refuses a body over
-    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB) with a 400. Raises ``InvalidInput``."""
-    if request.content_type == "application/json":
-        try:
-            body = orjson.loads(request.body or b"{}")
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"The request body is not valid JSON ({exc}).") from None
-        if not isinstance(body, dict):
-            raise InvalidInput("The request body must be a JSON object.")
-        return body
-    return request.POST.dict()
 
 
 def _int_arg(value, name: str, default: int) -> int:
@@ -186,41 +171,6 @@ def market_json(request, symbol: str):
 
 @login_required
 @require_POST
-def order_create(request):
-    """The order ticket: ``account_id, symbol, side, type, quantity | quote_order_qty, price,
-    stop_price, time_in_force, client_order_id`` → ``trading.services.order_place`` with channel
-    ``dashboard`` (the same validation, risk check and audit as MCP). 201 with the order; 4xx with
-    ``{"code", "msg", "order"?, "riskDecision"?}`` (a risk rejection books a REJECTED order)."""
-    try:
-        body = _json_body(request)
-        account = selectors.account_get(user=request.user, account_id=body.get("account_id") or None, need="trade")
-        result = services.order_place(
-            account=account, actor_user=request.user, channel=Channel.DASHBOARD,
-            symbol=str(body.get("symbol", "")), side=str(body.get("side", "")).upper(),
-            order_type=str(body.get("type") or "MARKET").upper(),
-            quantity=body.get("quantity") or None, quote_order_qty=body.get("quote_order_qty") or None,
-            price=body.get("price") or None, stop_price=body.get("stop_price") or None,
-            time_in_force=body.get("time_in_force") or None, client_order_id=body.get("client_order_id") or None,
-        )
-    except TradingError as exc:
-        return _error(exc)
-    return JsonResponse({**result.order, "duplicate": result.duplicate}, status=200 if result.duplicate else 201)
-
-
-@login_required
-@require_POST
-def order_cancel(request, account_id: int, order_id: int):
-    """Cancel one open order of an account you may trade."""
-    try:
-        account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
-        return JsonResponse(services.order_cancel(account=account, actor_user=request.user, channel=Channel.DASHBOARD,
-                                                  order_id=order_id))
-    except TradingError as exc:
-        return _error(exc)
-
-
-@login_required
-@require_POST
 def account_halt(request, account_id: int):
     """The kill switch: ``risk.services.account_halt`` (HALTED at once, open orders canceled)."""
     from risk.services import account_halt as halt
@@ -248,29 +198,3 @@ def account_resume(request, account_id: int):
     except TradingError as exc:
         return _error(exc)
     return JsonResponse({"state": "ACTIVE", "risk": dashboard.risk_panel(account=account)})
-
-
-
-@login_required
-@require_POST
-def approval_decide(request, approval_id: int, decision: str):
-    """Confirm mode: a person approves or rejects an order a confirm-mode token is holding
-    (``trading.approvals.order_approve`` / ``order_reject``, channel ``dashboard``; body
-    ``{"note": ""}``, at most 500 characters kept). The same rules as ``POST /api/approvals/<id>/...``:
-    the owner or a trader grantee decides; a viewer or another user gets 404; no longer pending → 400.
-
-    Answers ``{"approval", "order" (the order placed on approval, or null), "error" ({code, msg,
-    riskDecision?} when the risk check or the venue refused the order at approval time, else null)}``."""
-    from trading import approvals
-
-    try:
-        body = _json_body(request)
-        note = str(body.get("note") or "")[:500]
-        if decision == "approve":
-            out = approvals.order_approve(user=request.user, approval_id=approval_id, channel=Channel.DASHBOARD, note=note)
-        else:
-            out = {"approval": approvals.order_reject(user=request.user, approval_id=approval_id, channel=Channel.DASHBOARD,
-                                                      note=note), "order": None, "error": None}
-    except TradingError as exc:
-        return _error(exc)
-    return JsonResponse(out)

@@ -5,7 +5,7 @@
 // a refusal by the risk check at approval time stays inline in its row until dismissed.
 (function () {
   "use strict";
-  const { el, fmt, fmtSigned, signClass, time, clock, getJSON, postJSON, debounce, summarizeParams } = window.TMCP;
+  const { el, fmt, fmtSigned, signClass, time, clock, getJSON, postJSON, deleteJSON, debounce, summarizeParams } = window.TMCP;
   let state = JSON.parse(document.getElementById("initial-state").textContent);
   const lastPrices = {};
   const charts = {};
@@ -183,7 +183,7 @@
     const held = acct && acct.pending.find(p => p.approvalId === approvalId);
     busy.add(approvalId); renderApprovals();
     let r;
-    try { r = await postJSON(`/dashboard/api/approvals/${approvalId}/${decision}/`, {}); }
+    try { r = await postJSON(`/api/v1/approvals/${approvalId}/${decision}`, {}); }
     catch (e) { r = { ok: false, body: { msg: "Network error: try again." } }; }
     busy.delete(approvalId);
     if (!r.ok) {
@@ -447,7 +447,7 @@
     if (!r.ok) alert(r.body.msg || "Resume failed."); else { a.risk = r.body.risk; render(); refresh(); }
   }
   async function cancelOrder(accountId, orderId) {
-    const r = await postJSON(`/dashboard/api/accounts/${accountId}/orders/${orderId}/cancel/`);
+    const r = await deleteJSON(`/api/v1/accounts/${accountId}/orders/${orderId}`);
     if (!r.ok) alert(r.body.msg || "Cancel failed.");
   }
 

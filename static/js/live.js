@@ -49,15 +49,17 @@
     if (!resp.ok) throw Object.assign(new Error(body.msg || `HTTP ${resp.status}`), { body, status: resp.status });
     return body;
   }
-  async function postJSON(url, data) {
+  async function sendJSON(method, url, data) {
     const resp = await fetch(url, {
-      method: "POST", credentials: "same-origin",
+      method, credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
-      body: JSON.stringify(data || {}),
+      body: data === undefined && method === "DELETE" ? undefined : JSON.stringify(data || {}),
     });
     const body = await resp.json().catch(() => ({ code: -1, msg: `HTTP ${resp.status}` }));
     return { ok: resp.ok, status: resp.status, body };
   }
+  const postJSON = (url, data) => sendJSON("POST", url, data);
+  const deleteJSON = (url) => sendJSON("DELETE", url);
 
   function debounce(fn, ms) {
     let timer = null;
@@ -123,5 +125,5 @@
       .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ").slice(0, 160);
   }
 
-  window.TMCP = { el, fmt, fmtSigned, signClass, time, clock, csrfToken, getJSON, postJSON, debounce, connect, summarizeParams };
+  window.TMCP = { el, fmt, fmtSigned, signClass, time, clock, csrfToken, getJSON, postJSON, deleteJSON, debounce, connect, summarizeParams };
 })();

@@ -202,7 +202,7 @@
     const tbody = document.querySelector("#myorders tbody");
     if (!accountSel.value) { tbody.replaceChildren(); return; }
     try {
-      const r = await getJSON(`/api/orders/?account_id=${accountSel.value}&symbol=${SYMBOL}&limit=20`);
+      const r = await getJSON(`/api/v1/accounts/${accountSel.value}/orders?symbol=${SYMBOL}&limit=20`);
       tbody.replaceChildren(...r.orders.map(myOrderRow));
       document.getElementById("myorders-account").textContent = accountSel.selectedOptions[0]?.textContent || "";
     } catch (e) { /* shown empty; the next event refetches */ }
@@ -248,12 +248,12 @@
     btn.disabled = true;
     out.className = "ticket-result pending"; out.textContent = "Placing…";
     const type = form.type.value;
-    const body = { account_id: form.account_id.value, symbol: SYMBOL, side, type, quantity: form.quantity.value.trim() };
+    const body = { symbol: SYMBOL, side, type, quantity: form.quantity.value.trim() };
     if (type !== "MARKET") body.price = form.price.value.trim();
-    if (!form.querySelector(".stop-field").hidden) body.stop_price = form.stop_price.value.trim();
-    if (!form.querySelector(".tif-field").hidden) body.time_in_force = form.time_in_force.value;
+    if (!form.querySelector(".stop-field").hidden) body.stopPrice = form.stop_price.value.trim();
+    if (!form.querySelector(".tif-field").hidden) body.timeInForce = form.time_in_force.value;
     try {
-      const r = await postJSON("/dashboard/api/orders/", body);
+      const r = await postJSON(`/api/v1/accounts/${form.account_id.value}/orders`, body);
       if (r.ok) {
         const o = r.body;
         out.className = "ticket-result ok";

@@ -1,0 +1,81 @@
+"""Reads of the risk app shared by the REST API and pages: an account's audit events and its
+risk limits. The caller resolves the account first (``trading.selectors.account_get``), which is
+where access is decided: these functions read only the account they are given."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from risk.models import AuditEvent, RiskLimit
+
+
+def _dstr(value) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def audit_events_list(*, account, action: str | None = None, outcome: str | None = None, channel: str | None = None,
+                      since_ms: int | None = None, until_ms: int | None = None):
+    """QuerySet of ``account``'s audit events, newest first, filtered by exact ``action``,
+    ``outcome``, ``channel`` and time (``since_ms`` inclusive, ``until_ms`` exclusive, ms since the
+    epoch UTC). Rows of other accounts are never included."""
+    qs = AuditEvent.objects.filter(account=account).select_related("actor_user", "actor_token")
+    if action:
+        qs = qs.filter(action=action)
+    if outcome:
+        qs = qs.filter(outcome=outcome)
+    if channel:
+        qs = qs.filter(channel=channel)
+    if since_ms is not None:
+        qs = qs.filter(created_at__gte=datetime.fromtimestamp(since_ms / 1000, tz=timezone.utc))
+    if until_ms is not None:
+        qs = qs.filter(created_at__lt=datetime.fromtimestamp(until_ms / 1000, tz=timezone.utc))
+    return qs.order_by("-created_at", "-id")
+
+
+def audit_event_as_dict(event: AuditEvent) -> dict:
+    """One audit event: ``{id, time (ms UTC), accountId, channel, action, outcome, actorUser
+    (username), actorToken (token name), message, params, result, riskDecision, latencyMs,
+    requestId}``. Token plaintexts and exchange secrets are never in audit rows (``risk.audit``)."""
+    return {
+        "id": event.pk,
+        "time": int(event.created_at.timestamp() * 1000),
+        "accountId": event.account_id,
+        "channel": event.channel,
+        "action": event.action,
+        "outcome": event.outcome,
+        "actorUser": event.actor_user.get_username() if event.actor_user_id else None,
+        "actorToken": event.actor_token.name if event.actor_token_id else None,
+        "message": event.message,
+        "params": event.params if isinstance(event.params, dict) else {"value": event.params},
+        "result": event.result,
+        "riskDecision": event.risk_decision,
+        "latencyMs": event.latency_ms,
+        "requestId": event.request_id,
+    }
+
+
+LIMIT_FIELDS = {  # API name → RiskLimit field
+    "maxOrderNotional": "max_order_notional",
+    "maxPositionNotional": "max_position_notional",
+    "maxTotalExposure": "max_total_exposure",
+    "maxOpenOrders": "max_open_orders",
+    "maxOrdersPerMinute": "max_orders_per_minute",
+    "allowedSymbols": "allowed_symbols",
+    "priceBandPct": "price_band_pct",
+    "maxDailyLoss": "max_daily_loss",
+}
+
+
+def risk_limits_get(*, account) -> dict:
+    """``account``'s ``RiskLimit`` with the API's names (amounts in the quote asset as decimal
+    strings, null = unlimited) and its ``tradingState``; an account without a row has no limits."""
+    limit = RiskLimit.objects.filter(account=account).first() or RiskLimit(account=account)
+    out = {"accountId": account.pk, "tradingState": limit.trading_state}
+    for name, attr in LIMIT_FIELDS.items():
+        value = getattr(limit, attr)
+        if attr == "allowed_symbols":
+            out[name] = list(value or [])
+        elif attr in ("max_open_orders", "max_orders_per_minute"):
+            out[name] = value
+        else:
+            out[name] = _dstr(value)
+    return out
