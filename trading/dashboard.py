@@ -304,10 +304,12 @@ def token_as_dict(token) -> dict:
 
 
 def tokens_list(*, user) -> list[dict]:
-    """The user's agent tokens, newest first (``token_as_dict``)."""
+    """The user's bearer agent tokens, newest first (``token_as_dict``); the permission records of
+    OAuth grants are listed with their grants (``oauth.selectors.oauth_grants_list``)."""
     from risk.models import AgentToken
 
-    return [token_as_dict(t) for t in AgentToken.objects.filter(user=user).prefetch_related("accounts").order_by("-created_at", "-id")]
+    tokens = AgentToken.objects.filter(user=user, oauth_grant__isnull=True)
+    return [token_as_dict(t) for t in tokens.prefetch_related("accounts").order_by("-created_at", "-id")]
 
 
 def token_create(*, user, name: str, scopes: list[str], expires_days: int | None = None,
