@@ -112,3 +112,16 @@ def oauth_grant_revoke(*, user, grant_id, channel: str = Channel.DASHBOARD) -> O
     except (OAuthGrant.DoesNotExist, ValueError, TypeError):
         raise NotFound("OAuth grant not found among yours.") from None
     return grant
+
+
+def oauth_client_remove(*, application, actor_user=None) -> None:
+    """Remove a registered OAuth client: revoke every grant of it (``oauth_grant_revoke``: the
+    permission records and tokens die at once), then delete the ``Application`` with its remaining
+    tokens and codes. Audited as ``oauth.client_remove``."""
+    for grant in OAuthGrant.objects.filter(application=application, revoked_at__isnull=True):
+        oauth_grant_revoke(user=grant.user, grant_id=grant.pk, channel=Channel.ADMIN)
+    with transaction.atomic():
+        audit_record(channel=Channel.ADMIN, action="oauth.client_remove", outcome=Outcome.OK, actor_user=actor_user,
+                     params={"client_id": application.client_id, "client_name": application.name})
+        OAuthGrant.objects.filter(application=application).delete()
+        application.delete()

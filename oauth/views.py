@@ -80,13 +80,19 @@ class ConsentView(dot_views.AuthorizationView):
         return super().dispatch(request, *args, **kwargs)
 
     def get(self, request, *args, **kwargs):
-        if not selectors.resource_matches(request.GET.getlist("resource")):
+        resource_ok = selectors.resource_matches(request.GET.getlist("resource"))
+        pkce_ok = request.GET.get("code_challenge_method") == "S256" and request.GET.get("code_challenge")
+        if not (resource_ok and pkce_ok):
             try:
                 _scopes, credentials = self.validate_authorization_request(request)
             except OAuthToolkitError as error:
                 return self.error_response(error, application=None)
             application = get_application_model().objects.get(client_id=credentials["client_id"])
-            return self.error_response(_resource_error(credentials), application)
+            error = _resource_error(credentials) if not resource_ok else OAuthToolkitError(
+                error=CustomOAuth2Error(error="invalid_request", state=credentials.get("state"),
+                                        description="PKCE is required: send code_challenge with code_challenge_method=S256."),
+                redirect_uri=credentials.get("redirect_uri"))
+            return self.error_response(error, application)
         return super().get(request, *args, **kwargs)
 
     def get_form_kwargs(self):

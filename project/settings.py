@@ -362,6 +362,7 @@ OAUTH2_PROVIDER = {
     },
     "DEFAULT_SCOPES": ["market:read"],
     "OAUTH2_VALIDATOR_CLASS": "oauth.validators.GrantLinkingValidator",
+    "APPLICATION_ADMIN_CLASS": "oauth.admin.ClientAdmin",
     "PKCE_REQUIRED": True,
     "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,  # S256 only
     "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
@@ -393,6 +394,6 @@ OAUTH2_PROVIDER = {
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "ratelimit": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                  "KEY_PREFIX": f"{REDIS_KEY_PREFIX}rl"},
+                  "KEY_PREFIX": f"{REDIS_KEY_PREFIX}ratelimit:oauth"},
 }
 RATELIMIT_USE_CACHE = "ratelimit"
