@@ -295,4 +295,4 @@ def grant_revoke_view(request, grant_id: int):
         services.oauth_grant_revoke(user=request.user, grant_id=grant_id)
     except TradingError as exc:
         return JsonResponse({"error": exc.msg}, status=404)
-    return redirect(reverse("tokens") + "?revoked=1")
+    return redirect(reverse("tokens") + "?grant_revoked=1")
