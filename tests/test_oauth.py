@@ -72,6 +72,16 @@ def refresh(client: Client, client_id, refresh_token, **extra):
     return client.post("/oauth/token/", data)
 
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections():
+    """The in-process /mcp calls run sync code in the tool pool: close those threads' database
+    connections after each test (PostgreSQL cannot drop the test database while they are open)."""
+    yield
+    from risk import mcp_guard
+
+    mcp_guard.close_tool_connections()
+
+
 @pytest.fixture
 def person(trader, make_user):
     """(browser Client logged in as alice, alice, her paper account, a second account of hers)."""
@@ -213,11 +223,13 @@ def test_read_only_grant_on_one_account_works_at_mcp_and_cannot_trade(person, ap
     assert is_error and "trade" in message
     is_error, message = call(access, "get_account", account_id=second.pk)
     assert is_error
-    event = AuditEvent.objects.filter(action="mcp.get_ticker").first() or AuditEvent.objects.filter(actor_token=record).first()
+    from risk.audit import audit_drain
+
+    audit_drain()
+    assert AuditEvent.objects.filter(action="mcp.get_ticker", actor_token=record, channel="mcp").exists()
     consent_event = AuditEvent.objects.get(action="oauth.consent")
     assert consent_event.actor_token_id == record.pk and consent_event.params["scopes"] == ["market:read", "account:read"]
     assert AuditEvent.objects.filter(action="oauth.token", outcome="ok", actor_token=record).exists()
-    del event
 
     page = browser.get("/tokens/").content.decode()
     assert "Test Agent" in page and f'data-grant-id="{grant.pk}"' in page
@@ -344,8 +356,7 @@ def test_redirect_uri_mismatch_is_refused_but_loopback_ports_may_differ(person, 
     browser = person[0]
     _, challenge = pkce()
     bad = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge, redirect_uri="http://127.0.0.1:33418/other")))
-    assert bad.status_code == 400 and b"Location" not in bad.content[:0]
-    assert not bad.has_header("Location")
+    assert bad.status_code == 400 and not bad.has_header("Location")  # never redirected to an unregistered URI
     evil = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge, redirect_uri="https://evil.example/callback")))
     assert evil.status_code == 400
     other_port = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge, redirect_uri="http://127.0.0.1:50123/callback")))
@@ -411,3 +422,16 @@ def test_login_and_token_endpoints_are_rate_limited_and_sign_ins_audited(setting
     assert AuditEvent.objects.filter(action="oauth.rate_limited", params__endpoint="login").count() == 1
     token = [Client().post("/oauth/token/", {"grant_type": "authorization_code", "code": "x"}) for _ in range(4)]
     assert [r.status_code for r in token][3] == 429 and token[3]["Retry-After"] == "60"
+
+
+def test_oauth_tokens_are_stored_only_as_checksums_and_never_shown(person, app_client, admin_client):
+    tokens = signed_in(person, app_client)
+    from oauth2_provider.models import get_refresh_token_model
+
+    for model in (get_access_token_model(), get_refresh_token_model()):
+        assert not model.objects.filter(token__in=[tokens["access_token"], tokens["refresh_token"]]).exists()
+    for page in ("/admin/oauth2_provider/accesstoken/", "/admin/oauth2_provider/refreshtoken/", "/admin/oauth/oauthgrant/",
+                 f"/admin/oauth/oauthgrant/{OAuthGrant.objects.get().pk}/change/", "/tokens/"):
+        html = admin_client.get(page).content.decode()
+        assert tokens["access_token"] not in html and tokens["refresh_token"] not in html, page
+    assert tokens["access_token"] not in str(list(AuditEvent.objects.values_list("params", "result")))
