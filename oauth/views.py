@@ -26,6 +26,7 @@ from oauth2_provider.models import get_application_model
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 
 from oauth import selectors, services
+from oauth.clients import registration_metadata_problem
 from oauth.forms import ConsentForm
 from risk.audit import audit_record
 from risk.models import Channel, Outcome
@@ -33,8 +34,6 @@ from trading.errors import TradingError
 from trading.selectors import accounts_for_user
 
 RETRY_AFTER_S = 60
-REGISTRATION_GRANT_TYPES = {"authorization_code", "refresh_token"}
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
 def rate_limited(request, group: str) -> bool:
@@ -192,44 +191,6 @@ class RevokeTokenView(dot_views.RevokeTokenView):
 
 def registration_error(description: str) -> JsonResponse:
     return JsonResponse({"error": "invalid_client_metadata", "error_description": description}, status=400)
-
-
-def redirect_uri_problem(uri) -> str | None:
-    """Why a redirect URI may not be registered, or None: it must be an absolute ``https`` URI,
-    or ``http`` on a loopback host (RFC 8252 §7.3; OAuth 2.1 §2.3.1), without fragment or userinfo."""
-    if not isinstance(uri, str) or len(uri) > 2000:
-        return "each redirect_uri must be a string of at most 2000 characters"
-    parts = urlsplit(uri)
-    if parts.fragment or "#" in uri or "@" in parts.netloc:
-        return f"redirect_uri {uri!r} must not have a fragment or userinfo"
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-        return None
-    return f"redirect_uri {uri!r} must use https, or http on a loopback host (127.0.0.1, [::1], localhost)"
-
-
-def registration_metadata_problem(metadata) -> str | None:
-    """Why RFC 7591 client metadata may not be registered here, or None: only the
-    authorization-code grant (optionally with refresh_token), ``code`` responses, and at least one
-    redirect URI passing ``redirect_uri_problem``."""
-    if not isinstance(metadata, dict):
-        return None  # django-oauth-toolkit answers malformed JSON itself
-    grant_types = metadata.get("grant_types", ["authorization_code"])
-    if not isinstance(grant_types, list) or not set(grant_types) <= REGISTRATION_GRANT_TYPES or \
-            "authorization_code" not in grant_types:
-        return "grant_types must be authorization_code (and optionally refresh_token)."
-    response_types = metadata.get("response_types", ["code"])
-    if not isinstance(response_types, list) or set(response_types) != {"code"}:
-        return 'response_types must be ["code"].'
-    uris = metadata.get("redirect_uris")
-    if not isinstance(uris, list) or not uris:
-        return "redirect_uris must be a non-empty array."
-    for uri in uris:
-        problem = redirect_uri_problem(uri)
-        if problem:
-            return problem
-    return None
 
 
 def _metadata(request):

@@ -379,6 +379,7 @@ OAUTH2_PROVIDER = {
     "DCR_ENABLED": True,
     "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
     "CIMD_ENABLED": True,
+    "CIMD_METADATA_FETCHER": "oauth.clients.CheckedMetadataFetcher",
     "CIMD_FETCH_TIMEOUT_SECONDS": 3,
     "CIMD_MAX_DOCUMENT_SIZE": 5 * 1024,
     "OIDC_ISS_ENDPOINT": PUBLIC_BASE_URL,

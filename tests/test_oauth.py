@@ -435,3 +435,86 @@ def test_oauth_tokens_are_stored_only_as_checksums_and_never_shown(person, app_c
         html = admin_client.get(page).content.decode()
         assert tokens["access_token"] not in html and tokens["refresh_token"] not in html, page
     assert tokens["access_token"] not in str(list(AuditEvent.objects.values_list("params", "result")))
+
+
+# --- client ID metadata documents ------------------------------------------------------------------
+
+CIMD_URL = "https://agent.example/oauth/client.json"
+
+
+class LoopbackDocumentFetcher:
+    """Test transport for ``oauth.clients.CheckedMetadataFetcher``: the https client_id URL's path
+    is fetched from a real HTTP server on loopback (django-oauth-toolkit's own fetcher refuses
+    non-public addresses, so a local document cannot be reached through it)."""
+
+    base_url = ""
+
+    def fetch_document(self, client_id):
+        import httpx
+
+        resp = httpx.get(self.base_url + urlsplit(client_id).path, timeout=3)
+        resp.raise_for_status()
+        return resp.json(), 300
+
+
+@pytest.fixture
+def cimd_document(settings):
+    """Serve a client ID metadata document from a loopback HTTP server; the fetcher reads it there."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from oauth.clients import CheckedMetadataFetcher
+
+    document = {"client_id": CIMD_URL, "client_name": "Metadata Agent", "redirect_uris": [REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+                "token_endpoint_auth_method": "none"}
+    fetched = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            fetched.append(self.path)
+            body = json.dumps(document).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fetcher = type("Fetcher", (LoopbackDocumentFetcher, CheckedMetadataFetcher),
+                   {"base_url": f"http://127.0.0.1:{server.server_address[1]}"})
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "CIMD_METADATA_FETCHER": fetcher}
+    yield document, fetched
+    server.shutdown()
+    from django.core.cache import cache
+
+    cache.clear()  # django-oauth-toolkit's per-URL failure backoff
+
+
+def test_client_id_metadata_document_client_signs_in(person, cimd_document, quotes):
+    document, fetched = cimd_document
+    browser = person[0]
+    verifier, challenge = pkce()
+    query = consent(browser, CIMD_URL, challenge, granted=("market:read",))
+    assert fetched == ["/oauth/client.json"]
+    app = get_application_model().objects.get(client_id=CIMD_URL)
+    assert app.name == "Metadata Agent" and app.client_type == "public"
+    resp = exchange(Client(), CIMD_URL, query["code"][0], verifier)
+    assert resp.status_code == 200, resp.content
+    is_error, ticker = call(resp.json()["access_token"], "get_ticker", symbol="BTCUSDT")
+    assert not is_error and ticker["symbol"] == "BTCUSDT"
+    assert fetched == ["/oauth/client.json"]  # cached on the Application, not fetched per request
+
+
+def test_metadata_document_breaking_our_rules_is_an_unknown_client(person, cimd_document):
+    document, fetched = cimd_document
+    document["redirect_uris"] = ["http://evil.example/cb"]
+    _, challenge = pkce()
+    resp = person[0].get("/oauth/authorize/?" + urlencode(authorize_params(CIMD_URL, challenge, redirect_uri="http://evil.example/cb")))
+    assert resp.status_code == 400 and not resp.has_header("Location")
+    assert fetched and not get_application_model().objects.filter(client_id=CIMD_URL).exists()
