@@ -125,3 +125,24 @@ def oauth_client_remove(*, application, actor_user=None) -> None:
                      params={"client_id": application.client_id, "client_name": application.name})
         OAuthGrant.objects.filter(application=application).delete()
         application.delete()
+
+
+def oauth_token_family(*, application, raw: str):
+    """The refresh-token family of a plain access or refresh token issued to ``application``, or None."""
+    if application is None or not raw:
+        return None
+    checksum = selectors.token_checksum(raw)
+    refresh = get_refresh_token_model().objects.filter(application=application)
+    family = refresh.filter(token_checksum=checksum).values_list("token_family", flat=True).first()
+    if family is None:
+        family = refresh.filter(access_token__token_checksum=checksum).values_list("token_family", flat=True).first()
+    return family
+
+
+def oauth_grant_revoke_family(*, application, token_family) -> OAuthGrant | None:
+    """Revoke the active grant of ``application`` whose tokens are ``token_family``
+    (``oauth_grant_revoke``), e.g. after the client revoked its tokens (RFC 7009); None if none."""
+    grant = OAuthGrant.objects.filter(application=application, token_family=token_family, revoked_at__isnull=True).first()
+    if grant is None or token_family is None:
+        return None
+    return oauth_grant_revoke(user=grant.user, grant_id=grant.pk, channel=Channel.API)

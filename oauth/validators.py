@@ -83,3 +83,12 @@ class GrantLinkingValidator(OAuth2Validator):
         if grant is not None and grant.token_family is None and token.get("refresh_token"):
             services.oauth_grant_bind_tokens(grant=grant, refresh_token=token["refresh_token"])
         return result
+
+    def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
+        """RFC 7009 (django-oauth-toolkit revokes the token and its pair); the client gave its
+        grant up, so the grant and its permission record are revoked too."""
+        client = getattr(request, "client", None)
+        family = services.oauth_token_family(application=client, raw=token)
+        super().revoke_token(token, token_type_hint, request, *args, **kwargs)
+        if family is not None:
+            services.oauth_grant_revoke_family(application=client, token_family=family)

@@ -290,6 +290,9 @@ def test_revoking_the_record_in_the_admin_or_rfc7009_stops_the_token(person, app
         resp = Client().post("/oauth/revoke_token/", {"token": tokens["access_token"], "client_id": app_client})
     assert resp.status_code == 200
     assert rpc(tokens["access_token"], "tools/list").status_code == 401
+    grant = OAuthGrant.objects.get()
+    assert grant.revoked_at is not None and grant.agent_token.revoked_at is not None  # shown as revoked
+    assert refresh(Client(), app_client, tokens["refresh_token"]).status_code == 400
 
     tokens = signed_in(person, app_client)
     assert rpc(tokens["access_token"], "tools/list").status_code == 200
