@@ -1,5 +1,6 @@
 """Keep cached MCP identities of OAuth access tokens honest, revoke a deleted grant's permission
 record, and audit dashboard sign-ins."""
+from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_delete
@@ -31,6 +32,17 @@ def _agent_token_changed(sender, instance, created=False, **kwargs):
     grant = OAuthGrant.objects.filter(agent_token=instance).only("token_family").first()
     if grant is not None:
         checksums = oauth_access_token_checksums(token_family=grant.token_family)
+        transaction.on_commit(lambda: forget_tokens(checksums))
+
+
+@receiver(post_save, sender=get_user_model())
+def _user_changed(sender, instance, created=False, **kwargs):
+    """A user changed (e.g. deactivated): drop the cached identities of their OAuth access tokens,
+    as ``risk.signals`` does for their bearer tokens."""
+    if created:
+        return
+    checksums = list(get_access_token_model().objects.filter(user=instance).values_list("token_checksum", flat=True))
+    if checksums:
         transaction.on_commit(lambda: forget_tokens(checksums))
 
 

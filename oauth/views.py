@@ -127,6 +127,10 @@ class ConsentView(dot_views.AuthorizationView):
         """On allow, record the consent and pass its id to the validator with the credentials
         (oauthlib sets them on its request), in one transaction with the code."""
         if not allow:
+            audit_record(channel=Channel.DASHBOARD, action="oauth.consent", outcome=Outcome.REJECTED, actor_user=request.user,
+                         message="The person denied the client access.",
+                         params={"client_id": str(credentials.get("client_id", ""))[:255],
+                                 "redirect_host": urlsplit(credentials.get("redirect_uri") or "").netloc})
             return super().create_authorization_response(request, scopes, credentials, allow)
         form = self.consent_form
         if not selectors.resource_matches(credentials.get("resource")):

@@ -396,6 +396,8 @@ def test_denying_consent_redirects_with_access_denied_and_creates_nothing(person
     resp = browser.post("/oauth/authorize/", data)
     assert resp.status_code == 302 and parse_qs(urlsplit(resp["Location"]).query)["error"] == ["access_denied"]
     assert not OAuthGrant.objects.exists() and not AgentToken.objects.filter(name__startswith="OAuth:").exists()
+    denied = AuditEvent.objects.get(action="oauth.consent")
+    assert denied.outcome == "rejected" and denied.params["client_id"] == app_client
 
 
 def test_pkce_s256_is_required(person, app_client):
@@ -521,3 +523,13 @@ def test_metadata_document_breaking_our_rules_is_an_unknown_client(person, cimd_
     resp = person[0].get("/oauth/authorize/?" + urlencode(authorize_params(CIMD_URL, challenge, redirect_uri="http://evil.example/cb")))
     assert resp.status_code == 400 and not resp.has_header("Location")
     assert fetched and not get_application_model().objects.filter(client_id=CIMD_URL).exists()
+
+
+def test_deactivating_the_person_stops_their_oauth_tokens(person, app_client, quotes, django_capture_on_commit_callbacks):
+    _, user, _, _ = person
+    tokens = signed_in(person, app_client)
+    assert rpc(tokens["access_token"], "tools/list").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = False
+        user.save()
+    assert rpc(tokens["access_token"], "tools/list").status_code == 401
