@@ -61,6 +61,12 @@ def _resource_error(credentials: dict) -> OAuthToolkitError:
     )
 
 
+class ConsentRequired(Exception):
+    """Raised where django-oauth-toolkit would approve without asking (``approval_prompt=auto``
+    with an earlier token, or an application marked ``skip_authorization``): every grant here
+    needs the person's choices, so the consent page is shown instead."""
+
+
 @method_decorator(xframe_options_deny, name="dispatch")
 class ConsentView(dot_views.AuthorizationView):
     """GET ``/oauth/authorize/``: after sign-in, the consent page (client name, redirect host,
@@ -92,7 +98,10 @@ class ConsentView(dot_views.AuthorizationView):
                                         description="PKCE is required: send code_challenge with code_challenge_method=S256."),
                 redirect_uri=credentials.get("redirect_uri"))
             return self.error_response(error, application)
-        return super().get(request, *args, **kwargs)
+        try:
+            return super().get(request, *args, **kwargs)
+        except ConsentRequired:  # an "auto" approval or a skip-authorization client: the person decides anyway
+            return self.render_to_response(self.get_context_data(**self.oauth2_data))
 
     def get_form_kwargs(self):
         kwargs = super().get_form_kwargs()
@@ -126,6 +135,8 @@ class ConsentView(dot_views.AuthorizationView):
     def create_authorization_response(self, request, scopes, credentials, allow):
         """On allow, record the consent and pass its id to the validator with the credentials
         (oauthlib sets them on its request), in one transaction with the code."""
+        if allow and getattr(self, "consent_form", None) is None:
+            raise ConsentRequired
         if not allow:
             audit_record(channel=Channel.DASHBOARD, action="oauth.consent", outcome=Outcome.REJECTED, actor_user=request.user,
                          message="The person denied the client access.",

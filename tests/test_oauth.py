@@ -533,3 +533,15 @@ def test_deactivating_the_person_stops_their_oauth_tokens(person, app_client, qu
         user.is_active = False
         user.save()
     assert rpc(tokens["access_token"], "tools/list").status_code == 401
+
+
+def test_consent_is_asked_even_for_auto_approval_or_skip_authorization_clients(person, app_client):
+    browser = person[0]
+    signed_in(person, app_client)
+    _, challenge = pkce()
+    auto = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge, approval_prompt="auto")))
+    assert auto.status_code == 200 and b"consent-form" in auto.content
+    get_application_model().objects.filter(client_id=app_client).update(skip_authorization=True)
+    skip = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge)))
+    assert skip.status_code == 200 and b"consent-form" in skip.content
+    assert OAuthGrant.objects.count() == 1
