@@ -545,3 +545,21 @@ def test_consent_is_asked_even_for_auto_approval_or_skip_authorization_clients(p
     skip = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge)))
     assert skip.status_code == 200 and b"consent-form" in skip.content
     assert OAuthGrant.objects.count() == 1
+
+
+def test_symbol_restriction_from_consent_applies_and_unknown_symbols_are_refused(person, app_client, quotes):
+    browser = person[0]
+    _, challenge = pkce()
+    page = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge)))
+    form = page.context["form"]
+    data = {name: form.initial.get(name) or "" for name in
+            ("redirect_uri", "scope", "client_id", "state", "response_type", "code_challenge", "code_challenge_method", "resource")}
+    data.update({"allow": "on", "granted_scopes": ["market:read", "trade"], "symbols": "NOPEUSDT"})
+    resp = browser.post("/oauth/authorize/", data)
+    assert resp.status_code == 200 and b"consent-form-error" in resp.content and b"NOPEUSDT" in resp.content
+    assert not OAuthGrant.objects.exists() and not AgentToken.objects.filter(name__startswith="OAuth:").exists()
+
+    tokens = signed_in(person, app_client, granted=("market:read", "trade"), symbols="ethusdt")
+    assert OAuthGrant.objects.get().agent_token.symbols == ["ETHUSDT"]
+    is_error, message = call(tokens["access_token"], "place_order", symbol="BTCUSDT", side="BUY", quantity="0.002")
+    assert is_error and "BTCUSDT" in message
