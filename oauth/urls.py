@@ -20,7 +20,7 @@ urlpatterns = [
     path("oauth/authorize/", views.ConsentView.as_view(), name="authorize"),
     path("oauth/token/", views.TokenView.as_view(), name="token"),
     path("oauth/revoke_token/", views.RevokeTokenView.as_view(), name="revoke-token"),
-    path("oauth/introspect/", dot_views.IntrospectTokenView.as_view(), name="introspect"),
+    path("oauth/introspect/", views.IntrospectView.as_view(), name="introspect"),
     path("oauth/register/", views.RegistrationView.as_view(), name="dcr-register"),
     path("oauth/register/<str:client_id>/", views.RegistrationManagementView.as_view(),
          name="dcr-register-management"),

@@ -118,13 +118,18 @@ class ConsentView(dot_views.AuthorizationView):
         requested = (context.get("scopes") or (self.request.POST.get("scope", "").split()))
         descriptions = settings.OAUTH2_PROVIDER["SCOPES"]
         context.update({
-            "page": "tokens", "client": application, "redirect_host": urlsplit(redirect_uri).netloc or redirect_uri,
+            "page": "tokens", "client": application,
+            "client_label": (application.name or application.client_id) if application else "an unknown client",
+            "redirect_host": urlsplit(redirect_uri).netloc or redirect_uri,
             "requested_scopes": [(s, descriptions.get(s, s)) for s in requested],
             "resource": settings.MCP_RESOURCE_URL,
         })
         return context
 
     def form_valid(self, form):
+        if not get_application_model().objects.filter(client_id=form.cleaned_data["client_id"]).exists():
+            form.add_error(None, "Unknown client: start the sign-in again from your MCP client.")
+            return self.form_invalid(form)
         self.consent_form = form
         try:
             return super().form_valid(form)
@@ -201,6 +206,21 @@ class RevokeTokenView(dot_views.RevokeTokenView):
             return too_many_requests(request, "revoke")
         response = super().post(request, *args, **kwargs)
         _audit_endpoint(request, "oauth.revoke_token", response, params={"client_id": _client_id(request)})
+        return response
+
+
+class IntrospectView(dot_views.IntrospectTokenView):
+    """POST ``/oauth/introspect/`` (RFC 7662), django-oauth-toolkit's, for a confidential client
+    created in the admin (client credentials) or a token with the ``introspection`` scope. A token
+    is active only if it still works at ``/mcp`` (``selectors.resolve_oauth_access_token``: its
+    grant, permission record and user are active and it is bound to our resource)."""
+
+    @staticmethod
+    def get_token_response(token_value=None):
+        response = dot_views.IntrospectTokenView.get_token_response(token_value)
+        if response.status_code == 200 and json.loads(response.content).get("active"):
+            if selectors.resolve_oauth_access_token(token_value) is None:
+                return JsonResponse({"active": False})
         return response
 
 

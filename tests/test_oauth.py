@@ -563,3 +563,33 @@ def test_symbol_restriction_from_consent_applies_and_unknown_symbols_are_refused
     assert OAuthGrant.objects.get().agent_token.symbols == ["ETHUSDT"]
     is_error, message = call(tokens["access_token"], "place_order", symbol="BTCUSDT", side="BUY", quantity="0.002")
     assert is_error and "BTCUSDT" in message
+
+
+def test_introspection_for_a_confidential_client_reflects_revocation(person, app_client, django_capture_on_commit_callbacks):
+    app = get_application_model().objects.create(name="resource server", client_type="confidential",
+                                                 authorization_grant_type="client-credentials", client_secret="s3cret-for-tests",
+                                                 client_id="rs-client")
+    assert app.pk
+    tokens = signed_in(person, app_client)
+    basic = "Basic " + base64.b64encode(b"rs-client:s3cret-for-tests").decode()
+    info = Client().post("/oauth/introspect/", {"token": tokens["access_token"]}, HTTP_AUTHORIZATION=basic).json()
+    assert info["active"] is True and info["aud"] == [settings.MCP_RESOURCE_URL] and info["client_id"] == app_client
+    assert Client().post("/oauth/introspect/", {"token": tokens["access_token"]}).status_code in (401, 403)  # no client auth
+    with django_capture_on_commit_callbacks(execute=True):
+        record = OAuthGrant.objects.get().agent_token
+        record.revoked_at = timezone.now()
+        record.save()
+    assert Client().post("/oauth/introspect/", {"token": tokens["access_token"]}, HTTP_AUTHORIZATION=basic).json() == {"active": False}
+
+
+def test_tampered_consent_for_an_unknown_client_is_a_form_error(person, app_client):
+    browser = person[0]
+    _, challenge = pkce()
+    page = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge)))
+    form = page.context["form"]
+    data = {name: form.initial.get(name) or "" for name in
+            ("redirect_uri", "scope", "client_id", "state", "response_type", "code_challenge", "code_challenge_method", "resource")}
+    data.update({"allow": "on", "granted_scopes": ["market:read"], "client_id": "no-such-client"})
+    resp = browser.post("/oauth/authorize/", data)
+    assert resp.status_code == 200 and b"Unknown client" in resp.content
+    assert not OAuthGrant.objects.exists()
