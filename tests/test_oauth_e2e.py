@@ -133,8 +133,7 @@ def raw_status(base_url: str, token: str) -> httpx.Response:
 
 
 @pytest.fixture
-def live(stack, trader, monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # plain ORM reads between awaits below
+def live(stack, trader):
     exchange_info_sync()
     wait_until(lambda: get_redis().get(book_key("BTCUSDT")), timeout=30, what="a BTCUSDT quote")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -195,9 +194,8 @@ def test_mcp_client_signs_in_with_oauth_and_gets_exactly_what_was_granted(live, 
                 out["ws_before"] = json.loads(await asyncio.wait_for(ws.recv(), 15))
                 await page.goto(base + "/tokens/")
                 out["tokens_html"] = await page.content()
-                grant_id = OAuthGrant.objects.get(application__name="E2E Trader").pk
                 page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-                await page.click(f"tr[data-grant-id='{grant_id}'] button[type=submit]")
+                await page.click("#oauth-grants tr:has-text('E2E Trader') button[type=submit]")
                 await page.wait_for_url("**/tokens/?grant_revoked=1")
                 await page.screenshot(path=str(ARTIFACTS / "oauth-tokens-page.png"))
                 out["revoked_status"] = await asyncio.to_thread(raw_status, base, storage2.tokens.access_token)
