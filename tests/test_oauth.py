@@ -106,7 +106,7 @@ def signed_in(person, app_client, **choices):
     browser = person[0]
     verifier, challenge = pkce()
     query = consent(browser, app_client, challenge, **choices)
-    assert query["state"] == ["st-1"], query
+    assert query["state"] == ["st-1"] and query["iss"] == [settings.PUBLIC_BASE_URL], query  # RFC 9207
     resp = exchange(Client(), app_client, query["code"][0], verifier)
     assert resp.status_code == 200, resp.content
     return resp.json()
@@ -133,6 +133,7 @@ def test_discovery_documents_describe_our_mcp_resource_and_authorization_server(
         assert asm["revocation_endpoint"].endswith("/oauth/revoke_token/") and asm["introspection_endpoint"].endswith("/oauth/introspect/")
         assert asm["response_types_supported"] == ["code"] and "none" in asm["token_endpoint_auth_methods_supported"]
         assert asm["client_id_metadata_document_supported"] is True
+        assert asm["authorization_response_iss_parameter_supported"] is True
 
 
 def test_www_authenticate_names_the_metadata_and_the_scope():
