@@ -31,6 +31,12 @@ Environment variables (all optional unless noted):
 - ``WATCHED_SYMBOLS``: comma-separated symbols the ingester streams (default ``BTCUSDT,ETHUSDT``).
 - ``MARKET_DATA_MAX_AGE_S``: a cached quote older than this is stale: paper MARKET orders are
   refused rather than filled at an old price (default 30 s).
+- ``PUBLIC_BASE_URL``: the origin people and MCP clients reach this server at (default
+  ``http://127.0.0.1:8000``); the OAuth issuer and the MCP resource URL (``<it>/mcp``) derive from it.
+- ``OAUTH_ACCESS_TOKEN_TTL_S`` (default 900) / ``OAUTH_REFRESH_TOKEN_TTL_S`` (default 30 days):
+  lifetimes of OAuth access and refresh tokens (``oauth`` app).
+- ``OAUTH_RATE_LIMIT``: django-ratelimit rate of the login, consent, registration and token
+  endpoints, per client IP (default ``30/m``).
 """
 from __future__ import annotations
 
@@ -103,6 +109,8 @@ INSTALLED_APPS = [
     "trading",
     "risk",
     "api",
+    "oauth2_provider",
+    "oauth",
 ]
 
 MIDDLEWARE = [
@@ -458,3 +466,63 @@ CELERY_BEAT_SCHEDULE.update({
     "sync-trade-fees": {"task": "marketdata.tasks.sync_trade_fees", "schedule": 3600.0},
     "store-closed-klines-all-intervals": {"task": "marketdata.tasks.store_closed_klines_all", "schedule": 60.0},
 })
+
+# --- OAuth 2.1 for MCP clients (the ``oauth`` app, django-oauth-toolkit) -------------------------------
+# MCP authorization (spec 2025-11-25, basic/authorization): this server is both the protected resource
+# (/mcp, RFC 9728 metadata) and its authorization server (RFC 8414 metadata, RFC 7591 registration,
+# client ID metadata documents, RFC 8707 resource indicators bound to MCP_RESOURCE_URL).
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+MCP_RESOURCE_URL = f"{PUBLIC_BASE_URL}/mcp"
+OAUTH_ACCESS_TOKEN_TTL_S = int(os.environ.get("OAUTH_ACCESS_TOKEN_TTL_S", "900"))
+OAUTH_REFRESH_TOKEN_TTL_S = int(os.environ.get("OAUTH_REFRESH_TOKEN_TTL_S", str(30 * 86400)))
+OAUTH_RATE_LIMIT = os.environ.get("OAUTH_RATE_LIMIT", "30/m")
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"  # named so migrations can depend on it
+OAUTH2_PROVIDER = {
+    "SCOPES": {
+        "market:read": "Read market data: quotes, klines, indicators",
+        "account:read": "Read your accounts: balances, orders, positions, P&L",
+        "trade": "Place and cancel orders (risk-checked)",
+    },
+    "DEFAULT_SCOPES": ["market:read"],
+    "OAUTH2_VALIDATOR_CLASS": "oauth.validators.GrantLinkingValidator",
+    "APPLICATION_ADMIN_CLASS": "oauth.admin.ClientAdmin",
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,  # S256 only
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,  # only SHA-256 checksums of tokens are stored
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,  # never in a query string
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,  # RFC 9207 `iss` on the redirect back
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": OAUTH_ACCESS_TOKEN_TTL_S,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": OAUTH_REFRESH_TOKEN_TTL_S,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "REQUEST_APPROVAL_PROMPT": "force",
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
+    "ALLOW_LOCALHOST_LOOPBACK": True,  # RFC 8252 §7.3 any port, also for "localhost" (MCP clients use it)
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    "CIMD_ENABLED": True,
+    "CIMD_METADATA_FETCHER": "oauth.clients.CheckedMetadataFetcher",
+    "CIMD_FETCH_TIMEOUT_SECONDS": 3,
+    "CIMD_MAX_DOCUMENT_SIZE": 5 * 1024,
+    "OIDC_ISS_ENDPOINT": PUBLIC_BASE_URL,
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["none", "client_secret_post", "client_secret_basic"],
+    "OAUTH2_PROTECTED_RESOURCE_IDENTIFIER": MCP_RESOURCE_URL,
+    "OAUTH2_PROTECTED_RESOURCE_AUTHORIZATION_SERVERS": [PUBLIC_BASE_URL],
+    "OAUTH2_PROTECTED_RESOURCE_BEARER_METHODS_SUPPORTED": ["header"],
+    "OAUTH2_PROTECTED_RESOURCE_NAME": "TradingMCP",
+}
+# RFC 8252 §7.3 loopback redirects (native MCP clients) need "http" among the redirect schemes;
+# oauth.clients.redirect_uri_problem admits http only on a loopback host, so this check is moot.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]
+# django-ratelimit counts in Redis (shared by every web worker), not in a per-process cache.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimit": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                  "KEY_PREFIX": f"{REDIS_KEY_PREFIX}ratelimit:oauth"},
+}
+RATELIMIT_USE_CACHE = "ratelimit"

