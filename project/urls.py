@@ -10,5 +10,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("trading.api_urls")),
     path("evaluations/", include("agenteval.urls")),
+    path("", include("ops.urls")),  # /healthz, /readyz, /metrics
+    path("notifications/", include("notifications.urls")),
     path("", include("trading.urls")),
 ]

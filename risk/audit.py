@@ -12,6 +12,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from ops.signals import audit_observed
 from project import fastredis, fastsql
 from risk.models import AuditEvent
 
@@ -92,8 +93,12 @@ def audit_record(
         push: False when the caller pushes the event itself (with others of the same commit,
             ``audit_event_payload``).
 
-    The event is also pushed to the account's dashboard group after the transaction commits.
+    The event is also pushed to the account's dashboard group after the transaction commits, and
+    shown to ``ops.signals.audit_observed`` (metrics, notification triggers).
     """
+    audit_observed({"channel": channel, "action": action, "outcome": outcome, "actor_user": actor_user,
+                    "actor_token": actor_token, "account": account, "params": params, "message": message,
+                    "result": result, "risk_decision": risk_decision, "latency_ms": latency_ms, "request_id": request_id})
     event = fastsql.relate(AuditEvent(
         channel=channel,
         action=action,
@@ -161,6 +166,7 @@ def audit_enqueue(**event) -> None:
     ``actor_token``/``account`` given as objects or ids) to the write-ahead stream."""
     from marketdata.cache import get_redis
 
+    audit_observed(event)
     payload = _wal_payload(event)
     try:
         get_redis().xadd(audit_stream_key(), {"e": payload})
@@ -180,6 +186,7 @@ async def audit_enqueue_async(**event) -> None:
     together, which also loses what Redis had acknowledged: Redis runs without persistence here.
     An entry whose reply was lost although Redis stored it is written by both routes; both rows
     carry the entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
+    audit_observed(event)
     payload = _wal_payload(event)
     try:
         lane = await fastredis.lane()

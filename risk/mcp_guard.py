@@ -55,6 +55,7 @@ from types import SimpleNamespace
 from asgiref.sync import AsyncToSync, SyncToAsync, async_to_sync, sync_to_async
 from mcp.server.fastmcp.exceptions import ToolError
 
+from ops.context import bind_call
 from risk.audit import audit_enqueue, audit_enqueue_async
 from risk.models import Channel, Outcome, Scope
 from risk.trust import envelope, error_text
@@ -176,7 +177,7 @@ def _begin(name: str, toolset, kwargs: dict) -> tuple[CallContext, dict, float]:
     ctx = CallContext(
         user=getattr(request, "user", None),
         token=getattr(request, "auth", None),
-        request_id=uuid.uuid4().hex[:16],
+        request_id=bind_call(uuid.uuid4().hex[:16], user=getattr(request, "user", None), token=getattr(request, "auth", None), tool_name=name),
         tool=name,
     )
     return ctx, dict(kwargs), time.perf_counter()
