@@ -37,6 +37,18 @@ Environment variables (all optional unless noted):
   lifetimes of OAuth access and refresh tokens (``oauth`` app).
 - ``OAUTH_RATE_LIMIT``: django-ratelimit rate of the login, consent, registration and token
   endpoints, per client IP (default ``30/m``).
+- Operating it (``ops``, ``notifications``; docs/operating.md):
+  ``LOG_FORMAT`` (``console`` default, ``json``: one JSON object per line with request id, actor,
+  account), ``LOG_LEVEL`` (default INFO);
+  ``METRICS_TOKEN`` (bearer token for ``/metrics``; staff sessions need none);
+  ``PROMETHEUS_MULTIPROC_DIR`` (default ``<data dir>/prometheus``: every process's metric files);
+  ``READYZ_REQUIRED`` (checks that make ``/readyz`` answer 503, default
+  ``database,redis,channel_layer,ingester,beat,matcher``), ``READYZ_INGEST_MAX_AGE_S`` (default
+  ``MARKET_DATA_MAX_AGE_S``), ``READYZ_BEAT_MAX_AGE_S`` (default 30), ``BEAT_HEARTBEAT_S`` (5);
+  ``SITE_URL`` (links in notifications, default ``http://127.0.0.1:8000``),
+  ``NOTIFY_VENUE_DISCONNECT_S`` (market data silent this long = venue disconnect notification, 60),
+  ``NOTIFY_RATE_LIMIT`` (Celery rate limit of the sending task per worker, default ``30/m``),
+  ``NOTIFY_LOOKUP_TTL_S`` (how long a process caches who wants notifications, default 5).
 """
 from __future__ import annotations
 
@@ -67,6 +79,13 @@ LOCAL_MAIN_JOB = env_bool("TRADINGMCP_LOCAL", False)
 # The Fernet key of exchange secrets (risk.secrets) is generated once under DATA_DIR when missing
 # only here; elsewhere it must be configured (a lost key makes the stored secrets unreadable).
 KEEP_LOCAL_KEYS = DEBUG or LOCAL_MAIN_JOB
+
+# Prometheus multiprocess mode (ops.metrics): prometheus_client reads this variable when its first
+# metric is created, so it is set here, before any app imports it; every process of this machine
+# writes its samples under it and /metrics sums them.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "prometheus")
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 
 
 def _secret_key() -> str:
@@ -111,9 +130,13 @@ INSTALLED_APPS = [
     "api",
     "oauth2_provider",
     "oauth",
+    "django_prometheus",
+    "ops",
+    "notifications",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -125,6 +148,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # django-axes: refuses a login from a locked-out username+IP (last, as its docs require).
     "axes.middleware.AxesMiddleware",
+    "ops.middleware.RequestContextMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 # --- Content-Security-Policy (django-csp) -------------------------------------------------------------
@@ -427,11 +452,25 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "console")
+if LOG_FORMAT not in {"console", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be console or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "ops.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        # One JSON object per line (python-json-logger): time, level, logger, message, request id,
+        # actor (user or token *name*), account, and any extra= fields.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(actor)s %(account)s %(process)d",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "plain",
+                             "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "mcp": {"level": "WARNING"},
@@ -443,6 +482,22 @@ LOGGING = {
         "django.channels.server": {"level": "WARNING"},
     },
 }
+# With JSON logs the Celery worker keeps Django's handler instead of installing its own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
+
+# --- Operating it: health, metrics, notifications (ops, notifications; docs/operating.md) ----------
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+READYZ_REQUIRED = [c for c in os.environ.get("READYZ_REQUIRED", "database,redis,channel_layer,ingester,beat,matcher").split(",") if c]
+READYZ_INGEST_MAX_AGE_S = float(os.environ.get("READYZ_INGEST_MAX_AGE_S", str(MARKET_DATA_MAX_AGE_S)))
+READYZ_BEAT_MAX_AGE_S = float(os.environ.get("READYZ_BEAT_MAX_AGE_S", "30"))
+READYZ_MATCHER_LEASE = "paper_matcher"
+BEAT_HEARTBEAT_S = float(os.environ.get("BEAT_HEARTBEAT_S", "5"))
+CELERY_BEAT_SCHEDULE["ops-beat-heartbeat"] = {"task": "ops.tasks.beat_heartbeat", "schedule": BEAT_HEARTBEAT_S}
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+NOTIFY_VENUE_DISCONNECT_S = float(os.environ.get("NOTIFY_VENUE_DISCONNECT_S", "60"))
+NOTIFY_RATE_LIMIT = os.environ.get("NOTIFY_RATE_LIMIT", "30/m")
+NOTIFY_LOOKUP_TTL_S = float(os.environ.get("NOTIFY_LOOKUP_TTL_S", "5"))
+CELERY_BEAT_SCHEDULE["notifications-venue-watch"] = {"task": "notifications.tasks.venue_watch", "schedule": 10.0}
 
 # --- Market data (issue 3) -------------------------------------------------------------------------
 # Binance REST rate limits (marketdata.binance.VenueClient): back off on our own at this used weight

@@ -13,5 +13,7 @@ urlpatterns = [
     path("", include("oauth.urls")),
     path("api/", include("api.urls")),
     path("evaluations/", include("agenteval.urls")),
+    path("", include("ops.urls")),  # /healthz, /readyz, /metrics
+    path("notifications/", include("notifications.urls")),
     path("", include("trading.urls")),
 ]

@@ -11,6 +11,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from ops.signals import audit_observed
 from risk.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,11 @@ def audit_record(
     The row is inserted at once, in the caller's transaction when there is one (an order's audit
     row commits with the order). The event is also pushed to the account's dashboard group after
     the transaction commits.
+    Also shown to ``ops.signals.audit_observed`` (metrics, notification triggers).
     """
+    audit_observed({"channel": channel, "action": action, "outcome": outcome, "actor_user": actor_user,
+                    "actor_token": actor_token, "account": account, "params": params, "message": message,
+                    "result": result, "risk_decision": risk_decision, "latency_ms": latency_ms, "request_id": request_id})
     event = AuditEvent(
         channel=channel,
         action=action,
@@ -161,6 +166,7 @@ def audit_enqueue(**event) -> None:
     ``actor_token``/``account`` given as objects or ids) to the write-ahead stream."""
     from marketdata.cache import get_redis
 
+    audit_observed(event)
     payload = _wal_payload(event)
     try:
         get_redis().xadd(audit_stream_key(), {"e": payload})
@@ -181,6 +187,8 @@ async def audit_enqueue_async(**event) -> None:
     whose reply was lost although Redis stored it is written by both routes; both rows carry the
     entry's ``uid`` as ``wal_id``, so the second is refused (``audit_drain``)."""
     import asyncio
+
+    audit_observed(event)
 
     loop = asyncio.get_running_loop()
     batch = _open_batches.get(loop)

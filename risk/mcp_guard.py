@@ -56,6 +56,7 @@ from mcp import types
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp_server.djangomcp import global_mcp_server
 
+from ops.context import bind_call
 from risk.audit import audit_enqueue_async
 from risk.models import Channel, Outcome, Scope
 from risk.trust import envelope, error_text
@@ -137,8 +138,10 @@ def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: b
         @functools.wraps(func)
         async def guarded(**kwargs):
             identity = _identity.get()
-            ctx = CallContext(identity=identity, user=getattr(identity, "user", None), token=getattr(identity, "token", None),
-                              request_id=uuid.uuid4().hex[:16], tool=name, meta=_meta.get() or {})
+            user, token = getattr(identity, "user", None), getattr(identity, "token", None)
+            ctx = CallContext(identity=identity, user=user, token=token,
+                              request_id=bind_call(uuid.uuid4().hex[:16], user=user, token=token, tool_name=name),
+                              tool=name, meta=_meta.get() or {})
             t0 = time.perf_counter()
             reset = _current.set(ctx)
             try:

@@ -76,9 +76,18 @@ class Command(BaseCommand):
         procs["userstream"] = f"{py} manage.py userstream"
         procs["matcher"] = f"{py} manage.py paper_matcher"
 
+        # Prometheus multiprocess files of earlier runs belong to dead processes: start from zero.
+        metrics_dir = Path(settings.PROMETHEUS_MULTIPROC_DIR)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
         manager = Manager(Printer(sys.stdout))
         for name, cmd in procs.items():
             manager.add_process(name, cmd, env=env, cwd=str(settings.BASE_DIR))
-        self.stdout.write(f"Starting {', '.join(procs)}; dashboard at http://{opts['host']}:{opts['port']}/ (Ctrl-C stops all)")
+        base = f"http://{opts['host']}:{opts['port']}"
+        self.stdout.write(f"Starting {', '.join(procs)}; dashboard at {base}/ (Ctrl-C stops all)")
+        self.stdout.write(f"Health: {base}/healthz (alive) and {base}/readyz (database, Redis, channel layer, venue, "
+                          f"ingester, beat, matcher; 503 when not ready)")
+        self.stdout.write(f"Metrics: {base}/metrics (Prometheus; a staff login, or 'Authorization: Bearer $METRICS_TOKEN'"
+                          f"{' (set)' if settings.METRICS_TOKEN else ' (METRICS_TOKEN not set)'}); notifications: {base}/notifications/")
         manager.loop()
         sys.exit(manager.returncode)
