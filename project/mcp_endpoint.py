@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from marketdata.cache import async_redis_shared, read_ahead, read_ahead_keys
+from oauth.selectors import www_authenticate
 from project.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
 from risk.mcp_guard import SERVER, call_tool, identity_bound, list_tools_for
@@ -238,7 +239,7 @@ class MCPEndpoint:
         if auth is None or auth.identity is None:
             await unauthenticated_count(ip)
             await _send(send, 401, orjson.dumps({"detail": "Invalid, expired or revoked token, or none was sent."}),
-                        [(b"www-authenticate", b'Bearer realm="tradingmcp"')])
+                        [(b"www-authenticate", www_authenticate().encode())])
             return
         if auth.retry_after:
             await _send(send, 429, _error(f"Too Many Requests: this token's rate limit is reached; retry in {auth.retry_after} s."),
