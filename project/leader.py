@@ -60,8 +60,7 @@ class LeaderElection:
     Args:
         name: lease name; one leader per name and ``REDIS_KEY_PREFIX``.
         make_worker: builds a fresh worker (``run()`` coroutine, ``stop()``) for each term.
-        ttl_s: lease length in seconds (default ``settings.LEADER_LEASE_S`` or env
-            ``LEADER_LEASE_S``, 5); a dead leader is replaced after at most ``ttl_s`` + ``poll_s``.
+        ttl_s: lease length in seconds (default ``settings.LEADER_LEASE_S``, 5); a dead leader is replaced after at most ``ttl_s`` + ``poll_s``.
         poll_s: how often a follower tries to take the lease (default ``ttl_s / 5``).
         redis: an asyncio Redis client (default a new one from ``REDIS_URL``; closed at the end).
 
@@ -73,7 +72,7 @@ class LeaderElection:
                  poll_s: float | None = None, redis=None):
         self.name = name
         self.make_worker = make_worker
-        default_ttl = getattr(settings, "LEADER_LEASE_S", None) or os.environ.get("LEADER_LEASE_S", "5")
+        default_ttl = settings.LEADER_LEASE_S
         self.ttl_s = float(ttl_s if ttl_s is not None else default_ttl)
         self.poll_s = poll_s if poll_s is not None else max(0.1, self.ttl_s / 5)
         self.key = lease_key(name)

@@ -347,6 +347,11 @@ BINANCE_ENDPOINTS = {v: (_VENUE_URLS[v][0], _VENUE_URLS[v][2]) for v in ("testne
 SECRETS_ENCRYPTION_KEY = os.environ.get("SECRETS_ENCRYPTION_KEY", "")
 BINANCE_API_KEY = os.environ.get("BINANCE_API_KEY") or None
 BINANCE_API_SECRET = os.environ.get("BINANCE_API_SECRET") or None
+# Binance's documentation example key pair ("SIGNED Endpoint Examples for POST /api/v3/order"), which
+# the replay exchange accepts by default (replay/README.md): the key of replay-venue accounts that
+# have none of their own.
+REPLAY_DEMO_API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+REPLAY_DEMO_API_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 
 WATCHED_SYMBOLS = [s.strip().upper() for s in os.environ.get("WATCHED_SYMBOLS", "BTCUSDT,ETHUSDT").split(",") if s.strip()]
 MARKET_DATA_MAX_AGE_S = float(os.environ.get("MARKET_DATA_MAX_AGE_S", "30"))
@@ -581,3 +586,19 @@ CACHES = {
                   "KEY_PREFIX": f"{REDIS_KEY_PREFIX}ratelimit:oauth"},
 }
 RATELIMIT_USE_CACHE = "ratelimit"
+
+# --- The local supervisor (manage.py runstack, make run) and the demo set-up -------------------
+# WEB_SERVER ("uvicorn" default, or "daphne"), WEB_WORKERS (worker processes sharing the port,
+# default 1), WEB_WS_DEFLATE ("1": offer WebSocket permessage-deflate; off by default: our frames
+# are small JSON), HOST / PORT (where runstack serves, default 127.0.0.1:8000), whether REDIS_URL
+# was given (else runstack starts the embedded Redis), DEMO_USERNAME / DEMO_PASSWORD (setup_demo),
+# LEADER_LEASE_S (lease of the elected ingester, matcher and user-data follower, default 5 s).
+WEB_SERVER = os.environ.get("WEB_SERVER", "uvicorn")
+WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "1"))
+WEB_WS_DEFLATE = env_bool("WEB_WS_DEFLATE", False)
+RUN_HOST = os.environ.get("HOST", "127.0.0.1")
+RUN_PORT = int(os.environ.get("PORT", "8000"))
+REDIS_EMBEDDED = not os.environ.get("REDIS_URL")
+DEMO_USERNAME = os.environ.get("DEMO_USERNAME", "demo")
+DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "demo-trader-pass")
+LEADER_LEASE_S = float(os.environ.get("LEADER_LEASE_S", "5"))

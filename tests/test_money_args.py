@@ -77,7 +77,8 @@ def test_bad_quantity_is_refused_over_rest_and_nothing_is_booked(quotes, trader,
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     before = Order.objects.filter(account=account).count()
-    resp = client.post("/api/orders/", data=json.dumps({"symbol": "BTCUSDT", "side": "BUY", "quantity": value}),
+    resp = client.post(f"/api/v1/accounts/{account.pk}/orders",
+                       data=json.dumps({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": value}),
                        content_type="application/json")
     assert resp.status_code == 400, resp.content
     assert "quantity" in resp.json()["errors"]

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.http import HttpRequest
 from django.test import Client
 from django.utils import timezone
 
@@ -162,7 +163,7 @@ def test_deleting_a_grant_stops_pushes_of_that_account_to_the_grantees_mcp_socke
 
 def _login(username):
     client = Client()
-    assert client.login(username=username, password="pw-for-tests-1")
+    assert client.login(request=HttpRequest(), username=username, password="pw-for-tests-1")
     return client, f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
 

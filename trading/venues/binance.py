@@ -199,10 +199,8 @@ def credentials(account, stored=None) -> VenueCredential:
     key = account.api_key or settings.BINANCE_API_KEY or ""
     secret = settings.BINANCE_API_SECRET or ""
     if not secret and settings.BINANCE_VENUE == "replay":
-        from replay.account import DEMO_API_KEY, DEMO_API_SECRET
-
-        if key in ("", DEMO_API_KEY):
-            key, secret = DEMO_API_KEY, DEMO_API_SECRET
+        if key in ("", settings.REPLAY_DEMO_API_KEY):
+            key, secret = settings.REPLAY_DEMO_API_KEY, settings.REPLAY_DEMO_API_SECRET
     if not key or not secret:
         raise VenueAuthError(f"Account {account.pk} has no API key/secret configured for the {account.venue} venue.", code=-2014)
     return VenueCredential(key, secret, None, api_url, ws_api_url)

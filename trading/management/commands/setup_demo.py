@@ -19,9 +19,9 @@ class Command(BaseCommand):
     help = "Create the demo user, paper account and agent token; print the MCP URL and token."
 
     def add_arguments(self, parser):
-        parser.add_argument("--username", default=os.environ.get("DEMO_USERNAME", "demo"))
-        parser.add_argument("--password", default=os.environ.get("DEMO_PASSWORD", "demo-trader-pass"))
-        parser.add_argument("--base-url", default=os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"))
+        parser.add_argument("--username", default=settings.DEMO_USERNAME)
+        parser.add_argument("--password", default=settings.DEMO_PASSWORD)
+        parser.add_argument("--base-url", default=settings.PUBLIC_BASE_URL)
         parser.add_argument("--token-file", help="also write the token to this file (mode 600)")
 
     def handle(self, *args, **opts):
