@@ -30,23 +30,26 @@ class RequestContextMiddleware:
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
-    def _bind(self, request) -> str:
+    def _bind(self, request, user) -> str:
         rid = _incoming_id(request)
         context.request_id.set(rid)
-        context.actor.set(context.actor_name(getattr(request, "user", None)))
+        context.actor.set(context.actor_name(user))
         context.account.set(None)
         return rid
 
     def __call__(self, request):
         if iscoroutinefunction(self):
             return self.__acall__(request)
-        rid = self._bind(request)
+        rid = self._bind(request, getattr(request, "user", None))
         response = self.get_response(request)
         response["X-Request-ID"] = rid
         return response
 
     async def __acall__(self, request):
-        rid = self._bind(request)
+        # request.user is lazy and reads the session from the database: resolve it the async way
+        # (Django's ``HttpRequest.auser``), never in the event loop's thread.
+        user = await request.auser() if hasattr(request, "auser") else None
+        rid = self._bind(request, user)
         response = await self.get_response(request)
         response["X-Request-ID"] = rid
         return response
