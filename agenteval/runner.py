@@ -118,9 +118,9 @@ class ObservedEndpoint(MCPEndpoint):
         super().__init__()
         self.observer = observer
 
-    async def handle_request(self, root, identity) -> dict:
+    async def handle_request(self, root, identity, meta: dict | None = None) -> dict:
         t0 = time.perf_counter()
-        response = await super().handle_request(root, identity)
+        response = await super().handle_request(root, identity, meta)
         ms = (time.perf_counter() - t0) * 1000
         tool = (root.params or {}).get("name") if root.method == "tools/call" else None
         error = None

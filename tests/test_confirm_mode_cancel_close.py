@@ -53,7 +53,7 @@ def test_close_position_in_confirm_mode_holds_the_sell_and_leaves_resting_orders
     # rejected: nothing was sold and nothing canceled
     resp = Client()
     resp.force_login(user)
-    assert resp.post(f"/dashboard/api/approvals/{approval.pk}/reject/", "{}", content_type="application/json").status_code == 200
+    assert resp.post(f"/api/v1/approvals/{approval.pk}/reject", "{}", content_type="application/json").status_code == 200
     resting.refresh_from_db()
     assert resting.status == "NEW" and Balance.objects.get(account=account, asset="BTC").free == btc.free
 
