@@ -19,6 +19,8 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.http import require_POST
+from csp.constants import SELF
+from csp.decorators import csp_replace
 from django_ratelimit.core import is_ratelimited
 from oauth2_provider import views as dot_views
 from oauth2_provider.exceptions import OAuthToolkitError
@@ -67,7 +69,14 @@ class ConsentRequired(Exception):
     needs the person's choices, so the consent page is shown instead."""
 
 
+# The consent form posts to us and we answer with a redirect to the client's registered
+# redirect_uri; Chromium applies the page's CSP form-action to that redirect too, so this page
+# admits https targets and loopback callbacks (RFC 8252 §7.3) besides our own origin.
+CONSENT_FORM_ACTION = {"form-action": [SELF, "https:", "http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]}
+
+
 @method_decorator(xframe_options_deny, name="dispatch")
+@method_decorator(csp_replace(CONSENT_FORM_ACTION), name="dispatch")
 class ConsentView(dot_views.AuthorizationView):
     """GET ``/oauth/authorize/``: after sign-in, the consent page (client name, redirect host,
     requested scopes; the person picks scopes, accounts, symbols, confirm mode and expiry).
