@@ -30,6 +30,13 @@ def settings_view(request):
     return render(request, "notifications/settings.html", context, status=400 if error else 200)
 
 
+def _refused(request, exc: TradingError):
+    """The settings page with the refusal's message and its HTTP status (e.g. 404 for another's channel)."""
+    return render(request, "notifications/settings.html", {"page": "notifications", "error": exc.msg,
+                                                             "channels": [], "events": NotificationEvent.choices},
+                  status=exc.http_status)
+
+
 @login_required
 @require_POST
 def channel_delete_view(request, channel_id: int):
@@ -37,9 +44,7 @@ def channel_delete_view(request, channel_id: int):
     try:
         services.channel_delete(user=request.user, channel_id=channel_id)
     except TradingError as exc:
-        return render(request, "notifications/settings.html", {"page": "notifications", "error": exc.msg,
-                                                                 "channels": [], "events": NotificationEvent.choices},
-                      status=exc.http_status)
+        return _refused(request, exc)
     return redirect(reverse("notifications") + "?deleted=1")
 
 
@@ -50,7 +55,5 @@ def channel_test_view(request, channel_id: int):
     try:
         services.channel_test(user=request.user, channel_id=channel_id)
     except TradingError as exc:
-        return render(request, "notifications/settings.html", {"page": "notifications", "error": exc.msg,
-                                                                 "channels": [], "events": NotificationEvent.choices},
-                      status=exc.http_status)
+        return _refused(request, exc)
     return redirect(reverse("notifications") + "?tested=1")
