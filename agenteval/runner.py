@@ -45,7 +45,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from project.mcp_endpoint import MCPEndpoint
+from mcpapi.endpoint import MCPEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class McpServer:
     """``/mcp`` and ``/mcp/ws`` on uvicorn in a background thread (this process's settings/DB)."""
 
     def __init__(self, observer: ToolObserver):
-        from project.mcp_ws import MCPWebSocketApp
+        from mcpapi.ws import MCPWebSocketApp
 
         self.endpoint = ObservedEndpoint(observer)
         self.ws = MCPWebSocketApp(endpoint=self.endpoint)

@@ -1,7 +1,7 @@
 """``/api/v1/``: the REST API for people's own programs. Each view is thin: it checks the
 caller (token scope, account and symbol restrictions: the MCP tools' rules), validates the
 request (``api.serializers``) and calls the same service or selector as the matching MCP tool
-(``trading/mcp.py``, ``marketdata/mcp.py``, ``risk/mcp.py``), then answers its dict.
+(``mcpapi/tools/trading.py``, ``mcpapi/tools/marketdata.py``, ``mcpapi/tools/risk.py``), then answers its dict.
 
 Auth: ``Authorization: Bearer <agent token>`` or the dashboard's session (with its CSRF token
 on writes); rate limits per token (``risk.authentication.TokenRateThrottle``, 429 + Retry-After).
@@ -30,7 +30,7 @@ from api.fields import Integer, Text
 from marketdata import selectors as md
 from risk import selectors as risk_selectors
 from risk import services as risk_services
-from risk.mcp_guard import requested_symbols
+from risk.authentication import requested_symbols
 from risk.audit import audit_enqueue
 from risk.models import AgentToken, Channel, Outcome, Scope
 from trading import approvals, dashboard, portfolio, selectors, services

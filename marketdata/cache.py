@@ -111,7 +111,7 @@ def streams_version_key() -> str:
 # --- read-ahead: cache keys a request will read, fetched with its token check ---------------------
 #
 # A read tool registers which cache keys a call will read (``read_ahead_register``). The MCP
-# endpoints (``project.mcp_endpoint``, ``project.mcp_ws``) fetch those keys in the same pipelined
+# endpoints (``mcpapi.endpoint``, ``mcpapi.ws``) fetch those keys in the same pipelined
 # Redis round trip as the token check and rate-limit count, and run the call inside
 # ``read_ahead(values)``; ``mget_async`` then answers from those values instead of a second round
 # trip. The values are the same reads, made microseconds earlier, within the same request; nothing

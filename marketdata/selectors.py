@@ -67,13 +67,13 @@ def _symbol_cached(name: str) -> Symbol | None:
 async def symbol_get_async(symbol: str) -> Symbol:
     """``symbol_get`` for async callers (the MCP endpoint's event loop): answered from the
     in-process cache without leaving the loop; on a miss the DB lookup runs in a worker thread
-    (``risk.mcp_guard.run_sync``: the caller's thread under ``async_to_sync``, else the MCP tool
+    (``mcpapi.guard.run_sync``: the caller's thread under ``async_to_sync``, else the MCP tool
     pool, whose threads manage their DB connections). Same errors as ``symbol_get``."""
     name = _symbol_name(symbol)
     hit = _symbol_cached(name)
     if hit is not None:
         return hit
-    from risk.mcp_guard import run_sync
+    from project.workers import run_sync
 
     return await run_sync(symbol_get, name)
 
@@ -310,7 +310,7 @@ async def ticker_24h_rows_async(names: list[str], *, max_wait_s: float = 2.0) ->
         out = {n: cache.loads(raw) for n, raw in zip(names, raws) if raw is not None}
     missing = [n for n in names if n not in out]
     if missing:
-        from risk.mcp_guard import run_sync
+        from project.workers import run_sync
 
         out.update(await run_sync(_ticker_24h_fetch, missing, max_wait_s))
     return out

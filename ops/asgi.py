@@ -8,7 +8,7 @@ from ops import context, metrics
 def tag_transport(app, transport: str):
     """``app`` with ``ops.context.transport`` set to ``transport`` (``"http"`` for /mcp,
     ``"ws"`` for /mcp/ws) and a fresh request id for the connection; each MCP tool call binds
-    its own id on top (``risk.mcp_guard``)."""
+    its own id on top (``mcpapi.guard``)."""
     async def tagged(scope, receive, send):
         context.transport.set(transport)
         context.request_id.set(context.new_request_id())

@@ -6,7 +6,7 @@ their message headers (``ops.celery_hooks``).
 
 Set at the entry points: Django HTTP requests (``ops.middleware.RequestContextMiddleware``),
 the MCP transports (``ops.asgi.tag_transport`` in ``project.asgi``; each tool call binds its
-own id in ``risk.mcp_guard``), Celery tasks (``task_prerun``). Read by the log filter
+own id in ``mcpapi.guard``), Celery tasks (``task_prerun``). Read by the log filter
 (``ops.logs.ContextFilter``) and the metrics (``ops.metrics``).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ HEADER = "request_id"  # Celery message header carrying the id (also ``actor``, 
 
 
 def new_request_id() -> str:
-    """A fresh request id: 16 hex characters (the length ``risk.mcp_guard`` uses)."""
+    """A fresh request id: 16 hex characters (the length ``mcpapi.guard`` uses)."""
     return uuid.uuid4().hex[:16]
 
 
@@ -41,7 +41,7 @@ def actor_name(user=None, token=None) -> str:
 
 def bind_call(request_id_value: str, *, user=None, token=None, tool_name: str = "") -> str:
     """Bind one MCP tool call's context (its request id, actor and tool) and return the id.
-    Called where ``risk.mcp_guard`` creates the call's ``CallContext``."""
+    Called where ``mcpapi.guard`` creates the call's ``CallContext``."""
     request_id.set(request_id_value)
     actor.set(actor_name(user, token))
     if tool_name:

@@ -1,5 +1,5 @@
 """ASGI entry point: ``/mcp`` (the lean MCP endpoint), Django for the rest of HTTP (dashboard,
-admin, REST), ``/mcp/ws`` (MCP over WebSocket, ``project.mcp_ws``) and Channels for the other WebSockets."""
+admin, REST), ``/mcp/ws`` (MCP over WebSocket, ``mcpapi.ws``) and Channels for the other WebSockets."""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -12,8 +12,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from ops.asgi import count_websockets, tag_transport  # noqa: E402
-from project.mcp_endpoint import MCPEndpoint  # noqa: E402
-from project.mcp_ws import MCPWebSocketApp  # noqa: E402
+from mcpapi.endpoint import MCPEndpoint  # noqa: E402
+from mcpapi.ws import MCPWebSocketApp  # noqa: E402
 from project.routing import websocket_urlpatterns  # noqa: E402
 
 mcp_endpoint = MCPEndpoint()

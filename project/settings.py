@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "marketdata",
     "trading",
     "risk",
+    "mcpapi",
     "api",
     "oauth2_provider",
     "oauth",
@@ -419,7 +420,7 @@ DJANGO_MCP_GLOBAL_SERVER_CONFIG = {
     # sync view thread and the server hangs.
     "stateless": True,
 }
-# For django-mcp-server's own view, which is not routed (/mcp is project.mcp_endpoint, authenticated by
+# For django-mcp-server's own view, which is not routed (/mcp is mcpapi.endpoint, authenticated by
 # risk.authentication.authenticate_bearer like every transport); kept so that view could not serve unauthenticated.
 DJANGO_MCP_AUTHENTICATION_CLASSES = ["risk.authentication.AgentTokenAuthentication"]
 # Calls per minute per agent token on /mcp and the REST API (a token's own setting wins; 0 = unlimited).
@@ -427,9 +428,9 @@ TOKEN_RATE_LIMIT_PER_MINUTE = int(os.environ.get("TOKEN_RATE_LIMIT_PER_MINUTE", 
 DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
 # Live stream subscriptions a user (and so each of their agent tokens) may hold (stream_subscribe).
 MAX_STREAM_SUBSCRIPTIONS = int(os.environ.get("MAX_STREAM_SUBSCRIPTIONS", "20"))
-# Worker threads per web process for sync MCP tools (risk.mcp_guard.run_sync).
+# Worker threads per web process for sync MCP tools (mcpapi.guard.run_sync).
 MCP_TOOL_THREADS = max(1, int(os.environ.get("MCP_TOOL_THREADS", "4")))
-# /mcp/ws (project.mcp_ws): seconds to send an 'authenticate' message, market updates queued per
+# /mcp/ws (mcpapi.ws): seconds to send an 'authenticate' message, market updates queued per
 # connection, unread responses/events before a slow client is cut off, session resume window (s),
 # requests in flight per connection.
 MCP_WS_AUTH_TIMEOUT_S = float(os.environ.get("MCP_WS_AUTH_TIMEOUT_S", "10"))
@@ -479,7 +480,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "mcp": {"level": "WARNING"},
-        # django-mcp-server logs every tool error with a traceback; risk.mcp_guard logs real failures.
+        # django-mcp-server logs every tool error with a traceback; mcpapi.guard logs real failures.
         "mcp_server.djangomcp": {"level": "CRITICAL"},
         "httpx": {"level": "WARNING"},
         "axes": {"level": "WARNING"},  # its start-up banner; lockouts are warnings

@@ -1,5 +1,5 @@
 """URL routes: dashboard, auth, admin and the REST API. ``/mcp`` is served by
-``project.mcp_endpoint`` ahead of Django (see ``project.asgi``)."""
+``mcpapi.endpoint`` ahead of Django (see ``project.asgi``)."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path

@@ -246,7 +246,7 @@ async def authenticate_bearer_async(raw: str | bytes | None, *, count: bool = Fa
     database lookup. Raises ``redis.RedisError`` when Redis is unreachable."""
     from marketdata.cache import async_redis_shared
     from risk import ratelimit
-    from risk.mcp_guard import run_sync
+    from project.workers import run_sync
 
     key = credential(raw)
     if key is None:
@@ -331,3 +331,20 @@ class TokenRateThrottle:
 
     def wait(self):
         return self.wait_s
+
+
+def requested_symbols(kwargs: dict) -> list[str]:
+    """The symbols a tool call names (upper case): ``symbol``, ``symbols`` (a list or a
+    comma-separated string) and the symbol part of a ``stream`` name (``btcusdt@trade``)."""
+    names = []
+    if isinstance(kwargs.get("symbol"), str):
+        names.append(kwargs["symbol"])
+    many = kwargs.get("symbols")
+    if isinstance(many, str):
+        names += many.split(",")
+    elif isinstance(many, (list, tuple)):
+        names += [x for x in many if isinstance(x, str)]
+    stream = kwargs.get("stream")
+    if isinstance(stream, str) and "@" in stream:
+        names.append(stream.split("@", 1)[0])
+    return [n.strip().upper() for n in names if n.strip()]

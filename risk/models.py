@@ -56,7 +56,7 @@ class RiskLimit(models.Model):
 
 
 class Scope(models.TextChoices):
-    """What a token may do. Each MCP tool declares the one scope it needs (``risk.mcp_guard``)."""
+    """What a token may do. Each MCP tool declares the one scope it needs (``mcpapi.guard``)."""
 
     MARKET_READ = "market:read", "Read market data"
     ACCOUNT_READ = "account:read", "Read accounts, orders and positions"

@@ -5,7 +5,7 @@
 - Open sockets are told too: revoking or changing a token, deleting or changing a grant
   (``AccountGrant``), saving a user (deactivation) and logging out send ``{"type":
   "access.changed", "user": <id>}`` to the user's channel-layer group ``access_group(user_id)``
-  once the transaction commits. ``/mcp/ws`` connections (``project.mcp_ws``) and dashboard sockets
+  once the transaction commits. ``/mcp/ws`` connections (``mcpapi.ws``) and dashboard sockets
   (``trading.consumers``) of that user join the group and re-check their access when it arrives:
   a socket whose token, user or session is no longer valid is closed (4401); one that lost an
   account stops receiving it.

@@ -314,7 +314,7 @@ def test_a_request_is_parsed_as_the_sdks_union_would_parse_it(method, params):
     from mcp import types
     from pydantic import ValidationError
 
-    from project.mcp_endpoint import parse_client_request
+    from mcpapi.endpoint import parse_client_request
 
     raw = {"method": method, "params": params}
     try:

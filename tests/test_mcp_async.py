@@ -1,8 +1,8 @@
-"""The MCP hot path's dispatch (``risk.mcp_guard.mcp_tool``): async tools awaited on the
+"""The MCP hot path's dispatch (``mcpapi.guard.mcp_tool``): async tools awaited on the
 event loop, sync tools in a bounded worker pool instead of django-mcp-server's one shared thread,
 and the pool threads' database connections reused or closed as Django's settings say.
 
-These tests drive ``project.mcp_endpoint.MCPEndpoint`` in-process from ``asyncio.run`` (as an ASGI
+These tests drive ``mcpapi.endpoint.MCPEndpoint`` in-process from ``asyncio.run`` (as an ASGI
 server does: no ``async_to_sync`` caller thread), so the pool is what runs the sync tools; the
 database is transactional so the worker threads see the test's rows.
 """
@@ -17,7 +17,8 @@ from asgiref.sync import async_to_sync
 from django.db import connection, connections
 
 from marketdata import selectors
-from risk import mcp_guard
+from mcpapi import guard as mcp_guard
+from project import workers
 from risk.audit import audit_drain
 from risk.models import AuditEvent, Outcome
 from risk.services import agent_token_create
@@ -70,10 +71,10 @@ def run_on_loop(coro_fn, timeout=60):
 
 @pytest.fixture
 def endpoint():
-    from project.mcp_endpoint import MCPEndpoint
+    from mcpapi.endpoint import MCPEndpoint
 
     yield MCPEndpoint()
-    mcp_guard.close_tool_connections()
+    workers.close_tool_connections()
 
 
 @pytest.fixture
@@ -90,8 +91,8 @@ def test_tools_are_guarded_where_declared_and_listed_through_fastmcp():
     ``async def`` at their declaration, the rest are sync and run in the pool."""
     import inspect
 
-    from marketdata import mcp as md_tools
-    from trading import mcp as trading_tools
+    from mcpapi.tools import marketdata as md_tools
+    from mcpapi.tools import trading as trading_tools
 
     listed = {t.name for t in async_to_sync(mcp_guard.SERVER.list_tools)()}
     assert listed == set(mcp_guard.TOOL_SCOPES)
@@ -122,8 +123,8 @@ def test_async_tool_answers_while_every_pool_thread_is_busy(endpoint, quotes, re
         # Symbol cache would send its one DB lookup to the pool too).
         assert not (await _post(endpoint, token, "get_ticker", {"symbol": "BTCUSDT"}))[0]
         held_calls = [asyncio.create_task(_post(endpoint, token, "list_markets", {"page_size": 2}))
-                      for _ in range(mcp_guard.TOOL_THREADS)]
-        for _ in range(mcp_guard.TOOL_THREADS):  # every worker is inside list_markets
+                      for _ in range(workers.TOOL_THREADS)]
+        for _ in range(workers.TOOL_THREADS):  # every worker is inside list_markets
             while not inside.acquire(blocking=False):
                 await asyncio.sleep(0.01)
         ticker = await _post(endpoint, token, "get_ticker", {"symbol": "btcusdt"})
@@ -143,7 +144,7 @@ def test_sync_tools_overlap_in_the_pool(endpoint, symbols, reader, monkeypatch):
     """N sync calls are inside the tool at the same time (a barrier of N that would time out if the
     calls ran one after another, as on django-mcp-server's single thread)."""
     _, token = reader
-    n = min(3, mcp_guard.TOOL_THREADS)
+    n = min(3, workers.TOOL_THREADS)
     barrier = threading.Barrier(n, timeout=20)
     threads = set()
     real = selectors.markets_list
@@ -228,7 +229,7 @@ def test_a_tool_called_through_fastmcp_with_an_identity_answers(quotes, reader):
 
 def _worker_connections_open() -> list[bool]:
     """Whether each tool worker thread holds an open DB connection (one probe per thread)."""
-    n = mcp_guard.TOOL_THREADS
+    n = workers.TOOL_THREADS
     barrier = threading.Barrier(n, timeout=10)
 
     def probe():
@@ -236,7 +237,7 @@ def _worker_connections_open() -> list[bool]:
         barrier.wait()
         return is_open
 
-    futures = [mcp_guard.submit_to_pool(probe) for _ in range(n)]
+    futures = [workers.submit_to_pool(probe) for _ in range(n)]
     futures_wait(futures, 15)
     return [f.result() for f in futures]
 
@@ -271,7 +272,7 @@ def test_pool_threads_do_not_leak_database_connections(endpoint, symbols, reader
     ``close_tool_connections``. On PostgreSQL the process's own sockets to the server are counted too."""
     _, token = reader
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", max_age)
-    mcp_guard.close_tool_connections()
+    workers.close_tool_connections()
     baseline = _server_connections()
     peak = []
     probe = ThreadPoolExecutor(max_workers=1)  # one thread: the probe adds at most one connection
@@ -295,8 +296,8 @@ def test_pool_threads_do_not_leak_database_connections(endpoint, symbols, reader
     else:
         assert any(still_open)
     if baseline is not None:  # the probe's own thread adds one connection
-        assert max(peak) <= baseline + mcp_guard.TOOL_THREADS + 1, (baseline, peak)
-    mcp_guard.close_tool_connections()
+        assert max(peak) <= baseline + workers.TOOL_THREADS + 1, (baseline, peak)
+    workers.close_tool_connections()
     assert not any(_worker_connections_open())
     if baseline is not None:
         assert _server_connections() <= baseline
@@ -318,13 +319,13 @@ def test_a_connection_fresh_from_a_clean_call_skips_the_health_check_ping(monkey
             cur.execute("SELECT 1")
             return cur.fetchone()[0]
 
-    call = mcp_guard.with_db_hygiene(query)
+    call = workers.with_db_hygiene(query)
 
     def in_a_worker_thread():
         try:
             assert call() == 1 and call() == 1 and call() == 1  # opened, then reused at once
             fresh = len(pings)
-            mcp_guard.mark_connection_idle()  # as if idle for a second
+            workers.mark_connection_idle()  # as if idle for a second
             assert call() == 1
             return fresh, len(pings)
         finally:
@@ -485,7 +486,7 @@ def test_calls_queued_on_one_account_leave_the_pool_to_other_accounts(endpoint, 
 
     async def scenario():
         on_a = [asyncio.ensure_future(_post(endpoint, token, "place_order", {**args, "account_id": account_a.pk}))
-                for _ in range(mcp_guard.TOOL_THREADS + 2)]
+                for _ in range(workers.TOOL_THREADS + 2)]
         await asyncio.get_running_loop().run_in_executor(None, held.wait, 10)
         try:
             on_b = await asyncio.wait_for(_post(endpoint, token, "place_order", {**args, "account_id": account_b.pk}), 10)

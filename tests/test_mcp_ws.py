@@ -3,7 +3,7 @@ market data and account events, backpressure, and session resume.
 
 The stack tests run the production web server and the ingester as real processes against the
 replay exchange (``conftest.stack``) and talk to them with the ``mcp`` SDK's ``ClientSession``
-over ``tradingmcp_client.websocket``. The backpressure test drives ``project.mcp_ws`` in-process
+over ``tradingmcp_client.websocket``. The backpressure test drives ``mcpapi.ws`` in-process
 with a client that stops reading (an ASGI ``send`` that blocks), a real Redis channel layer and
 a real token.
 """
@@ -64,9 +64,9 @@ def _close_thread_connections():
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from risk import mcp_guard
+    from project import workers
 
-    mcp_guard.close_tool_connections()
+    workers.close_tool_connections()
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
 
 
@@ -295,7 +295,7 @@ class SlowClient:
 def test_slow_reader_gets_coalesced_market_data_but_every_order_event(symbols, trader):
     from channels_redis.core import RedisChannelLayer
 
-    from project.mcp_ws import MCPWebSocketApp
+    from mcpapi.ws import MCPWebSocketApp
 
     _, account, token = trader
     n_trades, n_events, queue = 390, 30, 16  # an order event every 13th trade
@@ -349,7 +349,7 @@ def test_pushes_reach_an_mcp_socket_while_another_consumer_of_the_process_waits(
     no stream updates after the end-to-end tests had left a dashboard socket open)."""
     from channels_redis.core import RedisChannelLayer
 
-    from project.mcp_ws import MCPWebSocketApp
+    from mcpapi.ws import MCPWebSocketApp
 
     _, account, token = trader
 
@@ -385,7 +385,7 @@ def test_pushes_reach_an_mcp_socket_while_another_consumer_of_the_process_waits(
 def test_a_client_that_never_reads_is_cut_off_rather_than_losing_order_events(symbols, trader, monkeypatch):
     from channels_redis.core import RedisChannelLayer
 
-    import project.mcp_ws as mcp_ws
+    import mcpapi.ws as mcp_ws
 
     _, account, token = trader
     monkeypatch.setattr(mcp_ws, "PRIORITY_LIMIT", 5)
@@ -417,7 +417,7 @@ def test_a_client_that_never_reads_is_cut_off_rather_than_losing_order_events(sy
 def _handshake(headers, frames=()):
     """Drive one in-process ``/mcp/ws`` connection: connect with ``headers``, send ``frames`` (text),
     then disconnect. Returns the messages the app sent (accept/close/send)."""
-    from project.mcp_ws import MCPWebSocketApp
+    from mcpapi.ws import MCPWebSocketApp
 
     async def scenario():
         inbox: asyncio.Queue = asyncio.Queue()

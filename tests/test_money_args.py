@@ -42,7 +42,7 @@ def _schemas() -> dict:
     if not _schema_cache:
         from asgiref.sync import async_to_sync
 
-        from risk.mcp_guard import SERVER
+        from mcpapi.guard import SERVER
 
         _schema_cache.update({t.name: t.model_dump() for t in async_to_sync(SERVER.list_tools)()})
     return _schema_cache

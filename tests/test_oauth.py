@@ -77,9 +77,9 @@ def _close_thread_connections():
     """The in-process /mcp calls run sync code in the tool pool: close those threads' database
     connections after each test (PostgreSQL cannot drop the test database while they are open)."""
     yield
-    from risk import mcp_guard
+    from project import workers
 
-    mcp_guard.close_tool_connections()
+    workers.close_tool_connections()
 
 
 @pytest.fixture

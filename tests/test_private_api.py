@@ -183,7 +183,7 @@ def test_the_scan_catches_each_kind_of_finding():
     good = [
         "class A:\n    def f(self):\n        return self._x",
         "def f(model):\n    return model._meta.fields",
-        "from risk import mcp_guard\nmcp_guard.TOOL_SCOPES",
+        "from mcpapi import guard as mcp_guard\nmcp_guard.TOOL_SCOPES",
         "def f(x):\n    return x.__class__",
     ]
     for source in good:

@@ -21,10 +21,10 @@ WITHIN_S = 1.0
 
 
 class WsClient:
-    """Drives ``project.mcp_ws.MCPWebSocketApp`` in process as an ASGI server would."""
+    """Drives ``mcpapi.ws.MCPWebSocketApp`` in process as an ASGI server would."""
 
     def __init__(self, token):
-        from project.mcp_ws import MCPWebSocketApp
+        from mcpapi.ws import MCPWebSocketApp
 
         self.app = MCPWebSocketApp()
         self.inbox: asyncio.Queue = asyncio.Queue()

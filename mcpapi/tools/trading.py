@@ -1,4 +1,4 @@
-"""MCP tools for accounts, orders, positions and P&L (declared with ``risk.mcp_guard.mcp_tool``; the module is autodiscovered by django-mcp-server).
+"""MCP tools for accounts, orders, positions and P&L (declared with ``mcpapi.guard.mcp_tool``; imported by ``mcpapi.mcp``, which django-mcp-server autodiscovers).
 
 Every tool acts only on the calling user's accounts: another user's account id answers "not
 found". Quantities are in the base asset, prices and notionals in the quote asset, times in ms
@@ -9,7 +9,7 @@ from typing import Annotated, Optional, Union
 from pydantic import BeforeValidator
 
 from marketdata import cache
-from risk.mcp_guard import TOOL_SCOPES, current_call, mcp_tool
+from mcpapi.guard import TOOL_SCOPES, current_call, mcp_tool
 from risk.models import Channel, Scope
 from trading import portfolio, selectors, services
 from trading.money import money_input

@@ -2,9 +2,9 @@
 
 Wire format: one JSON-RPC 2.0 message per text frame, both ways (what the mcp SDK's own, now
 deprecated, ``mcp.client.websocket`` transport and ``tradingmcp_client.websocket`` speak). Every
-request is answered by the **same** code as ``/mcp``: ``project.mcp_endpoint.MCPEndpoint.handle_request``
+request is answered by the **same** code as ``/mcp``: ``mcpapi.endpoint.MCPEndpoint.handle_request``
 (``tools/list`` filtered by the token's scopes and ``tools/call`` through FastMCP's public API, the
-guard of ``risk.mcp_guard.mcp_tool`` with its scope checks, typed errors and audit; ``initialize``,
+guard of ``mcpapi.guard.mcp_tool`` with its scope checks, typed errors and audit; ``initialize``,
 ``ping``, resources and prompts answered by the SDK). Nothing here implements a tool.
 
 The handshake is refused (HTTP 403) when ``Host`` is not in ``ALLOWED_HOSTS`` or ``Origin`` names
@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import uuid
 from urllib.parse import parse_qs
 
@@ -68,7 +67,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from marketdata.cache import read_ahead, read_ahead_keys
 from trading.events import BATCH_TYPE
 from project.hostcheck import host_allowed, origin_allowed
-from project.mcp_endpoint import MCPEndpoint, parse_message
+from mcpapi.endpoint import MCPEndpoint, parse_message
 from risk.authentication import Identity, authenticate_bearer_async
 from risk.signals import ACCESS_CHANGED, access_group
 from risk.trust import envelope, error_text
@@ -333,7 +332,7 @@ class Connection:
             log.warning("mcp ws: session save failed: %s", exc)
 
     async def _start(self) -> None:
-        from risk.mcp_guard import tool_allowed
+        from mcpapi.guard import tool_allowed
 
         self.meta = {"REMOTE_ADDR": (self.scope.get("client") or ("", 0))[0], "MCP_TRANSPORT": "websocket"}
         # The default "specific" prefix, as Channels' own consumers use: channels_redis serves all of
@@ -490,7 +489,7 @@ class Connection:
             await self._flush_then_close(CLOSE_UNAUTHORIZED, "Token revoked or expired, or its user deactivated.")
             return
         self.identity = auth.identity
-        from risk.mcp_guard import tool_allowed
+        from mcpapi.guard import tool_allowed
 
         allowed = set(await sync_to_async(_readable_account_ids)(self.identity)) \
             if tool_allowed("get_account", self.identity) else set()

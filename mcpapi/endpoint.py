@@ -1,12 +1,12 @@
 """The MCP endpoint (streamable HTTP, stateless, JSON responses) as a lean ASGI app at ``/mcp``.
 
 Tools, and everything else the server offers, are declared on one ``FastMCP`` object
-(``risk.mcp_guard.SERVER``, django-mcp-server's global server) with the guard applied where each
-tool is declared (``risk.mcp_guard.mcp_tool``). This module is the transport only, on public API:
+(``mcpapi.guard.SERVER``, django-mcp-server's global server) with the guard applied where each
+tool is declared (``mcpapi.guard.mcp_tool``). This module is the transport only, on public API:
 
 - the hot methods are answered here: ``tools/call`` through ``FastMCP.call_tool()`` and
   ``tools/list`` through ``FastMCP.list_tools()`` filtered by the token's scopes
-  (``risk.mcp_guard.call_tool`` / ``list_tools_for``);
+  (``mcpapi.guard.call_tool`` / ``list_tools_for``);
 - every other method (``initialize``, ``ping``, ``resources/*``, ``prompts/*``,
   ``completion/complete``, ``logging/setLevel`` ...) is answered by the SDK itself: the request
   goes to a stateless JSON ``StreamableHTTPSessionManager`` over the same server
@@ -20,7 +20,7 @@ One request is: Host and Origin checks (``project.hostcheck``: ``ALLOWED_HOSTS``
 ``risk.authentication.authenticate_bearer_async`` (one pipelined Redis round trip: identity, the
 rate-limit count and the cache keys the call will read, ``marketdata.cache.read_ahead``) → headers
 checked as the SDK's ``StreamableHTTPServerTransport`` does → the call, with the identity bound
-(``risk.mcp_guard.identity_bound``) → one JSON response.
+(``mcpapi.guard.identity_bound``) → one JSON response.
 
 Behaviour follows the MCP spec (2025-06-18, "Transports → Streamable HTTP") and matches the SDK's
 stateless JSON mode: POST only (GET/DELETE answer 405), ``Accept`` must include
@@ -49,7 +49,7 @@ from marketdata.cache import async_redis_shared, read_ahead, read_ahead_keys
 from oauth.selectors import www_authenticate
 from project.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
-from risk.mcp_guard import SERVER, call_tool, identity_bound, list_tools_for
+from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _rpc_error(request_id, code: int, message: str) -> dict:
 
 class MCPEndpoint:
     """ASGI app answering MCP over streamable HTTP (see module docstring). ``server``: the
-    ``FastMCP`` whose tools and handlers answer (default ``risk.mcp_guard.SERVER``)."""
+    ``FastMCP`` whose tools and handlers answer (default ``mcpapi.guard.SERVER``)."""
 
     def __init__(self, server=SERVER):
         self.server = server

@@ -1,7 +1,7 @@
 """The guard of every MCP tool, applied where the tool is declared: who is calling, scopes, typed
 errors, the audit trail and the trust envelope.
 
-Tools are plain functions in ``<app>/mcp.py`` declared with ``@mcp_tool(scope=...)``. The
+Tools are plain functions in ``mcpapi/tools/<app>.py`` declared with ``@mcp_tool(scope=...)``. The
 decorator wraps the function (below) and registers the wrapper on the one MCP server object,
 ``SERVER`` (django-mcp-server's ``global_mcp_server``, an ``mcp.server.fastmcp.FastMCP``), through
 FastMCP's public ``tool(name=, title=, description=, annotations=)`` decorator; FastMCP builds the
@@ -40,24 +40,20 @@ import contextvars
 import functools
 import inspect
 import logging
-import threading
 import time
 import uuid
 import weakref
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
-from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 from mcp import types
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp_server.djangomcp import global_mcp_server
 
 from ops.context import bind_call
+from project.workers import run_sync
 from risk.audit import audit_enqueue_async
+from risk.authentication import requested_symbols
 from risk.models import Channel, Outcome, Scope
 from risk.trust import envelope, error_text
 from trading.errors import PermissionDenied, TradingError
@@ -188,23 +184,6 @@ def _check(name: str, identity, kwargs: dict) -> None:
                 raise PermissionDenied(f"This token may trade and read only {', '.join(allowed)}, not {symbol!r}.")
 
 
-def requested_symbols(kwargs: dict) -> list[str]:
-    """The symbols a tool call names (upper case): ``symbol``, ``symbols`` (a list or a
-    comma-separated string) and the symbol part of a ``stream`` name (``btcusdt@trade``)."""
-    names = []
-    if isinstance(kwargs.get("symbol"), str):
-        names.append(kwargs["symbol"])
-    many = kwargs.get("symbols")
-    if isinstance(many, str):
-        names += many.split(",")
-    elif isinstance(many, (list, tuple)):
-        names += [x for x in many if isinstance(x, str)]
-    stream = kwargs.get("stream")
-    if isinstance(stream, str) and "@" in stream:
-        names.append(stream.split("@", 1)[0])
-    return [n.strip().upper() for n in names if n.strip()]
-
-
 def _failure(name, ctx, params, exc, audit, t0):
     """The tool error to raise for ``exc`` (None: re-raise it as it is) and the audit event to
     file first (``_audit_async``'s arguments, or None)."""
@@ -255,94 +234,6 @@ async def call_tool(name: str, arguments: dict) -> types.CallToolResult:
     if isinstance(out, tuple) and len(out) == 2:
         return types.CallToolResult(content=list(out[0]), structuredContent=out[1], isError=False)
     return types.CallToolResult(content=list(out), isError=False)
-
-
-# --- where sync tools run ---------------------------------------------------------------------------
-
-TOOL_THREADS = settings.MCP_TOOL_THREADS
-_pool = ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="mcp-tool")
-_serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-tool-serial")
-
-
-def _in_caller_thread() -> bool:
-    """Is this coroutine driven by sync code (``async_to_sync``) or inside a
-    ``ThreadSensitiveContext``? Then sync code must run in that thread (Django's rule)."""
-    return getattr(AsyncToSync.executors, "current", None) is not None or \
-        SyncToAsync.thread_sensitive_context.get(None) is not None
-
-
-HEALTH_CHECK_FRESH_S = 1.0
-_last_clean = threading.local()  # per worker thread: when its connection last ended a call cleanly
-
-
-def _hygienic_call(fn, args: tuple, kwargs: dict):
-    """``fn(*args, **kwargs)`` between two ``close_old_connections()``, as Django runs a request:
-    the worker thread's connection is reused only while ``CONN_MAX_AGE`` allows and it is healthy.
-
-    Django's ``CONN_HEALTH_CHECKS`` would ping the connection (``SELECT 1``) before every call; a
-    connection that ended its previous call without error less than ``HEALTH_CHECK_FRESH_S`` ago
-    is used without that ping (``health_check_done``, a documented attribute of Django's database
-    wrapper). If the server dropped it within that second, that one call fails with a database
-    error and the connection is replaced after it, as Django does after any error."""
-    close_old_connections()
-    db = connections[DEFAULT_DB_ALIAS]
-    if db.connection is not None and time.monotonic() - getattr(_last_clean, "at", -1e9) < HEALTH_CHECK_FRESH_S:
-        db.health_check_done = True
-    clean = False
-    try:
-        result = fn(*args, **kwargs)
-        clean = True
-        return result
-    finally:
-        close_old_connections()
-        _last_clean.at = time.monotonic() if clean and db.connection is not None and not db.errors_occurred else -1e9
-
-
-def with_db_hygiene(fn):
-    """``fn`` wrapped to run as ``_hygienic_call`` runs it."""
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        return _hygienic_call(fn, args, kwargs)
-
-    return run
-
-
-def mark_connection_idle() -> None:
-    """Forget that this thread's connection was used within ``HEALTH_CHECK_FRESH_S`` (tests)."""
-    _last_clean.at = -1e9
-
-
-async def run_sync(fn, /, *args, serial: bool = False, **kwargs):
-    """Run sync ``fn(*args, **kwargs)`` (Django ORM code allowed) from the event loop: in the
-    calling thread when there is one (see ``_in_caller_thread``), else in the tool pool, or on the
-    serial thread when ``serial``, under a copy of the caller's context variables (the identity,
-    the read-ahead values), as ``_hygienic_call``."""
-    if _in_caller_thread():
-        return await sync_to_async(fn)(*args, **kwargs)
-    executor = _serial if serial else _pool
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(executor, context.run, _hygienic_call, fn, args, kwargs)
-
-
-def submit_to_pool(fn):
-    """Run ``fn()`` on one of the tool pool's threads (tests); returns a ``concurrent.futures.Future``."""
-    return _pool.submit(fn)
-
-
-def close_tool_connections(timeout: float = 10.0) -> None:
-    """Close the database connections of every tool worker thread (e.g. before dropping a test
-    database, or at shutdown). Blocks until each worker has run the close or ``timeout`` (s)."""
-    for executor, n in ((_pool, TOOL_THREADS), (_serial, 1)):
-        barrier = threading.Barrier(n)
-
-        def close(barrier=barrier):
-            connections.close_all()
-            try:  # hold this worker until every other one has a close job too: one per thread
-                barrier.wait(timeout)
-            except threading.BrokenBarrierError:
-                pass
-
-        futures_wait([executor.submit(close) for _ in range(n)], timeout)
 
 
 _account_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (loop, user, account) → lock

@@ -1,7 +1,7 @@
-"""MCP tools of the risk app (declared with ``risk.mcp_guard.mcp_tool``; the module is autodiscovered by django-mcp-server): orders held in confirm mode."""
+"""MCP tools of the risk app (declared with ``mcpapi.guard.mcp_tool``; imported by ``mcpapi.mcp``, which django-mcp-server autodiscovers): orders held in confirm mode."""
 from typing import Optional
 
-from risk.mcp_guard import current_call, mcp_tool
+from mcpapi.guard import current_call, mcp_tool
 from risk.models import Scope
 
 

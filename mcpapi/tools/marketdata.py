@@ -1,16 +1,16 @@
-"""MCP tools for market data (declared with ``risk.mcp_guard.mcp_tool``; the module is autodiscovered by django-mcp-server).
+"""MCP tools for market data (declared with ``mcpapi.guard.mcp_tool``; imported by ``mcpapi.mcp``, which django-mcp-server autodiscovers).
 
 Prices are in the symbol's quote asset, quantities in its base asset, times in ms since the epoch
 UTC; numbers are strings, as Binance sends them, so no precision is lost. Field names are
 Binance's. Tools are thin: they validate and call ``marketdata.selectors`` (reads) or
 ``marketdata.services`` (writes). The hot Redis-only reads (``get_ticker``, ``get_market_data``)
-are ``async def`` and use the selectors' async variants, so ``risk.mcp_guard``'s dispatch awaits
-them on the event loop; the others run in its worker-thread pool (see ``risk.mcp_guard``).
+are ``async def`` and use the selectors' async variants, so ``mcpapi.guard``'s dispatch awaits
+them on the event loop; the others run in its worker-thread pool (see ``mcpapi.guard``).
 """
 from typing import Optional, Union
 
 from marketdata import cache, selectors, services
-from risk.mcp_guard import current_call, mcp_tool
+from mcpapi.guard import current_call, mcp_tool
 from risk.models import Scope
 
 
