@@ -428,7 +428,7 @@ TOKEN_RATE_LIMIT_PER_MINUTE = int(os.environ.get("TOKEN_RATE_LIMIT_PER_MINUTE", 
 DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
 # Live stream subscriptions a user (and so each of their agent tokens) may hold (stream_subscribe).
 MAX_STREAM_SUBSCRIPTIONS = int(os.environ.get("MAX_STREAM_SUBSCRIPTIONS", "20"))
-# Worker threads per web process for sync MCP tools (mcpapi.guard.run_sync).
+# Worker threads per web process for sync MCP tools (project.workers.run_sync).
 MCP_TOOL_THREADS = max(1, int(os.environ.get("MCP_TOOL_THREADS", "4")))
 # /mcp/ws (mcpapi.ws): seconds to send an 'authenticate' message, market updates queued per
 # connection, unread responses/events before a slow client is cut off, session resume window (s),
