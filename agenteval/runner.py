@@ -179,7 +179,7 @@ class McpServer:
         return self
 
     async def _serve(self) -> None:
-        from marketdata.cache import async_redis_shared_close
+        from core.redis import async_redis_shared_close
 
         try:
             await self.server.serve()

@@ -37,6 +37,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from core.redis import async_redis
 from marketdata import cache
 from marketdata.binance import make_async_client, make_socket_manager
 from marketdata.streaming import reconnect_forever
@@ -127,7 +128,7 @@ class Ingester:
     def __init__(self, symbols: list[str], *, store_klines: bool = True, snapshots: bool = True, subscriptions: bool = True,
                  redis=None, layer=None):
         self.symbols = [s.upper() for s in symbols]
-        self.redis = redis or cache.async_redis()
+        self.redis = redis or async_redis()
         self.layer = layer or get_channel_layer()
         self.store_klines = store_klines
         self.snapshots = snapshots

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from marketdata import cache
 from marketdata.models import Kline, Symbol
-from trading.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
+from core.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
@@ -73,7 +73,7 @@ async def symbol_get_async(symbol: str) -> Symbol:
     hit = _symbol_cached(name)
     if hit is not None:
         return hit
-    from project.workers import run_sync
+    from core.workers import run_sync
 
     return await run_sync(symbol_get, name)
 
@@ -310,7 +310,7 @@ async def ticker_24h_rows_async(names: list[str], *, max_wait_s: float = 2.0) ->
         out = {n: cache.loads(raw) for n, raw in zip(names, raws) if raw is not None}
     missing = [n for n in names if n not in out]
     if missing:
-        from project.workers import run_sync
+        from core.workers import run_sync
 
         out.update(await run_sync(_ticker_24h_fetch, missing, max_wait_s))
     return out

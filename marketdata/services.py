@@ -16,7 +16,7 @@ from marketdata import cache
 from marketdata import indicators as ind
 from marketdata.binance import VenueClient, make_client
 from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
-from trading.errors import InvalidInput
+from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

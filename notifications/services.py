@@ -16,7 +16,7 @@ from notifications.models import NotificationChannel, NotificationEvent
 from risk.audit import audit_record
 from risk.models import AccountGrant, Channel, Outcome
 from risk.secrets import decrypt, encrypt
-from trading.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from trading.models import Account
 
 MAX_CHANNELS_PER_USER = 10
@@ -138,7 +138,7 @@ def notification_deliver(*, channel_id: int, event: str, account_id: int | None,
     longer see the account) or ``"duplicate"`` (this ``dedupe`` key was delivered to this channel
     already: a retried or redelivered task sends nothing twice). Raises ``DeliveryFailed`` when
     Apprise reports a failure (the dedupe claim is released so a retry sends it)."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     channel = NotificationChannel.objects.filter(pk=channel_id, enabled=True).first()
     if channel is None or (event != "test" and event not in channel.events):

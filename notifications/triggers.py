@@ -93,7 +93,7 @@ def venue_disconnect_check(now_s: float) -> bool:
     """Queue ``venue_disconnect`` to its subscribers when market data has been silent for over
     ``NOTIFY_VENUE_DISCONNECT_S`` and this outage was not reported yet (a Redis flag, cleared when
     data flows again). Returns True when it queued."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
     from ops.health import ingester_age_s
 
     age = ingester_age_s(int(now_s * 1000))

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from notifications import services
 from notifications.models import NotificationEvent
-from trading.errors import TradingError
+from core.errors import TradingError
 
 
 @login_required

@@ -32,7 +32,7 @@ from oauth.clients import registration_metadata_problem
 from oauth.forms import ConsentForm
 from risk.audit import audit_record
 from risk.models import Channel, Outcome
-from trading.errors import TradingError
+from core.errors import TradingError
 from trading.selectors import accounts_for_user
 
 RETRY_AFTER_S = 60

@@ -8,7 +8,7 @@
   (``marketdata.cache``, written by the ingester on every batch); fails above ``READYZ_INGEST_MAX_AGE_S``.
 - ``beat``: age of the heartbeat ``ops.tasks.beat_heartbeat`` writes (scheduled by Celery beat,
   run by a worker); fails above ``READYZ_BEAT_MAX_AGE_S``.
-- ``matcher``: a process holds the paper matcher's lease (``project.leader``); age = seconds
+- ``matcher``: a process holds the paper matcher's lease (``core.leader``); age = seconds
   until the lease would expire.
 
 Which checks make ``/readyz`` answer 503 is ``settings.READYZ_REQUIRED``; the rest are reported only.
@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection
 
 from marketdata import cache
-from project.leader import lease_key
+from core.leader import lease_key
 
 BEAT_KEY = "ops:beat"  # under REDIS_KEY_PREFIX: wall ms UTC of the last beat heartbeat
 

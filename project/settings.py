@@ -129,6 +129,8 @@ INSTALLED_APPS = [
     "risk",
     "mcpapi",
     "api",
+    "dashboard",
+    "agenteval",
     "oauth2_provider",
     "oauth",
     "django_prometheus",
@@ -442,7 +444,7 @@ MCP_WS_MAX_CONCURRENT = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
 # HTTP 429), and seconds allowed to receive a request body (then HTTP 408).
 MCP_UNAUTHENTICATED_PER_MINUTE = int(os.environ.get("MCP_UNAUTHENTICATED_PER_MINUTE", "60"))
 MCP_BODY_TIMEOUT_S = float(os.environ.get("MCP_BODY_TIMEOUT_S", "10"))
-# Connections per event loop of the asyncio Redis client (marketdata.cache.async_redis_shared):
+# Connections per event loop of the asyncio Redis client (core.redis.async_redis_shared):
 # callers beyond it wait up to REDIS_POOL_TIMEOUT_S for a free connection instead of failing.
 REDIS_ASYNC_MAX_CONNECTIONS = int(os.environ.get("REDIS_ASYNC_MAX_CONNECTIONS", "256"))
 REDIS_POOL_TIMEOUT_S = float(os.environ.get("REDIS_POOL_TIMEOUT_S", "5"))

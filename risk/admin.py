@@ -6,7 +6,7 @@ from risk.models import (AccountGrant, AgentToken, AuditEvent, Channel, Exchange
                          Protection, ProtectionLock, RiskLimit)
 from risk.services import (account_grant_remove, account_grant_set, account_halt, account_set_state,
                            ed25519_private_pem_check)
-from trading.errors import InvalidInput, TradingError
+from core.errors import InvalidInput, TradingError
 from trading.models import Account
 
 
@@ -167,7 +167,7 @@ class OrderApprovalAdmin(admin.ModelAdmin):
         return False
 
     def _decide(self, request, queryset, decide, verb):
-        from trading.errors import TradingError
+        from core.errors import TradingError
 
         done = 0
         for approval in queryset:

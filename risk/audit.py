@@ -111,7 +111,7 @@ def audit_record(
         account=account,
     )
     event.save()  # an INSERT: AuditEvent rows are append-only
-    from trading.events import publish_account_event, publish_user_event
+    from core.events import publish_account_event, publish_user_event
 
     def payload():  # built when the push is sent, after the commit: the row has its id by then
         return audit_event_payload(event)
@@ -164,7 +164,7 @@ def audit_stream_key() -> str:
 def audit_enqueue(**event) -> None:
     """Append one audit event (``audit_record``'s keyword arguments, with ``actor_user``/
     ``actor_token``/``account`` given as objects or ids) to the write-ahead stream."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     audit_observed(event)
     payload = _wal_payload(event)
@@ -221,7 +221,7 @@ class _AppendBatch:
     async def flush(self) -> None:
         from asgiref.sync import sync_to_async
 
-        from marketdata.cache import async_redis_shared
+        from core.redis import async_redis_shared
 
         try:
             while self.entries:
@@ -341,7 +341,7 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
     import redis as redis_lib
     from django.db import transaction
 
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     r = get_redis()
     key = audit_stream_key()
@@ -372,7 +372,7 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
         r.xack(key, AUDIT_GROUP, *ids)
         r.xdel(key, *ids)
         total += len(events)
-        from trading.events import publish_account_event, publish_user_event
+        from core.events import publish_account_event, publish_user_event
 
         for event in events:
             if event.account_id is not None:

@@ -206,7 +206,7 @@ def authenticate_bearer(raw: str | bytes | None) -> Identity | None:
     """The ``Identity`` of an ``Authorization`` header value or a bare token, or None (unknown,
     revoked or expired token, inactive user, no credential). Sync (DRF, management code).
     A Redis failure falls back to the database (logged)."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     key = credential(raw)
     if key is None:
@@ -244,9 +244,9 @@ async def authenticate_bearer_async(raw: str | bytes | None, *, count: bool = Fa
     call will read, ``marketdata.cache.read_ahead_keys``). Count and read-ahead ride on the first
     round trip only when this process has met the token before; otherwise they follow the
     database lookup. Raises ``redis.RedisError`` when Redis is unreachable."""
-    from marketdata.cache import async_redis_shared
+    from core.redis import async_redis_shared
     from risk import ratelimit
-    from project.workers import run_sync
+    from core.workers import run_sync
 
     key = credential(raw)
     if key is None:

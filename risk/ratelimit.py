@@ -40,7 +40,7 @@ async def check_async(token) -> int:
     limit = limit_for(token)
     if not limit:
         return 0
-    from marketdata.cache import async_redis_shared
+    from core.redis import async_redis_shared
 
     key, retry = window_key(_token_id(token), time.time())
     try:
@@ -57,7 +57,7 @@ def check(token) -> int:
     limit = limit_for(token)
     if not limit:
         return 0
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     key, retry = window_key(_token_id(token), time.time())
     try:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from oauth.selectors import resolve_oauth_access_token
 from risk.audit import audit_record
 from risk.models import AccountGrant, AgentToken, GrantRole, Outcome, RiskLimit
-from trading.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 TOKEN_PREFIX = "tmcp_"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -37,7 +37,7 @@ def agent_token_create(*, user, name: str, expires_at: datetime | None = None,
     Raises ``InvalidInput`` for an unknown scope.
     """
     from risk.models import ALL_SCOPES
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     scopes = list(ALL_SCOPES) if scopes is None else list(dict.fromkeys(scopes))
     unknown = [s for s in scopes if s not in ALL_SCOPES]
@@ -349,7 +349,7 @@ def account_set_state(*, account, actor_user, channel: str, state: str, reason: 
 
     from risk.audit import audit_record
     from risk.models import Outcome, TradingState
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     if state not in TradingState.values:
         raise InvalidInput(f"state must be one of {', '.join(TradingState.values)}, got {state!r}.")
@@ -372,7 +372,7 @@ LIMIT_COUNT_FIELDS = ("max_open_orders", "max_orders_per_minute")
 
 
 def _limit_decimal(name: str, value, *, places: int, int_digits: int) -> Decimal | None:
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     if value is None:
         return None
@@ -406,7 +406,7 @@ def risk_limit_update(*, account, actor_user, channel: str, changes: dict, actor
     from marketdata.selectors import symbol_get
     from risk.audit import audit_record
     from risk.models import Outcome
-    from trading.errors import InvalidInput, PermissionDenied
+    from core.errors import InvalidInput, PermissionDenied
 
     if actor_token is not None:
         raise PermissionDenied("Risk limits are changed by the account's owner in person (a session), not by an agent token.")
@@ -448,7 +448,7 @@ def ed25519_private_pem_check(pem: str) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     try:
         key = load_pem_private_key(pem.encode(), None)
@@ -474,7 +474,7 @@ def exchange_credential_set(*, account, api_key: str, secret: str | None, actor_
 
     from risk.audit import audit_record
     from risk.models import ExchangeCredential, KeyType, Outcome
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     api_key = (api_key or "").strip()
     if not api_key or len(api_key) > 128:

@@ -31,7 +31,7 @@ def fernet_key(settings):
     risk_secrets._fernet.cache_clear()
     yield
     risk_secrets._fernet.cache_clear()
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     r = get_redis()  # delivered-notification keys: ids restart with each test's database
     keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}notif:*", count=500))

@@ -45,7 +45,7 @@ def _clean(settings):
     risk_secrets._fernet.cache_clear()
     from django.conf import settings
 
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     bv._clients.clear()
     r = get_redis()
@@ -125,7 +125,7 @@ def test_replacing_the_secret_takes_effect_and_exchange_errors_reach_agents_fenc
 
 def test_exchange_refusals_are_fenced_in_the_order(venue):
     from marketdata.selectors import quote_get
-    from trading.errors import OrderRejected
+    from core.errors import OrderRejected
 
     user, account, _, _ = venue
     ask = quote_get("BTCUSDT").ask_price
@@ -169,7 +169,7 @@ def test_ed25519_key_pair_is_stored_encrypted_signs_orders_and_bad_input_changes
     Ed25519 private key, a key-type switch without a new key and a bad URL are refused typed and
     change nothing."""
     from replay.testing import ed25519_pair
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     user, account, _key, _secret = venue
     private, public = ed25519_pair()

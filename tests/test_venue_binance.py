@@ -20,7 +20,7 @@ import requests
 from replay.server import ReplayServer
 from risk.models import AuditEvent
 from trading import services
-from trading.errors import OrderRejected
+from core.errors import OrderRejected
 from trading.models import Account, Balance, Fill, Order
 from trading.venues import binance as bv
 
@@ -57,7 +57,7 @@ def _clean_intents():
     yield
     from django.conf import settings
 
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     r = get_redis()
     keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}venue:intent:*", count=500))

@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
 from risk.models import Channel
-from trading.errors import TradingError
+from core.errors import TradingError
 from trading.models import Account, Balance, Fill, Order, Position, Venue
 from trading.services import balance_adjust
 

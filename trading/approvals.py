@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from risk.audit import audit_record
 from risk.models import ApprovalStatus, OrderApproval, Outcome
-from trading.errors import InvalidInput, NotFound, PermissionDenied, TradingError
+from core.errors import InvalidInput, NotFound, PermissionDenied, TradingError
 
 _approving: contextvars.ContextVar[bool] = contextvars.ContextVar("order_approving", default=False)
 
@@ -151,7 +151,7 @@ def order_hold(*, account, actor_user, actor_token, channel: str, params: dict, 
 
 
 def _publish(approval: OrderApproval, data: dict) -> None:
-    from trading.events import publish_account_event
+    from core.events import publish_account_event
 
     publish_account_event(approval.account_id, "approval", data)
 

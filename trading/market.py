@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from trading.errors import MarketDataUnavailable
+from core.errors import MarketDataUnavailable
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ transaction per affected order; a trade id seen twice is skipped there). Book ti
 coalesced to the latest one per symbol every ``PAPER_MATCH_BOOK_EVERY_S`` (default 0.1 s): a resting
 limit only needs the best opposite quote, not every change of it. Reconnects with backoff.
 
-No print is skipped across restarts, reconnects or a leader takeover (``project.leader``): the id
+No print is skipped across restarts, reconnects or a leader takeover (``core.leader``): the id
 of the last trade matched per symbol is kept in Redis (``paper:last_trade:<SYMBOL>``); each session
 first subscribes, then replays the trades printed since that id through ``GET
 /api/v3/historicalTrades?fromId=`` (Binance "Old trade lookup", up to ``PAPER_MATCH_CATCHUP_MAX``
@@ -182,7 +182,7 @@ def _has_open_paper_orders(symbol: str) -> bool:
 
 
 def _redis():
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     return get_redis()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from trading.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 
 def dstr(value: Decimal | None) -> str | None:

@@ -3,7 +3,7 @@ venue → audit, in one transaction with the balance changes it causes.
 
 Order parameters and answers follow Binance Spot API docs "Trading endpoints" (New order, Cancel
 order, Cancel all open orders, Cancel an existing order and send a new order, New OCO); errors are
-``trading.errors`` types carrying Binance's codes; every call writes one ``AuditEvent``.
+``core.errors`` types carrying Binance's codes; every call writes one ``AuditEvent``.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from risk.audit import audit_event_payload, audit_record
 from risk.models import AuditEvent, Outcome, Protection, RiskLimit
 from risk.services import RiskDecision, risk_check
 from trading import filters
-from trading.errors import InvalidInput, NotFound, OrderRejected, RiskRejected, TradingError
-from trading.events import publish_account_event, publish_account_events
+from core.errors import InvalidInput, NotFound, OrderRejected, RiskRejected, TradingError
+from core.events import publish_account_event, publish_account_events
 from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.selectors import balance_as_dict, order_as_dict
 from trading.market import depth_get
@@ -781,7 +781,7 @@ def balance_adjust(*, account: Account, asset: str, amount, actor, reason: str, 
     balance; nothing is changed then. The change and its ``AuditEvent`` (``balance.adjust``, with
     before/after) are written in one transaction with the account row locked, as fills are.
     """
-    from trading.errors import PermissionDenied
+    from core.errors import PermissionDenied
 
     asset_n = str(asset or "").strip().upper()
     params = {"account_id": account.pk, "asset": asset_n, "amount": str(amount), "reason": str(reason or "")[:500]}

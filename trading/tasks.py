@@ -43,7 +43,7 @@ def reconcile_exchange_accounts() -> dict:
     state of orders no longer open, balances). Beat: each minute; the ``userstream`` follower also
     runs it on every (re)connect. Returns ``{account_id: summary | {"error": text}}``; one account's
     failure never stops the others."""
-    from trading.errors import TradingError
+    from core.errors import TradingError
     from trading.models import Account, Venue
     from trading.venues import venue_for
 
@@ -66,7 +66,7 @@ def sync_exchange_account_fees() -> dict:
     (``trading.venues.binance.account_fees_sync``: ``GET /api/v3/account/commission``). Beat:
     hourly; the ``userstream`` follower also runs it on every (re)connect. Returns
     ``{account_id: {"symbol", "maker", "taker"} | {"error": text}}``."""
-    from trading.errors import TradingError
+    from core.errors import TradingError
     from trading.models import Account, Venue
     from trading.venues.binance import account_fees_sync
 

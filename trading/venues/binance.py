@@ -65,7 +65,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from trading.errors import NotFound, OrderRejected, TradingError
+from core.errors import NotFound, OrderRejected, TradingError
 from trading.models import Account, Balance, Fill, Order, OrderList, OrderStatus, OrderType, Venue
 from trading.venues.base import Execution, VenueBase
 from trading.venues.paper import LIMIT_TYPES, STOP_TYPES, Ledger, position_apply_fill, q8, symbol_assets
@@ -476,7 +476,7 @@ def balances_set(account: Account, rows) -> None:
 
 
 def _publish(account: Account, order: Order | None) -> None:
-    from trading.events import publish_account_event
+    from core.events import publish_account_event
     from trading.selectors import balance_as_dict, order_as_dict
 
     if order is not None:
@@ -492,7 +492,7 @@ def _intent_key(account_id: int) -> str:
 
 
 def _intent_add(account_id: int, symbol: str, cid: str) -> None:
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     try:
         get_redis().hset(_intent_key(account_id), cid, json.dumps({"symbol": symbol, "ms": int(time.time() * 1000)}))
@@ -501,7 +501,7 @@ def _intent_add(account_id: int, symbol: str, cid: str) -> None:
 
 
 def _intent_remove(account_id: int, cid: str) -> None:
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     try:
         get_redis().hdel(_intent_key(account_id), cid)
@@ -511,7 +511,7 @@ def _intent_remove(account_id: int, cid: str) -> None:
 
 def intents(account_id: int) -> dict[str, dict]:
     """Orders sent but not (yet) booked: ``{clientOrderId: {"symbol", "ms"}}``."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     try:
         raw = get_redis().hgetall(_intent_key(account_id))

@@ -536,7 +536,7 @@ def paper_match(symbol: str, *, trade: dict | None = None, book: dict | None = N
 
 
 def _match_one(order_id: int, t, b, depth) -> dict | None:
-    from trading.events import publish_account_event
+    from core.events import publish_account_event
     from trading.selectors import balance_as_dict, order_as_dict
 
     with transaction.atomic():

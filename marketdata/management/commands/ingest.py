@@ -1,14 +1,14 @@
 """``manage.py ingest``: run the market-data ingester until interrupted.
 
 Several copies may run (on several machines): one is elected by a Redis lease
-(``project.leader``, lease ``ingester``) and streams; the others wait and take over within
+(``core.leader``, lease ``ingester``) and streams; the others wait and take over within
 seconds when it dies. ``--no-leader`` runs it without the lease.
 """
 from django.core.management.base import BaseCommand
 
 from marketdata.ingester import Ingester
 from marketdata.selectors import watched_symbols
-from project.leader import run_as_leader_until_signal
+from core.leader import run_as_leader_until_signal
 
 
 class Command(BaseCommand):

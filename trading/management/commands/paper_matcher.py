@@ -1,13 +1,13 @@
 """``manage.py paper_matcher``: fill resting paper orders on the venue's prints until interrupted.
 
-Several copies may run: one is elected by a Redis lease (``project.leader``, lease
+Several copies may run: one is elected by a Redis lease (``core.leader``, lease
 ``paper_matcher``), the others wait and take over within seconds when it dies.
 ``--no-leader`` runs it without the lease.
 """
 from django.core.management.base import BaseCommand
 
 from marketdata.selectors import watched_symbols
-from project.leader import run_as_leader_until_signal
+from core.leader import run_as_leader_until_signal
 from trading.matcher import PaperMatcher
 
 

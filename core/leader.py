@@ -48,7 +48,7 @@ def lease_key(name: str) -> str:
 
 def lease_holder(name: str) -> str | None:
     """Who holds lease ``name`` now (``"<host>:<pid>:<random>"``), or None. For monitoring and tests."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     value = get_redis().get(lease_key(name))
     return value.decode() if value is not None else None
@@ -91,7 +91,7 @@ class LeaderElection:
 
     async def run(self) -> None:
         """Campaign, lead, and campaign again until ``stop()``."""
-        from marketdata.cache import async_redis
+        from core.redis import async_redis
 
         redis = self._redis or async_redis()
         try:

@@ -38,7 +38,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from marketdata.ingester import market_group
 from marketdata.selectors import watched_symbols
-from trading.events import account_group, user_group
+from core.events import account_group, user_group
 from risk.signals import access_group
 from trading.selectors import accounts_for_user
 
@@ -222,7 +222,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         await self.coalescer.offer(("market", event["symbol"], event["stream"]), message)
 
     async def events_batch(self, event):
-        """Several messages to one group in one channel-layer message (``trading.events``), each
+        """Several messages to one group in one channel-layer message (``core.events``), each
         handled as if it had come alone (``dispatch`` already ran its connection hygiene once)."""
         for message in event["messages"]:
             handler = getattr(self, get_handler_name(message), None)
