@@ -175,8 +175,8 @@ def market_json(request, symbol: str):
 @login_required
 @require_POST
 def account_halt(request, account_id: int):
-    """The kill switch: ``risk.services.account_halt`` (HALTED at once, open orders canceled)."""
-    from risk.services import account_halt as halt
+    """The kill switch: ``trading.services.account_halt`` (HALTED at once, open orders canceled)."""
+    from trading.services import account_halt as halt
 
     try:
         account = selectors.account_get(user=request.user, account_id=account_id, need="trade")

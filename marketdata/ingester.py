@@ -41,7 +41,7 @@ from core.redis import async_redis
 from marketdata import cache
 from marketdata.binance import make_async_client, make_socket_manager
 from marketdata.streaming import reconnect_forever
-from ops.metrics import ingest_observed
+from core.metrics import ingest_observed
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ class Ingester:
                 else:
                     self._pending[stream] = {"stream": stream, "data": latest, "group": stream_group(stream)}
             await pipe.execute()
-            ingest_observed(batch, now_ms)  # ops.metrics: messages and lag per stream
+            ingest_observed(batch, now_ms)  # core.metrics: messages and lag per stream
         if self._closed:
             closed, self._closed = self._closed, []
             if self.store_klines and self._writes is not None:

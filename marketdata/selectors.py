@@ -474,12 +474,10 @@ def fees_list(*, names: list[str] | None = None, user=None) -> dict:
         })
     accounts = []
     if user is not None and getattr(user, "is_authenticated", False):
-        from trading.models import Account
-
         accounts = [
             {"accountId": a.id, "name": a.name, "venue": a.venue, "makerCommission": dstr(a.maker_fee_rate),
              "takerCommission": dstr(a.taker_fee_rate)}
-            for a in Account.objects.filter(owner=user).order_by("id")
+            for a in user.trading_accounts.order_by("id")  # trading.Account rows (related_name)
         ]
     return {"fees": fees, "accounts": accounts,
             "note": "Rates are fractions of the trade's notional (0.001 = 0.1 %); your account's rates apply to your fills."}
@@ -649,3 +647,13 @@ def stream_messages(*, user, stream: str, limit: int = 50) -> dict:
     raw = cache.get_redis().lrange(cache.buffer_key(name), 0, limit - 1)
     messages = [cache.loads(x) for x in reversed(raw)]
     return {"stream": name, "messages": messages, "count": len(messages), "latest": messages[-1] if messages else None}
+
+
+def ingester_age_s(now_ms: int | None = None, *, client=None) -> float | None:
+    """Seconds since the ingester last wrote a watched symbol's bookTicker (None: never).
+    ``client``: the Redis client to read with (the readiness probe passes one with short timeouts)."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    raws = (client or cache.get_redis()).mget([cache.book_key(s) for s in settings.WATCHED_SYMBOLS]) if settings.WATCHED_SYMBOLS else []
+    stamps = [cache.loads(raw).get("receivedAt") for raw in raws if raw is not None]
+    stamps = [s for s in stamps if isinstance(s, (int, float))]
+    return None if not stamps else max(0.0, (now_ms - max(stamps)) / 1000.0)

@@ -50,7 +50,7 @@ from mcp import types
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp_server.djangomcp import global_mcp_server
 
-from ops.context import bind_call
+from core.context import bind_call
 from core.workers import run_sync
 from risk.audit import audit_enqueue_async
 from risk.authentication import requested_symbols

@@ -28,7 +28,7 @@ def notification_send(self, channel_id: int, event: str, account_id: int | None,
 @shared_task(ignore_result=True, expires=10)
 def venue_watch() -> None:
     """Notify ``venue_disconnect`` subscribers once per outage when the watched symbols' market
-    data has been silent longer than ``NOTIFY_VENUE_DISCONNECT_S`` (``ops.health.ingester_age_s``)."""
+    data has been silent longer than ``NOTIFY_VENUE_DISCONNECT_S`` (``marketdata.selectors.ingester_age_s``)."""
     from notifications.triggers import venue_disconnect_check
 
     venue_disconnect_check(time.time())

@@ -1,9 +1,9 @@
-"""What is worth telling people, derived from the audit hook (``ops.signals``): each audited
+"""What is worth telling people, derived from the audit hook (``core.signals``): each audited
 action that matters becomes one ``notification_send`` task per subscribed channel, queued when
 the action's transaction commits (nothing is sent for a rolled-back order).
 
 - ``order.place`` accepted with fills → ``fill`` (one per fill; also the matcher's fills, through
-  ``ops.signals.fills_booked``); refused by a risk limit → ``risk_rejected``, or ``breaker_trip``
+  ``core.signals.fills_booked``); refused by a risk limit → ``risk_rejected``, or ``breaker_trip``
   when the daily-loss breaker refused it (that refusal trips it).
 - ``risk.halt`` → ``kill_switch``; ``risk.protection_lock`` → ``protection_lock``;
   ``order.hold`` → ``approval_pending`` (with a link).
@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 
 from notifications.services import channels_for
-from ops.metrics import refused_limit
+from core.metrics import refused_limit
 
 
 def _queue(event: str, account_id: int | None, facts: dict, dedupe: str) -> None:
@@ -41,7 +41,7 @@ def _account_id(event: dict) -> int | None:
 
 
 def on_audit(sender=None, *, event: dict, **_) -> None:
-    """``ops.signals.audit_appended`` receiver (see module docstring)."""
+    """``core.signals.audit_appended`` receiver (see module docstring)."""
     action = event["action"]
     if not (action.startswith("order.") or action.startswith("risk.")):
         return
@@ -85,7 +85,7 @@ def fills_queue(account_id: int, order: dict) -> None:
 
 
 def on_fills(sender=None, *, account_id: int, fills: list[dict], **_) -> None:
-    """``ops.signals.fills_booked`` receiver: fills booked by the paper matcher."""
+    """``core.signals.fills_booked`` receiver: fills booked by the paper matcher."""
     fills_queue(account_id, {"fills": fills})
 
 
@@ -94,7 +94,7 @@ def venue_disconnect_check(now_s: float) -> bool:
     ``NOTIFY_VENUE_DISCONNECT_S`` and this outage was not reported yet (a Redis flag, cleared when
     data flows again). Returns True when it queued."""
     from core.redis import get_redis
-    from ops.health import ingester_age_s
+    from marketdata.selectors import ingester_age_s
 
     age = ingester_age_s(int(now_s * 1000))
     flag = f"{settings.REDIS_KEY_PREFIX}notif:venue_down"

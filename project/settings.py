@@ -80,7 +80,7 @@ LOCAL_MAIN_JOB = env_bool("TRADINGMCP_LOCAL", False)
 # only here; elsewhere it must be configured (a lost key makes the stored secrets unreadable).
 KEEP_LOCAL_KEYS = DEBUG or LOCAL_MAIN_JOB
 
-# Prometheus multiprocess mode (ops.metrics): prometheus_client reads this variable when its first
+# Prometheus multiprocess mode (core.metrics): prometheus_client reads this variable when its first
 # metric is created, so it is set here, before any app imports it; every process of this machine
 # writes its samples under it and /metrics sums them.
 PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "prometheus")
@@ -466,7 +466,7 @@ if LOG_FORMAT not in {"console", "json"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "ops.logs.ContextFilter"}},
+    "filters": {"context": {"()": "core.logs.ContextFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         # One JSON object per line (python-json-logger): time, level, logger, message, request id,

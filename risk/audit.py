@@ -11,7 +11,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from ops.signals import audit_observed
+from core.signals import audit_observed
 from risk.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def audit_record(
     The row is inserted at once, in the caller's transaction when there is one (an order's audit
     row commits with the order). The event is also pushed to the account's dashboard group after
     the transaction commits.
-    Also shown to ``ops.signals.audit_observed`` (metrics, notification triggers).
+    Also shown to ``core.signals.audit_observed`` (metrics, notification triggers).
     """
     audit_observed({"channel": channel, "action": action, "outcome": outcome, "actor_user": actor_user,
                     "actor_token": actor_token, "account": account, "params": params, "message": message,

@@ -51,9 +51,7 @@ class Trade:
 
 def trades_since(account, since: datetime, symbol: str | None = None) -> list[Trade]:
     """The account's trades (SELL orders) whose last fill is at or after ``since``, oldest first."""
-    from trading.models import Fill
-
-    qs = Fill.objects.filter(account=account, side="SELL")
+    qs = account.fills.filter(side="SELL")
     if symbol:
         qs = qs.filter(symbol=symbol)
     rows = (qs.values("order_id", "symbol")
@@ -124,10 +122,8 @@ def _stoploss_guard(p: Protection, account, symbol: str, now: datetime) -> Prote
 def _cost_basis_equity(account) -> Decimal:
     """Quote balance plus every position at its average entry price (quote asset): the account's
     value without marking to market (cheap, and the same at every evaluation)."""
-    from trading.models import Balance, Position
-
-    quote = Balance.objects.filter(account=account, asset=account.quote_asset).first()
-    held = sum((p.quantity * p.avg_entry_price for p in Position.objects.filter(account=account).exclude(quantity=0)), ZERO)
+    quote = account.balances.filter(asset=account.quote_asset).first()
+    held = sum((p.quantity * p.avg_entry_price for p in account.positions.exclude(quantity=0)), ZERO)
     return (quote.free + quote.locked if quote else ZERO) + held
 
 

@@ -14,7 +14,8 @@ from notifications.messages import render
 from notifications.models import NotificationChannel
 from project.celery import app as celery_app
 from risk.models import AuditEvent, RiskLimit
-from risk.services import account_halt, agent_token_create
+from risk.services import agent_token_create
+from trading.services import account_halt
 from trading.services import account_create
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,8 @@ from django.db import connection
 from django.utils import timezone
 
 from risk.models import AuditEvent, RiskLimit
-from risk.services import account_halt, account_set_state
+from risk.services import account_set_state
+from trading.services import account_halt
 from core.errors import RiskRejected
 from trading.models import Balance, Order, Position
 from trading.services import order_place

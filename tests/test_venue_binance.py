@@ -586,7 +586,7 @@ def _exchange_account(exchange: ReplayServer, *, user, name: str, venue: str, ed
     """An account whose ``ExchangeCredential`` names ``exchange``'s endpoints and a fresh key on it
     (Ed25519: the exchange holds the public key, we the private one). Returns (account, api key)."""
     from replay.testing import ed25519_pair
-    from risk.services import exchange_credential_set
+    from trading.credentials import exchange_credential_set
     from trading.services import account_create
 
     key = rand()

@@ -207,6 +207,14 @@ def credentials(account, stored=None) -> VenueCredential:
 
 
 _clients: dict[tuple, object] = {}
+
+
+def clients_forget() -> None:
+    """Drop every cached python-binance client (after an account's key pair changed: no client
+    keeps a replaced secret)."""
+    _clients.clear()
+
+
 _offsets: dict[str, tuple[int, float]] = {}
 
 

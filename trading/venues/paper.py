@@ -40,7 +40,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ops.signals import fills_observed
+from core.signals import fills_observed
 from trading.filters import lot_step, round_step
 from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.venues.base import Execution, MarketView, OrderRequest, VenueBase
@@ -578,7 +578,7 @@ def _match_one(order_id: int, t, b, depth) -> dict | None:
             touched += _expire_other_legs(ledger, order)
         for o in touched:
             o.save()
-        fills_observed(account.pk, account.venue, ledger.save())  # ops.signals: fill metrics and notifications
+        fills_observed(account.pk, account.venue, ledger.save())  # core.signals: fill metrics and notifications
         data = order_as_dict(order)
         for o in touched:
             publish_account_event(account.pk, "order", order_as_dict(o))
