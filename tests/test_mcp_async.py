@@ -18,7 +18,7 @@ from django.db import connection, connections
 
 from marketdata import selectors
 from mcpapi import guard as mcp_guard
-from project import workers
+from core import workers
 from risk.audit import audit_drain
 from risk.models import AuditEvent, Outcome
 from risk.services import agent_token_create

@@ -65,7 +65,7 @@ def _close_thread_connections():
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from project import workers
+    from core import workers
 
     workers.close_tool_connections()
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
