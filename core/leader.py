@@ -28,6 +28,7 @@ import time
 from typing import Callable, Protocol
 
 from django.conf import settings
+from core.redis import async_redis, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def lease_key(name: str) -> str:
 
 def lease_holder(name: str) -> str | None:
     """Who holds lease ``name`` now (``"<host>:<pid>:<random>"``), or None. For monitoring and tests."""
-    from core.redis import get_redis
-
     value = get_redis().get(lease_key(name))
     return value.decode() if value is not None else None
 
@@ -91,8 +90,6 @@ class LeaderElection:
 
     async def run(self) -> None:
         """Campaign, lead, and campaign again until ``stop()``."""
-        from core.redis import async_redis
-
         redis = self._redis or async_redis()
         try:
             while not self._stopping.is_set():

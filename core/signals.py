@@ -20,6 +20,7 @@ import logging
 from django.dispatch import Signal
 
 from core import context
+from core.metrics import fills_counted
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ def fills_observed(account_id: int, venue: str, fills: list) -> None:
     ``side``, ``price`` (quote asset), ``qty`` (base asset)."""
     if not fills:
         return
-    from core.metrics import fills_counted
-
     rows = [{"id": f.pk, "orderId": f.order_id, "symbol": f.symbol, "side": f.side, "price": format(f.price, "f"),
              "qty": format(f.qty, "f")} for f in fills]
     try:

@@ -37,7 +37,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from marketdata.ingester import market_group
-from marketdata.selectors import watched_symbols
+from marketdata.selectors import symbol_get, watched_symbols
 from core.events import account_group, user_group
 from risk.signals import access_group
 from trading.selectors import accounts_for_user
@@ -148,8 +148,6 @@ def _access_now(user_id: int, session) -> tuple[bool, set[int]]:
 
 
 def _symbol_ok(name: str) -> str:
-    from marketdata.selectors import symbol_get
-
     return symbol_get(name).symbol
 
 

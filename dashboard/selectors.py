@@ -13,6 +13,12 @@ from trading import portfolio, selectors
 from core.errors import InvalidInput, MarketDataUnavailable
 from trading.models import Account, PortfolioSnapshot
 from trading.selectors import dstr
+from marketdata import indicators as ind
+from marketdata.binance import VenueClient
+from marketdata.selectors import klines_fetch, klines_range, order_book, quote_get, symbol_get, watched_symbols
+from risk.audit import audit_event_payload
+from risk.models import AuditEvent
+from trading.approvals import pending_list
 
 CHART_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
 # Indicators the market page draws: overlays on the price pane, RSI and MACD in panes of their own.
@@ -27,8 +33,6 @@ def activity_payload(event) -> dict:
     """One ``AuditEvent`` as the activity feed shows it (``risk.audit.audit_event_payload`` plus the
     account and the risk decision's verdict): ``{id, time (ISO), channel, action, outcome, message,
     token, params, account, risk: {allowed, reason} | null}``."""
-    from risk.audit import audit_event_payload
-
     data = audit_event_payload(event)
     decision = event.risk_decision or None
     data.setdefault("account", event.account_id)
@@ -41,8 +45,6 @@ def activity_list(*, user, account_ids: list[int], limit: int = ACTIVITY_LIMIT) 
     (the caller passes the user's readable accounts) and the user's own account-less actions
     (e.g. an agent's ``mcp.get_ticker``). ``limit`` 1..500."""
     from django.db.models import Q
-
-    from risk.models import AuditEvent
 
     if not 1 <= limit <= 500:
         raise InvalidInput(f"limit must be from 1 to 500, got {limit!r}.")
@@ -79,8 +81,6 @@ def account_overview(*, account: Account, can_trade: bool = True, is_owner: bool
     ``pending`` (orders of confirm-mode tokens waiting for a person, ``trading.approvals.pending_list``)
     and ``canTrade`` (the caller's ``can_trade``: owner or trader grantee, who may also decide approvals),
     ``isOwner`` (the caller owns it: may manage who else may use it, ``/accounts/<id>/sharing/``)."""
-    from trading.approvals import pending_list
-
     state = selectors.account_state(account=account)
     return {
         **state,
@@ -99,8 +99,6 @@ def account_overview(*, account: Account, can_trade: bool = True, is_owner: bool
 def tickers(symbols: list[str]) -> list[dict]:
     """Cached quotes of ``symbols`` (``marketdata.selectors.quote_get``): ``{symbol, bidPrice,
     askPrice, lastPrice, ...}``, or ``{symbol}`` alone when none is cached yet."""
-    from marketdata.selectors import quote_get
-
     out = []
     for s in symbols:
         try:
@@ -113,8 +111,6 @@ def tickers(symbols: list[str]) -> list[dict]:
 def overview_state(*, user) -> dict:
     """The overview page's state (also its refetch after a reconnect): ``{"user", "symbols",
     "tickers", "accounts": [account_overview], "activity": activity_list}``."""
-    from marketdata.selectors import watched_symbols
-
     accounts = list(selectors.accounts_for_user(user).order_by("id"))
     tradable = set(selectors.accounts_for_user(user, need="trade").values_list("id", flat=True))
     symbols = watched_symbols()
@@ -142,9 +138,6 @@ def chart_data(*, symbol: str, interval: str = "1m", limit: int = 500) -> dict:
     Raises ``UnknownSymbol``, ``InvalidInput`` (interval not in ``CHART_INTERVALS``, limit not
     50..1000), ``MarketDataUnavailable`` (no candles).
     """
-    from marketdata import indicators as ind
-    from marketdata.selectors import klines_fetch, klines_range, symbol_get
-
     sym = symbol_get(symbol).symbol
     if interval not in CHART_INTERVALS:
         raise InvalidInput(f"interval must be one of {', '.join(CHART_INTERVALS)}, got {interval!r}.", code=-1120)
@@ -184,9 +177,6 @@ def market_snapshot(*, symbol: str, depth: int = 20, trades: int = 30) -> dict:
     cumulative qty]] best first, "trades": [{id, price, qty, time, isBuyerMaker}] newest first}``
     (Binance ``GET /api/v3/depth`` and ``GET /api/v3/trades``). Raises ``UnknownSymbol``,
     ``MarketDataUnavailable`` when the venue cannot be reached."""
-    from marketdata.binance import VenueClient
-    from marketdata.selectors import order_book, quote_get, symbol_get
-
     sym = symbol_get(symbol).symbol
     try:
         book = order_book(symbol=sym, limit=100)

@@ -13,12 +13,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from marketdata.selectors import watched_symbols
+from marketdata.selectors import symbol_get, watched_symbols
 from oauth.selectors import oauth_grants_list
 from risk.models import ALL_SCOPES, Channel, GrantRole
 from dashboard import selectors as pages
 from trading import portfolio, selectors, tokens
 from core.errors import InvalidInput, TradingError
+from risk.services import account_grant_remove, account_grant_set, account_grants_list, account_set_state
+from trading.services import account_halt as halt
 
 
 def _error(exc: TradingError) -> JsonResponse:
@@ -49,8 +51,6 @@ def market_view(request, symbol: str | None = None):
     """The market page of one symbol: chart, book, trades, order ticket."""
     if symbol is None:
         return redirect("market", symbol=watched_symbols()[0])
-    from marketdata.selectors import symbol_get
-
     try:
         sym = symbol_get(symbol)
     except TradingError:
@@ -118,8 +118,6 @@ def account_sharing_view(request, account_id: int):
     adds (``username``, ``role`` viewer|trader), changes and removes grants here
     (``risk.services.account_grant_set`` / ``account_grant_remove``, audited). Anyone else: 404
     (a grantee: 403)."""
-    from risk.services import account_grant_remove, account_grant_set, account_grants_list
-
     try:
         account = selectors.account_get(user=request.user, account_id=account_id)
         grants = account_grants_list(account=account, actor=request.user)  # owner only
@@ -176,8 +174,6 @@ def market_json(request, symbol: str):
 @require_POST
 def account_halt(request, account_id: int):
     """The kill switch: ``trading.services.account_halt`` (HALTED at once, open orders canceled)."""
-    from trading.services import account_halt as halt
-
     try:
         account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
         result = halt(account=account, actor_user=request.user, channel=Channel.DASHBOARD,
@@ -192,8 +188,6 @@ def account_halt(request, account_id: int):
 @require_POST
 def account_resume(request, account_id: int):
     """Resume trading (``risk.services.account_set_state`` ACTIVE)."""
-    from risk.services import account_set_state
-
     try:
         account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
         account_set_state(account=account, actor_user=request.user, channel=Channel.DASHBOARD, state="ACTIVE",

@@ -38,7 +38,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from core.redis import async_redis
-from marketdata import cache
+from marketdata import cache, services
 from marketdata.binance import make_async_client, make_socket_manager
 from marketdata.streaming import reconnect_forever
 from core.metrics import ingest_observed
@@ -87,8 +87,6 @@ def _backfill_1m(symbols: list[str]) -> dict:
     """Store the closed 1m klines missed while disconnected (REST), then their snapshots."""
     from django.db import connection
 
-    from marketdata import services
-
     try:
         out = {}
         for symbol in symbols:
@@ -101,8 +99,6 @@ def _backfill_1m(symbols: list[str]) -> dict:
 
 def _store_closed(events: list[dict], snapshots: bool) -> dict:
     from django.db import connection
-
-    from marketdata import services
 
     try:
         out = services.klines_store_closed_events(events=events)

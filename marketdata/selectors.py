@@ -10,9 +10,11 @@ from decimal import Decimal
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from marketdata import cache
-from marketdata.models import Kline, Symbol
+from marketdata import cache, indicators as ind
+from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
 from core.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
+from core.workers import run_sync
+from marketdata.binance import VenueClient
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
@@ -73,8 +75,6 @@ async def symbol_get_async(symbol: str) -> Symbol:
     hit = _symbol_cached(name)
     if hit is not None:
         return hit
-    from core.workers import run_sync
-
     return await run_sync(symbol_get, name)
 
 
@@ -236,8 +236,6 @@ def klines_fetch(*, symbol: str, interval: str, limit: int, start_time: int | No
     """Klines read from the venue (``GET /api/v3/klines`` through ``VenueClient``: rate limits
     honoured); same shape as ``klines_list``; ``closed`` is false for the newest row (the venue
     cannot tell us whether it is still forming; the next page repeats it if it was)."""
-    from marketdata.binance import VenueClient
-
     params = {"symbol": symbol, "interval": interval, "limit": limit}
     if start_time is not None:
         params["startTime"] = start_time
@@ -310,16 +308,12 @@ async def ticker_24h_rows_async(names: list[str], *, max_wait_s: float = 2.0) ->
         out = {n: cache.loads(raw) for n, raw in zip(names, raws) if raw is not None}
     missing = [n for n in names if n not in out]
     if missing:
-        from core.workers import run_sync
-
         out.update(await run_sync(_ticker_24h_fetch, missing, max_wait_s))
     return out
 
 
 def _ticker_24h_fetch(missing: list[str], max_wait_s: float) -> dict[str, dict]:
     """The venue's 24h tickers of ``missing`` (``VenueClient``: rate limits honoured, cached briefly)."""
-    from marketdata.binance import VenueClient
-
     venue = VenueClient(max_wait_s=max_wait_s)
     if len(missing) > 20:
         rows = venue.ticker_24h()
@@ -442,8 +436,6 @@ def _market_row(name: str, t: dict, q: Quote | None) -> dict:
 def order_book(*, symbol: str, limit: int = 100) -> dict:
     """The venue's order book (``GET /api/v3/depth``, cached ~1 s): ``{"symbol", "lastUpdateId",
     "bids": [[price, qty], ...] best first, "asks": [...]}``; prices quote asset, qty base asset."""
-    from marketdata.binance import VenueClient
-
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 5000:
         raise InvalidInput(f"limit must be an integer from 1 to 5000, got {limit!r}.")
     book = VenueClient(max_wait_s=2.0).depth(symbol, limit)
@@ -457,8 +449,6 @@ def fees_list(*, names: list[str] | None = None, user=None) -> dict:
     plus, for ``user``, each of their accounts' own rates (the rates their fills are charged).
     ``names`` None = every stored symbol (first 500).
     """
-    from marketdata.models import TradeFee
-
     default = settings.BINANCE_DEFAULT_FEE_RATES
     if names is None:
         names = list(Symbol.objects.order_by("symbol").values_list("symbol", flat=True)[:500])
@@ -559,8 +549,6 @@ def indicators_compute(*, symbol: str, interval: str, indicators: list[str] | No
     candle, computed now from the latest ``lookback`` closed candles: the stored ones when there are
     enough, else the venue's klines. Returns ``{"symbol", "interval", "openTime", "close",
     "values", "signals", "candles"}`` (values and prices as strings; see ``indicators``)."""
-    from marketdata import indicators as ind
-
     resolved = ind.resolve(indicators, params)
     rows = candles_rows(symbol=symbol, interval=interval, lookback=lookback)
     if len(rows) < min(lookback, 200):
@@ -576,8 +564,6 @@ def indicators_compute(*, symbol: str, interval: str, indicators: list[str] | No
 
 def indicator_snapshot_latest(*, symbol: str, interval: str):
     """The newest stored ``IndicatorSnapshot`` of ``symbol``/``interval``, or None."""
-    from marketdata.models import IndicatorSnapshot
-
     return IndicatorSnapshot.objects.filter(symbol=symbol, interval=interval).order_by("-open_time").first()
 
 
@@ -614,8 +600,6 @@ def default_streams() -> list[str]:
 def streams_list(*, user) -> list[dict]:
     """The default streams and ``user``'s subscriptions, each ``{"stream", "subscribed", "default",
     "buffered" (messages held), "lastEventTime" (ms, null if none yet)}``."""
-    from marketdata.models import StreamSubscription
-
     mine = set(StreamSubscription.objects.filter(user=user).values_list("stream", flat=True)) if user is not None else set()
     names = list(dict.fromkeys(default_streams() + sorted(mine)))
     r = cache.get_redis()
@@ -636,8 +620,6 @@ def stream_messages(*, user, stream: str, limit: int = 50) -> dict:
     """The newest ``limit`` (1..MARKET_STREAM_BUFFER) buffered messages of a stream the user
     subscribed to (or a default stream), oldest first, as Binance sends them. Returns
     ``{"stream", "messages", "count", "latest"}``."""
-    from marketdata.models import StreamSubscription
-
     name = stream_check(stream)
     cap = settings.MARKET_STREAM_BUFFER
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cap:

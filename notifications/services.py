@@ -18,6 +18,7 @@ from risk.models import AccountGrant, Channel, Outcome
 from risk.secrets import decrypt, encrypt
 from core.errors import InvalidInput, NotFound
 from trading.models import Account
+from core.redis import get_redis
 
 MAX_CHANNELS_PER_USER = 10
 SENT_TTL_S = 7 * 24 * 3600  # a delivered (channel, dedupe key) is remembered this long
@@ -66,15 +67,6 @@ def channel_delete(*, user, channel_id: int) -> None:
 
 def channels_list(*, user) -> list[NotificationChannel]:
     return list(NotificationChannel.objects.filter(user=user))
-
-
-def channel_test(*, user, channel_id: int) -> None:
-    """Queue a test notification to one of ``user``'s channels (``NotFound`` for anyone else's)."""
-    from notifications.tasks import notification_send
-
-    if not NotificationChannel.objects.filter(pk=channel_id, user=user).exists():
-        raise NotFound("No such notification channel.")
-    transaction.on_commit(lambda: notification_send.delay(channel_id, "test", None, {}, f"test:{time.time_ns()}"))
 
 
 # --- who wants what --------------------------------------------------------------------------------
@@ -138,8 +130,6 @@ def notification_deliver(*, channel_id: int, event: str, account_id: int | None,
     longer see the account) or ``"duplicate"`` (this ``dedupe`` key was delivered to this channel
     already: a retried or redelivered task sends nothing twice). Raises ``DeliveryFailed`` when
     Apprise reports a failure (the dedupe claim is released so a retry sends it)."""
-    from core.redis import get_redis
-
     channel = NotificationChannel.objects.filter(pk=channel_id, enabled=True).first()
     if channel is None or (event != "test" and event not in channel.events):
         return "skipped"

@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from notifications import services
+from notifications import services, tasks
 from notifications.models import NotificationEvent
 from core.errors import TradingError
 
@@ -53,7 +53,7 @@ def channel_delete_view(request, channel_id: int):
 def channel_test_view(request, channel_id: int):
     """Queue a test notification to one of your channels (404 for anyone else's)."""
     try:
-        services.channel_test(user=request.user, channel_id=channel_id)
+        tasks.channel_test(user=request.user, channel_id=channel_id)
     except TradingError as exc:
         return _refused(request, exc)
     return redirect(reverse("notifications") + "?tested=1")

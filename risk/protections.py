@@ -32,7 +32,8 @@ from decimal import Decimal
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
-from risk.models import Protection, ProtectionKind, ProtectionLock, ProtectionScope
+from risk.models import Channel, Outcome, Protection, ProtectionKind, ProtectionLock, ProtectionScope
+from risk.audit import audit_record
 
 ZERO = Decimal("0")
 
@@ -85,9 +86,6 @@ def _trip(protection: Protection, *, symbol: str, at: datetime, reason: str, now
         defaults={"account_id": protection.account_id, "reason": reason, "locked_at": now},
     )
     if created:
-        from risk.audit import audit_record
-        from risk.models import Channel, Outcome
-
         audit_record(channel=Channel.SYSTEM, action="risk.protection_lock", outcome=Outcome.OK, account=protection.account,
                      params={"protection_id": protection.pk, "kind": protection.kind, "scope": protection.scope},
                      message=reason, result={"lock_id": lock.pk, "symbol": lock_symbol, "until": until.isoformat()})
@@ -204,9 +202,6 @@ def protections_check(*, account, symbol: str, side: str, now: datetime | None =
 
 def lock_release(*, lock: ProtectionLock, actor_user, channel: str) -> ProtectionLock:
     """Release a lock early (admin). Audited as ``risk.protection_unlock`` with the lock's until."""
-    from risk.audit import audit_record
-    from risk.models import Outcome
-
     if lock.released_at is None:
         lock.released_at = timezone.now()
         lock.save(update_fields=["released_at"])

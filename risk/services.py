@@ -17,8 +17,10 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from risk.audit import audit_record
-from risk.models import AccountGrant, AgentToken, GrantRole, Outcome, RiskLimit
+from risk.models import AccountGrant, AgentToken, ALL_SCOPES, GrantRole, Outcome, RiskLimit, TradingState
 from core.errors import InvalidInput, NotFound, PermissionDenied
+from marketdata.selectors import quote_get, symbol_get
+from risk.protections import protections_check
 
 TOKEN_PREFIX = "tmcp_"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -35,9 +37,6 @@ def agent_token_create(*, user, name: str, expires_at: datetime | None = None,
     URL-safe characters, 256 bits) is returned only here; only its SHA-256 is stored.
     Raises ``InvalidInput`` for an unknown scope.
     """
-    from risk.models import ALL_SCOPES
-    from core.errors import InvalidInput
-
     scopes = list(ALL_SCOPES) if scopes is None else list(dict.fromkeys(scopes))
     unknown = [s for s in scopes if s not in ALL_SCOPES]
     if unknown:
@@ -220,8 +219,6 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
 
     # 1b. Protections (freqtrade-style locks, risk.protections): BUYs only.
     if side == "BUY":
-        from risk.protections import protections_check
-
         lock = protections_check(account=account, symbol=symbol, side=side, now=now, has_protections=has_protections)
         if lock is not None:
             return refuse("protections", None, notional, zero,
@@ -313,8 +310,6 @@ def _mark(symbol: str, price: Decimal | None, fallback: Decimal) -> Decimal:
     if price is not None:
         return price
     try:
-        from marketdata.selectors import quote_get
-
         return quote_get(symbol).bid_price
     except Exception:
         return fallback
@@ -326,10 +321,6 @@ def account_set_state(*, account, actor_user, channel: str, state: str, reason: 
     """Set the trading state (ACTIVE resumes a halted account, REDUCING allows only reducing
     orders). Audited as ``risk.state`` with before/after. Raises ``InvalidInput`` for an unknown state."""
     from django.db import transaction
-
-    from risk.audit import audit_record
-    from risk.models import Outcome, TradingState
-    from core.errors import InvalidInput
 
     if state not in TradingState.values:
         raise InvalidInput(f"state must be one of {', '.join(TradingState.values)}, got {state!r}.")
@@ -352,8 +343,6 @@ LIMIT_COUNT_FIELDS = ("max_open_orders", "max_orders_per_minute")
 
 
 def _limit_decimal(name: str, value, *, places: int, int_digits: int) -> Decimal | None:
-    from core.errors import InvalidInput
-
     if value is None:
         return None
     try:
@@ -382,11 +371,6 @@ def risk_limit_update(*, account, actor_user, channel: str, changes: dict, actor
     nothing changes then. Audited as ``risk_limit.change`` with the changed fields' values
     before and after, as the admin records its edits."""
     from django.db import transaction
-
-    from marketdata.selectors import symbol_get
-    from risk.audit import audit_record
-    from risk.models import Outcome
-    from core.errors import InvalidInput, PermissionDenied
 
     if actor_token is not None:
         raise PermissionDenied("Risk limits are changed by the account's owner in person (a session), not by an agent token.")

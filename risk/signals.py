@@ -23,6 +23,8 @@ from django.dispatch import receiver
 
 from risk.audit import audit_record
 from risk.models import AccountGrant, AgentToken, Channel, Outcome
+from core.redis import get_redis
+from risk.authentication import token_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,6 @@ def access_group(user_id: int) -> str:
 
 def forget_tokens(key_hashes) -> None:
     """Delete cached identities of these token hashes (Redis errors are logged, not raised)."""
-    from core.redis import get_redis
-    from risk.authentication import token_cache_key
-
     keys = [token_cache_key(h) for h in key_hashes]
     if not keys:
         return

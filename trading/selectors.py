@@ -14,6 +14,7 @@ def dstr(value: Decimal | None) -> str | None:
     """A Decimal as Binance writes numbers: plain notation, never exponent ("0.00000000")."""
     return None if value is None else format(value, "f")
 from trading.models import Account, Balance, Fill, Order, OrderList, Position
+from risk.models import AccountGrant, AgentToken, RiskLimit
 
 
 def _may_use(user_id: int, *, trade: bool):
@@ -21,8 +22,6 @@ def _may_use(user_id: int, *, trade: bool):
     (``risk.models.AccountGrant``) in a role that allows it (``trader`` to trade, ``trader`` or
     ``viewer`` to read)."""
     from django.db.models import Exists, OuterRef, Q
-
-    from risk.models import AccountGrant
 
     roles = ["trader"] if trade else ["trader", "viewer"]
     return Q(owner_id=user_id) | Exists(AccountGrant.objects.filter(account=OuterRef("pk"), user_id=user_id, role__in=roles))
@@ -32,8 +31,6 @@ def _token_admits(token_id: int):
     """The agent token's account restriction, as a condition on ``Account`` rows: a token linked
     to no account may use all of its user's; one linked to some, only those."""
     from django.db.models import Exists, OuterRef
-
-    from risk.models import AgentToken
 
     links = AgentToken.accounts.through.objects.filter(agenttoken_id=token_id)
     return ~Exists(links) | Exists(links.filter(account_id=OuterRef("pk")))
@@ -152,8 +149,6 @@ def balances_list(*, account: Account) -> list[dict]:
 
 def account_state(*, account: Account) -> dict:
     """Balances, positions and limits of one account (the ``get_account`` tool's answer)."""
-    from risk.models import RiskLimit
-
     limit = RiskLimit.objects.filter(account=account).first()
     return {
         "accountId": account.pk,

@@ -27,10 +27,11 @@ from risk.models import AuditEvent, OrderApproval, Outcome, Protection, RiskLimi
 from risk.services import RiskDecision, risk_check
 from trading import filters
 from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
-from trading.selectors import balance_as_dict, order_as_dict
+from trading.selectors import balance_as_dict, order_as_dict, order_list_as_dict
 from trading.market import depth_get
 from trading.venues import Execution, MarketView, OrderRequest, venue_for
 from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
+from trading.venues.binance import BinanceVenue
 
 CLIENT_ORDER_ID_RE = re.compile(r"^[.A-Za-z0-9_:/-]{1,36}$")  # Binance: newClientOrderId, max 36 chars
 
@@ -742,8 +743,6 @@ def oco_place(*, account: Account, actor_user, channel: str, symbol: str, side: 
     "listClientOrderId", "symbol", "orders": [leg1, leg2]}``. Idempotent by
     ``list_client_order_id``. Raises like ``order_place``.
     """
-    from trading.selectors import order_list_as_dict
-
     if list_client_order_id:
         existing = OrderList.objects.filter(account=account, list_client_order_id=list_client_order_id).first()
         if existing is not None:
@@ -793,9 +792,6 @@ def _oco_place_exchange(*, account: Account, actor_user, actor_token, channel: s
     and the market, one risk check valuing the list at its larger leg, then one
     ``POST /api/v3/orderList/oco`` (``BinanceVenue.submit_oco``) booked with the account row
     locked. A refusal (ours or the exchange's) books nothing and is audited as ``order.oco``."""
-    from trading.selectors import order_list_as_dict
-    from trading.venues.binance import BinanceVenue
-
     t0 = time.perf_counter()
     params = {"account_id": account.pk, "symbol": symbol, "side": side, "quantity": str(qty), "price": str(px),
               "stop_price": str(sp), "stop_limit_price": None if slp is None else str(slp), "list_client_order_id": list_id}
@@ -899,8 +895,6 @@ def balance_adjust(*, account: Account, asset: str, amount, actor, reason: str, 
     balance; nothing is changed then. The change and its ``AuditEvent`` (``balance.adjust``, with
     before/after) are written in one transaction with the account row locked, as fills are.
     """
-    from core.errors import PermissionDenied
-
     asset_n = str(asset or "").strip().upper()
     params = {"account_id": account.pk, "asset": asset_n, "amount": str(amount), "reason": str(reason or "")[:500]}
     try:
