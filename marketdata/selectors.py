@@ -139,7 +139,7 @@ def quote_get(symbol: str, *, max_age_s: float | None = None) -> Quote:
     the cache (Redis) cannot be reached.
     """
     try:
-        raw_book, raw_kline = cache.mget(cache.book_key(symbol), cache.kline_key(symbol, "1m"))  # read ahead by /mcp
+        raw_book, raw_kline = cache.mget(*quote_keys(symbol))  # read ahead by /mcp
     except RedisError as exc:
         raise _cache_unreachable(symbol, exc) from None
     return _quote_from_cache(symbol, raw_book, raw_kline, max_age_s)
@@ -284,7 +284,11 @@ def ticker_24h_cached(names: list[str]) -> dict[str, dict]:
     ``names``; symbols without one are left out."""
     if not names:
         return {}
-    raws = cache.get_redis().mget([cache.ticker_24h_key(n) for n in names])
+    return _tickers_from(names, cache.get_redis().mget([cache.ticker_24h_key(n) for n in names]))
+
+
+def _tickers_from(names: list[str], raws: list[bytes | None]) -> dict[str, dict]:
+    """``{name: ticker}`` from the cached JSON of ``names`` (in order); missing ones left out."""
     return {n: cache.loads(raw) for n, raw in zip(names, raws) if raw is not None}
 
 
@@ -304,8 +308,7 @@ async def ticker_24h_rows_async(names: list[str], *, max_wait_s: float = 2.0) ->
     venue fetch for the missing ones in a worker thread. Same result and errors."""
     out = {}
     if names:
-        raws = await cache.async_redis_shared().mget([cache.ticker_24h_key(n) for n in names])
-        out = {n: cache.loads(raw) for n, raw in zip(names, raws) if raw is not None}
+        out = _tickers_from(names, await cache.async_redis_shared().mget([cache.ticker_24h_key(n) for n in names]))
     missing = [n for n in names if n not in out]
     if missing:
         out.update(await run_sync(_ticker_24h_fetch, missing, max_wait_s))
@@ -382,22 +385,31 @@ def market_data(names: list[str]) -> list[dict]:
     cached, else the 24h ticker's), spread and spreadBps, and the 24h volume, quoteVolume,
     highPrice, lowPrice, priceChange, priceChangePercent (quote asset / base asset / percent)."""
     tickers = ticker_24h_rows(names)
-    out = []
-    for name in names:
-        try:
-            q = quote_get(name)
-        except MarketDataUnavailable:
-            q = None
-        out.append(_market_row(name, tickers.get(name) or {}, q))
-    return out
+    keys = _quotes_keys(names)
+    try:
+        raws = cache.mget(*keys) if keys else []  # read ahead by /mcp
+    except RedisError:
+        raws = [None] * len(keys)  # no live quotes: the 24h tickers' prices
+    return _market_rows(names, tickers, raws)
 
 
 async def market_data_async(names: list[str]) -> list[dict]:
     """``market_data`` for async callers: the 24h tickers (``ticker_24h_rows_async``) and every
     symbol's quote in one MGET on the event loop. Same result and errors."""
     tickers = await ticker_24h_rows_async(names)
-    keys = [k for n in names for k in (cache.book_key(n), cache.kline_key(n, "1m"))]
+    keys = _quotes_keys(names)
     raws = await cache.async_redis_shared().mget(keys) if keys else []
+    return _market_rows(names, tickers, raws)
+
+
+def _quotes_keys(names: list[str]) -> list[str]:
+    """The quote keys of ``names`` in order, two per symbol (``quote_keys``)."""
+    return [k for n in names for k in quote_keys(n)]
+
+
+def _market_rows(names: list[str], tickers: dict[str, dict], raws: list[bytes | None]) -> list[dict]:
+    """``market_data`` rows of ``names`` from their 24h tickers and the cached quote JSON read with
+    ``_quotes_keys`` (two values per symbol); a symbol without a usable quote gets the ticker's prices."""
     out = []
     for i, name in enumerate(names):
         try:

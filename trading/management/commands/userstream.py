@@ -17,12 +17,11 @@ from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand
 
 from core.leader import run_as_leader_until_signal
+from trading.venues.binance import exchange_account_ids, follow_account
 
 
 async def run_followers(*, account_ids: list[int] | None = None, stop: asyncio.Event, rescan_s: float = 30.0) -> None:
     """Follow ``account_ids`` (default: every testnet/live account, rescanned) until ``stop``."""
-    from trading.venues.binance import exchange_account_ids, follow_account
-
     tasks: dict[int, asyncio.Task] = {}
     try:
         while not stop.is_set():
