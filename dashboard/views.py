@@ -18,6 +18,7 @@ from oauth.selectors import oauth_grants_list
 from risk.models import ALL_SCOPES, Channel, GrantRole
 from dashboard import selectors as pages
 from trading import portfolio, selectors, tokens
+from core.views import post_action
 from core.errors import InvalidInput, TradingError
 from risk.services import account_grant_remove, account_grant_set, account_grants_list, account_set_state
 from trading.services import account_halt as halt
@@ -101,15 +102,10 @@ def tokens_view(request):
     return render(request, "dashboard/tokens.html", context, status=400 if error else 200)
 
 
-@login_required
-@require_POST
+@post_action(done="tokens", query="revoked=1", refused=lambda request, exc: _error(exc))
 def token_revoke_view(request, token_id: int):
     """Revoke one of your tokens (404 for anyone else's), back to the tokens page."""
-    try:
-        tokens.token_revoke(user=request.user, token_id=token_id)
-    except TradingError as exc:
-        return _error(exc)
-    return redirect(reverse("tokens") + "?revoked=1")
+    tokens.token_revoke(user=request.user, token_id=token_id)
 
 
 @login_required

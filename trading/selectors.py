@@ -201,6 +201,16 @@ def order_get(*, account: Account, order_id=None, client_order_id: str | None = 
     Raises ``NotFound`` (-2013 "Order does not exist.")."""
     if order_id is None and not client_order_id:
         raise InvalidInput("Send order_id or client_order_id.", code=-1102)
+    order = orders_matching(account=account, symbol=symbol, order_id=order_id,
+                            client_order_id=client_order_id).prefetch_related("fills").first()
+    if order is None:
+        raise NotFound("Order does not exist.")
+    return order_as_dict(order)
+
+
+def orders_matching(*, account: Account, symbol: str | None, order_id, client_order_id: str | None):
+    """The account's orders (a queryset) with ``order_id`` and/or ``client_order_id``, of ``symbol``
+    when given (case-insensitive). Raises ``InvalidInput`` for a non-integer ``order_id``."""
     qs = Order.objects.filter(account=account)
     if symbol:
         qs = qs.filter(symbol=str(symbol).strip().upper())
@@ -211,10 +221,7 @@ def order_get(*, account: Account, order_id=None, client_order_id: str | None = 
             raise InvalidInput(f"order_id must be an integer, got {order_id!r}.") from None
     if client_order_id:
         qs = qs.filter(client_order_id=client_order_id)
-    order = qs.prefetch_related("fills").first()
-    if order is None:
-        raise NotFound("Order does not exist.")
-    return order_as_dict(order)
+    return qs
 
 
 def open_orders_list(*, account: Account, symbol: str | None = None) -> list[dict]:

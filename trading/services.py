@@ -27,7 +27,7 @@ from risk.models import AuditEvent, OrderApproval, Outcome, Protection, RiskLimi
 from risk.services import RiskDecision, risk_check
 from trading import filters
 from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
-from trading.selectors import balance_as_dict, order_as_dict, order_list_as_dict
+from trading.selectors import balance_as_dict, order_as_dict, orders_matching, order_list_as_dict
 from trading.market import depth_get
 from trading.venues import Execution, MarketView, OrderRequest, venue_for
 from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
@@ -618,19 +618,8 @@ def publish_approval(approval: OrderApproval, data: dict) -> None:
 def _find_order(account: Account, *, symbol: str | None, order_id, client_order_id, for_update: bool = False) -> Order:
     if order_id is None and not client_order_id:
         raise InvalidInput("Mandatory parameter 'orderId' or 'origClientOrderId' was not sent, was empty/null, or malformed.", code=-1102)
-    qs = Order.objects.filter(account=account)
-    if for_update:
-        qs = qs.select_for_update()
-    if symbol:
-        qs = qs.filter(symbol=str(symbol).strip().upper())
-    if order_id is not None:
-        try:
-            qs = qs.filter(pk=int(str(order_id)))
-        except ValueError:
-            raise InvalidInput(f"order_id must be an integer, got {order_id!r}.") from None
-    if client_order_id:
-        qs = qs.filter(client_order_id=client_order_id)
-    order = qs.first()
+    qs = orders_matching(account=account, symbol=symbol, order_id=order_id, client_order_id=client_order_id)
+    order = (qs.select_for_update() if for_update else qs).first()
     if order is None:
         raise NotFound("Order does not exist.", details={"orderId": order_id, "clientOrderId": client_order_id})
     return order
