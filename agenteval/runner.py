@@ -45,13 +45,13 @@ from pathlib import Path
 
 from django.conf import settings
 
-from mcpapi.endpoint import MCPEndpoint
 from core.redis import async_redis_shared_close
 from marketdata import cache
 from marketdata.binance import make_client
 from marketdata.ingester import book_from_event
 from marketdata.selectors import symbol_cache_clear
 from marketdata.services import exchange_info_sync
+from mcpapi.endpoint import MCPEndpoint
 from mcpapi.ws import MCPWebSocketApp
 from risk.services import agent_token_create
 from trading.market import depth_forget

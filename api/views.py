@@ -27,14 +27,14 @@ from rest_framework_csv.renderers import PaginatedCSVRenderer
 from api import exceptions
 from api import serializers as s
 from api.fields import Integer, Text
+from core.errors import NotFound, PermissionDenied
 from marketdata import selectors as md
 from risk import selectors as risk_selectors
 from risk import services as risk_services
-from risk.authentication import requested_symbols
 from risk.audit import audit_enqueue
+from risk.authentication import requested_symbols
 from risk.models import AgentToken, Channel, Outcome, Scope
 from trading import approvals, portfolio, selectors, services
-from core.errors import NotFound, PermissionDenied
 
 ERRORS = {code: OpenApiResponse(s.ErrorSerializer, description=text) for code, text in {
     400: "Bad request: {code, msg, errors?}; nothing changed.",

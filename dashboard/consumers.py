@@ -36,9 +36,9 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from core.events import account_group, user_group
 from marketdata.ingester import market_group
 from marketdata.selectors import symbol_get, watched_symbols
-from core.events import account_group, user_group
 from risk.signals import access_group
 from trading.selectors import accounts_for_user
 

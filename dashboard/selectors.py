@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from trading import portfolio, selectors
 from core.errors import InvalidInput, MarketDataUnavailable
-from trading.models import Account, PortfolioSnapshot
-from trading.selectors import dstr
 from marketdata import indicators as ind
 from marketdata.binance import VenueClient
 from marketdata.selectors import klines_fetch, klines_range, order_book, quote_get, symbol_get, watched_symbols
 from risk.audit import audit_event_payload
 from risk.models import AuditEvent
+from trading import portfolio, selectors
 from trading.approvals import pending_list
+from trading.models import Account, PortfolioSnapshot
+from trading.selectors import dstr
 
 CHART_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
 # Indicators the market page draws: overlays on the price pane, RSI and MACD in panes of their own.

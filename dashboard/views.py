@@ -13,14 +13,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from core.errors import InvalidInput, TradingError
+from core.views import post_action
+from dashboard import selectors as pages
 from marketdata.selectors import symbol_get, watched_symbols
 from oauth.selectors import oauth_grants_list
 from risk.models import ALL_SCOPES, Channel, GrantRole
-from dashboard import selectors as pages
-from trading import portfolio, selectors, tokens
-from core.views import post_action
-from core.errors import InvalidInput, TradingError
 from risk.services import account_grant_remove, account_grant_set, account_grants_list, account_set_state
+from trading import portfolio, selectors, tokens
 from trading.services import account_halt as halt
 
 

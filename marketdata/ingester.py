@@ -37,11 +37,11 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from core.metrics import ingest_observed
 from core.redis import async_redis
 from marketdata import cache, services
 from marketdata.binance import make_async_client, make_socket_manager
 from marketdata.streaming import reconnect_forever
-from core.metrics import ingest_observed
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from decimal import Decimal
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from marketdata import cache, indicators as ind
-from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
 from core.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
 from core.workers import run_sync
+from marketdata import cache, indicators as ind
 from marketdata.binance import VenueClient
+from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 

@@ -12,11 +12,11 @@ from django.db import transaction
 
 from django.conf import settings
 
+from core.errors import InvalidInput
 from marketdata import cache
 from marketdata import indicators as ind
 from marketdata.binance import VenueClient, make_client
 from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
-from core.errors import InvalidInput
 from marketdata.selectors import candles_rows, stream_check, symbol_cache_clear, watched_symbols
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,14 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from core.errors import InvalidInput, NotFound
+from core.redis import get_redis
 from notifications.messages import render
 from notifications.models import NotificationChannel, NotificationEvent
 from risk.audit import audit_record
 from risk.models import AccountGrant, Channel, Outcome
 from risk.secrets import decrypt, encrypt
-from core.errors import InvalidInput, NotFound
 from trading.models import Account
-from core.redis import get_redis
 
 MAX_CHANNELS_PER_USER = 10
 SENT_TTL_S = 7 * 24 * 3600  # a delivered (channel, dedupe key) is remembered this long

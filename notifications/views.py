@@ -5,10 +5,10 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from core.errors import TradingError
+from core.views import post_action
 from notifications import services, tasks
 from notifications.models import NotificationEvent
-from core.views import post_action
-from core.errors import TradingError
 
 
 @login_required

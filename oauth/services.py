@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import get_refresh_token_model
 
+from core.errors import InvalidInput, NotFound
 from oauth import selectors
 from oauth.models import OAuthGrant
 from risk.audit import audit_record
@@ -15,7 +16,6 @@ from risk.models import Channel, Outcome
 from risk.services import agent_token_revoke
 from risk.signals import forget_tokens
 from trading import tokens
-from core.errors import InvalidInput, NotFound
 
 CONSENT_EXPIRY_DAYS = (1, 7, 30, 90, 365)
 

@@ -23,13 +23,13 @@ from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.models import get_application_model
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 
+from core.errors import TradingError
+from core.views import post_action
 from oauth import selectors, services
 from oauth.clients import registration_metadata_problem
 from oauth.forms import ConsentForm
 from risk.audit import audit_record
 from risk.models import Channel, Outcome
-from core.views import post_action
-from core.errors import TradingError
 from trading.selectors import accounts_for_user
 
 RETRY_AFTER_S = 60

@@ -11,10 +11,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from core.signals import audit_observed
-from risk.models import AuditEvent
 from core.events import publish_account_event, publish_user_event
 from core.redis import async_redis_shared, get_redis
+from core.signals import audit_observed
+from risk.models import AuditEvent
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from decimal import Decimal
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
-from risk.models import Channel, Outcome, Protection, ProtectionKind, ProtectionLock, ProtectionScope
 from risk.audit import audit_record
+from risk.models import Channel, Outcome, Protection, ProtectionKind, ProtectionLock, ProtectionScope
 
 ZERO = Decimal("0")
 

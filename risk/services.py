@@ -16,10 +16,10 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from risk.audit import audit_record
-from risk.models import AccountGrant, AgentToken, ALL_SCOPES, GrantRole, Outcome, RiskLimit, TradingState
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from marketdata.selectors import quote_get, symbol_get
+from risk.audit import audit_record
+from risk.models import AccountGrant, AgentToken, ALL_SCOPES, GrantRole, Outcome, RiskLimit, TradingState
 from risk.protections import protections_check
 
 TOKEN_PREFIX = "tmcp_"

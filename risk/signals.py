@@ -21,10 +21,10 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from risk.audit import audit_record
-from risk.models import AccountGrant, AgentToken, Channel, Outcome
 from core.redis import get_redis
+from risk.audit import audit_record
 from risk.authentication import token_cache_key
+from risk.models import AccountGrant, AgentToken, Channel, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import logging
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from core.redis import get_redis
 from marketdata.binance import make_async_client, make_socket_manager
 from marketdata.streaming import reconnect_forever
-from core.redis import get_redis
 from trading.models import Order, Venue
 from trading.venues.paper import OPEN, paper_match
 

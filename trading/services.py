@@ -26,12 +26,12 @@ from risk.audit import audit_event_payload, audit_record
 from risk.models import AuditEvent, OrderApproval, Outcome, Protection, RiskLimit
 from risk.services import RiskDecision, risk_check
 from trading import filters
+from trading.market import depth_get
 from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.selectors import balance_as_dict, order_as_dict, orders_matching, order_list_as_dict
-from trading.market import depth_get
 from trading.venues import Execution, MarketView, OrderRequest, venue_for
-from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
 from trading.venues.binance import BinanceVenue
+from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
 
 CLIENT_ORDER_ID_RE = re.compile(r"^[.A-Za-z0-9_:/-]{1,36}$")  # Binance: newClientOrderId, max 36 chars
 

@@ -66,15 +66,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import NotFound, OrderRejected, TradingError
-from trading.models import Account, Balance, Fill, Order, OrderList, OrderStatus, OrderType, Venue
-from trading.venues.base import Execution, VenueBase
-from trading.venues.paper import LIMIT_TYPES, STOP_TYPES, Ledger, position_apply_fill, q8, symbol_assets
 from core.events import publish_account_event
 from core.redis import get_redis
 from marketdata.binance import make_async_client, make_client, VenueRateLimited
 from risk.models import ExchangeCredential, KeyType
 from risk.trust import untrusted_text
+from trading.models import Account, Balance, Fill, Order, OrderList, OrderStatus, OrderType, Venue
 from trading.selectors import balance_as_dict, order_as_dict
+from trading.venues.base import Execution, VenueBase
+from trading.venues.paper import LIMIT_TYPES, STOP_TYPES, Ledger, position_apply_fill, q8, symbol_assets
 
 log = logging.getLogger(__name__)
 

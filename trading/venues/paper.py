@@ -40,14 +40,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core.signals import fills_observed
-from trading.filters import lot_step, round_step
-from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
-from trading.venues.base import Execution, MarketView, OrderRequest, VenueBase
 from core.events import publish_account_event
+from core.signals import fills_observed
 from marketdata.models import Symbol
+from trading.filters import lot_step, round_step
 from trading.market import Book, depth_get
+from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
 from trading.selectors import balance_as_dict, order_as_dict
+from trading.venues.base import Execution, MarketView, OrderRequest, VenueBase
 
 log = logging.getLogger(__name__)
 

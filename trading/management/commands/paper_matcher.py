@@ -5,8 +5,8 @@ Several copies may run: one is elected by a Redis lease (``core.leader``, lease
 ``--no-leader`` runs it without the lease.
 """
 from core.leader import LeaderCommand
-from trading.matcher import PaperMatcher
 from marketdata.selectors import watched_symbols
+from trading.matcher import PaperMatcher
 
 
 class Command(LeaderCommand):
