@@ -250,7 +250,7 @@ def test_the_audit_row_goes_with_the_commit(quotes, trader):
     from django.test.utils import CaptureQueriesContext
 
     from risk.models import AuditEvent
-    from trading import events
+    from core import events
 
     user, account, _ = trader
     place(account, user, quantity="0.004")
