@@ -45,7 +45,20 @@ from pathlib import Path
 
 from django.conf import settings
 
+from core.redis import async_redis_shared_close
+from marketdata import cache
+from marketdata.binance import make_client
+from marketdata.ingester import book_from_event
+from marketdata.selectors import symbol_cache_clear
+from marketdata.services import exchange_info_sync
 from mcpapi.endpoint import MCPEndpoint
+from mcpapi.ws import MCPWebSocketApp
+from risk.services import agent_token_create
+from trading.market import depth_forget
+from trading.models import Balance, Fill, Order, OrderStatus
+from trading.services import account_create
+from trading.venues import paper as paper_venue
+from trading.venues.paper import OPEN, paper_match, symbol_assets
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +156,6 @@ class McpServer:
     """``/mcp`` and ``/mcp/ws`` on uvicorn in a background thread (this process's settings/DB)."""
 
     def __init__(self, observer: ToolObserver):
-        from mcpapi.ws import MCPWebSocketApp
-
         self.endpoint = ObservedEndpoint(observer)
         self.ws = MCPWebSocketApp(endpoint=self.endpoint)
         self.port = _free_port()
@@ -179,8 +190,6 @@ class McpServer:
         return self
 
     async def _serve(self) -> None:
-        from marketdata.cache import async_redis_shared_close
-
         try:
             await self.server.serve()
         finally:
@@ -205,8 +214,6 @@ class Market:
     orders at each step (see module docstring)."""
 
     def __init__(self, replay, symbol: str):
-        from marketdata.binance import make_client
-
         self.replay = replay
         self.symbol = symbol
         self.client = make_client()
@@ -216,12 +223,7 @@ class Market:
     def refresh(self, account) -> None:
         """Quote cache at the current replay time, then resting orders matched on the trades
         printed since the previous refresh (oldest first) and on the quote."""
-        from marketdata import cache
-        from marketdata.ingester import book_from_event
-        from replay.tape import from_e8
-        from trading.market import depth_forget
-        from trading.models import Order
-        from trading.venues.paper import OPEN, paper_match
+        from replay.tape import from_e8  # replay (aiohttp) loads in the evaluation run only, not in the web process serving reports
 
         now = self.replay.clock.now_ms()
         sym = self.symbol
@@ -251,9 +253,6 @@ class Market:
 def account_equity(account, symbol: str, price: Decimal) -> Decimal:
     """Quote-asset value of ``account``: every balance (free + locked), the base asset of
     ``symbol`` at ``price``; other assets are ignored (the agent trades one symbol)."""
-    from trading.models import Balance
-    from trading.venues.paper import symbol_assets
-
     base, quote = symbol_assets(symbol)
     total = Decimal("0")
     for b in Balance.objects.filter(account=account):
@@ -274,13 +273,8 @@ def evaluate(config: EvalConfig, *, out_dir: Path | None = None, stdout=None) ->
     """
     from django.contrib.auth import get_user_model
 
-    from replay.server import ReplayServer
+    from replay.server import ReplayServer  # loaded by an evaluation run only (see refresh)
     from replay.tape import load_tape
-    from marketdata.selectors import symbol_cache_clear
-    from marketdata.services import exchange_info_sync
-    from risk.services import agent_token_create
-    from trading.services import account_create
-    from trading.venues import paper as paper_venue
 
     run_id = config.run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     config.run_id = run_id
@@ -427,8 +421,6 @@ def _pct(values: list[float], q: float) -> float | None:
 def fill_fee_quote(fill) -> Decimal:
     """A fill's commission in the quote asset: as charged when charged in the quote asset, else
     commission × fill price (a BUY is charged in the base asset it receives)."""
-    from trading.venues.paper import symbol_assets
-
     _, quote = symbol_assets(fill.symbol)
     return fill.commission if fill.commission_asset == quote else fill.commission * fill.price
 
@@ -451,9 +443,6 @@ def build_report(*, config: EvalConfig, account, curve: list[dict], observer: To
     of the last step), ``maxDrawdown`` over the per-step equity curve, ``fees`` (``fill_fee_quote``
     summed over the account's fills), ``trades`` (fills), rejections (REJECTED orders and order
     tool errors), tool calls with server-side latency percentiles."""
-    from trading.models import Fill, Order, OrderStatus
-    from trading.venues.paper import symbol_assets
-
     e8 = Decimal("0.00000001")
 
     def d8(x: Decimal) -> str:

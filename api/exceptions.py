@@ -1,7 +1,7 @@
 """Errors of ``/api/v1/``: every refusal is the HTTP status plus a Binance-style body
 ``{"code": int, "msg": str}`` (Binance Spot API docs, "Error codes"), whatever raised it.
 
-- ``trading.errors.TradingError`` (the services' typed errors): its own status, code and details;
+- ``core.errors.TradingError`` (the services' typed errors): its own status, code and details;
 - DRF's exceptions: 401 → -1002 (unauthorized), 403 → -2015, 404 → -2013, 405/406 → -1000,
   415 → -1100, 429 → -1003 (too many requests, with ``Retry-After``), 400 validation → -1102 when
   only missing parameters were the problem, else -1100, with ``errors`` per parameter;
@@ -17,7 +17,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from trading.errors import TradingError
+from core.errors import TradingError
 
 STATUS_CODES = {401: -1002, 403: -2015, 404: -2013, 405: -1000, 406: -1000, 415: -1100, 429: -1003}
 

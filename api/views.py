@@ -27,14 +27,14 @@ from rest_framework_csv.renderers import PaginatedCSVRenderer
 from api import exceptions
 from api import serializers as s
 from api.fields import Integer, Text
+from core.errors import NotFound, PermissionDenied
 from marketdata import selectors as md
 from risk import selectors as risk_selectors
 from risk import services as risk_services
-from risk.authentication import requested_symbols
 from risk.audit import audit_enqueue
+from risk.authentication import requested_symbols
 from risk.models import AgentToken, Channel, Outcome, Scope
-from trading import approvals, dashboard, portfolio, selectors, services
-from trading.errors import NotFound, PermissionDenied
+from trading import approvals, portfolio, selectors, services
 
 ERRORS = {code: OpenApiResponse(s.ErrorSerializer, description=text) for code, text in {
     400: "Bad request: {code, msg, errors?}; nothing changed.",
@@ -596,7 +596,7 @@ class ApprovalDecisionView(ApiView):
 # --- risk -----------------------------------------------------------------------------------------
 
 class RiskStateView(ApiView):
-    """GET /api/v1/accounts/{id}/risk: ``trading.dashboard.risk_panel`` (state, limits with usage, locks)."""
+    """GET /api/v1/accounts/{id}/risk: ``trading.portfolio.risk_panel`` (state, limits with usage, locks)."""
 
     scopes = {"GET": Scope.ACCOUNT_READ}
 
@@ -604,7 +604,7 @@ class RiskStateView(ApiView):
                    responses={200: s.RiskStateSerializer, **errors(400, 403, 404)},
                    summary="Trading state, each limit with its current use, protection locks")
     def get(self, request, accountId: int):
-        return Response(dashboard.risk_panel(account=self.account()))
+        return Response(portfolio.risk_panel(account=self.account()))
 
 
 class RiskLimitsView(ApiView):

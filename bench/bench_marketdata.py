@@ -74,7 +74,7 @@ async def stream_bench(raw: list[bytes], batch: int, push_every_s: float = 0.0) 
     settings.MARKET_PUSH_MIN_INTERVAL_S = push_every_s
     from channels.layers import get_channel_layer
 
-    from marketdata.cache import async_redis
+    from core.redis import async_redis
     from marketdata.ingester import Ingester, market_group, stream_group
 
     layer = get_channel_layer()
@@ -157,7 +157,7 @@ def main() -> None:
     print(f"  total:                                             {best['compute_s'] + best['arrays_s']:.3f} s")
     print(f"  (for comparison, Decimal rows -> arrays in Python: {best['decimal_s']:.3f} s; why the DB casts)")
 
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     r = get_redis()
     keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*", count=1000))

@@ -16,7 +16,9 @@ from binance.exceptions import BinanceAPIException
 from binance.ws.websocket_api import WebsocketAPI
 from django.conf import settings
 
-from trading.errors import MarketDataUnavailable
+from core.errors import MarketDataUnavailable
+from core.redis import get_redis
+from marketdata.cache import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,6 @@ def _rl_key(name: str) -> str:
 
 def backoff_until_ms() -> int:
     """Wall time (ms UTC) until which every process refrains from calling the venue (0 = none)."""
-    from marketdata.cache import get_redis
-
     raw = get_redis().get(_rl_key("until"))
     return int(raw) if raw else 0
 
@@ -100,8 +100,6 @@ def backoff_until_ms() -> int:
 def backoff_set(seconds: float, *, reason: str) -> int:
     """Make every process back off from the venue for ``seconds`` (never shortens a longer
     back-off already set); returns the back-off's end (wall ms UTC)."""
-    from marketdata.cache import get_redis
-
     until = int(time.time() * 1000 + seconds * 1000)
     r = get_redis()
     if until > backoff_until_ms():
@@ -112,15 +110,11 @@ def backoff_set(seconds: float, *, reason: str) -> int:
 
 def backoff_clear() -> None:
     """Forget any back-off (admin/test use)."""
-    from marketdata.cache import get_redis
-
     get_redis().delete(_rl_key("until"), _rl_key("weight"))
 
 
 def used_weight() -> int | None:
     """The last ``X-MBX-USED-WEIGHT-1M`` the venue reported in this wall minute (None if unknown)."""
-    from marketdata.cache import get_redis
-
     raw = get_redis().hgetall(_rl_key("weight"))
     if not raw or int(raw.get(b"minute", 0)) != int(time.time() // 60):
         return None
@@ -174,8 +168,6 @@ class VenueClient:
         if raw is None or not str(raw).isdigit():
             return
         used = int(raw)
-        from marketdata.cache import get_redis
-
         minute = int(time.time() // 60)
         get_redis().hset(_rl_key("weight"), mapping={"used": used, "minute": minute})
         get_redis().expire(_rl_key("weight"), 120)
@@ -217,8 +209,6 @@ class VenueClient:
 
     def cached(self, method: str, *, ttl_s: float, **params):
         """``call`` through a Redis cache of ``ttl_s`` seconds keyed by method and params."""
-        from marketdata.cache import dumps, get_redis, loads
-
         key = f"{settings.REDIS_KEY_PREFIX}md:rest:{method}:" + "&".join(f"{k}={params[k]}" for k in sorted(params))
         r = get_redis()
         hit = r.get(key)

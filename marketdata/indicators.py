@@ -38,7 +38,7 @@ from decimal import Decimal
 import numpy as np
 import talib
 
-from trading.errors import InvalidInput
+from core.errors import InvalidInput
 
 DAY_MS = 86_400_000
 

@@ -37,10 +37,11 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from marketdata import cache
+from core.metrics import ingest_observed
+from core.redis import async_redis
+from marketdata import cache, services
 from marketdata.binance import make_async_client, make_socket_manager
 from marketdata.streaming import reconnect_forever
-from ops.metrics import ingest_observed
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ def _backfill_1m(symbols: list[str]) -> dict:
     """Store the closed 1m klines missed while disconnected (REST), then their snapshots."""
     from django.db import connection
 
-    from marketdata import services
-
     try:
         out = {}
         for symbol in symbols:
@@ -100,8 +99,6 @@ def _backfill_1m(symbols: list[str]) -> dict:
 
 def _store_closed(events: list[dict], snapshots: bool) -> dict:
     from django.db import connection
-
-    from marketdata import services
 
     try:
         out = services.klines_store_closed_events(events=events)
@@ -127,7 +124,7 @@ class Ingester:
     def __init__(self, symbols: list[str], *, store_klines: bool = True, snapshots: bool = True, subscriptions: bool = True,
                  redis=None, layer=None):
         self.symbols = [s.upper() for s in symbols]
-        self.redis = redis or cache.async_redis()
+        self.redis = redis or async_redis()
         self.layer = layer or get_channel_layer()
         self.store_klines = store_klines
         self.snapshots = snapshots
@@ -311,7 +308,7 @@ class Ingester:
                 else:
                     self._pending[stream] = {"stream": stream, "data": latest, "group": stream_group(stream)}
             await pipe.execute()
-            ingest_observed(batch, now_ms)  # ops.metrics: messages and lag per stream
+            ingest_observed(batch, now_ms)  # core.metrics: messages and lag per stream
         if self._closed:
             closed, self._closed = self._closed, []
             if self.store_klines and self._writes is not None:

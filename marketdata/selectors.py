@@ -10,9 +10,11 @@ from decimal import Decimal
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from marketdata import cache
-from marketdata.models import Kline, Symbol
-from trading.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
+from core.errors import InvalidInput, MarketDataMissing, MarketDataUnavailable, UnknownSymbol
+from core.workers import run_sync
+from marketdata import cache, indicators as ind
+from marketdata.binance import VenueClient
+from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
@@ -73,8 +75,6 @@ async def symbol_get_async(symbol: str) -> Symbol:
     hit = _symbol_cached(name)
     if hit is not None:
         return hit
-    from project.workers import run_sync
-
     return await run_sync(symbol_get, name)
 
 
@@ -139,7 +139,7 @@ def quote_get(symbol: str, *, max_age_s: float | None = None) -> Quote:
     the cache (Redis) cannot be reached.
     """
     try:
-        raw_book, raw_kline = cache.mget(cache.book_key(symbol), cache.kline_key(symbol, "1m"))  # read ahead by /mcp
+        raw_book, raw_kline = cache.mget(*quote_keys(symbol))  # read ahead by /mcp
     except RedisError as exc:
         raise _cache_unreachable(symbol, exc) from None
     return _quote_from_cache(symbol, raw_book, raw_kline, max_age_s)
@@ -236,8 +236,6 @@ def klines_fetch(*, symbol: str, interval: str, limit: int, start_time: int | No
     """Klines read from the venue (``GET /api/v3/klines`` through ``VenueClient``: rate limits
     honoured); same shape as ``klines_list``; ``closed`` is false for the newest row (the venue
     cannot tell us whether it is still forming; the next page repeats it if it was)."""
-    from marketdata.binance import VenueClient
-
     params = {"symbol": symbol, "interval": interval, "limit": limit}
     if start_time is not None:
         params["startTime"] = start_time
@@ -286,7 +284,11 @@ def ticker_24h_cached(names: list[str]) -> dict[str, dict]:
     ``names``; symbols without one are left out."""
     if not names:
         return {}
-    raws = cache.get_redis().mget([cache.ticker_24h_key(n) for n in names])
+    return _tickers_from(names, cache.get_redis().mget([cache.ticker_24h_key(n) for n in names]))
+
+
+def _tickers_from(names: list[str], raws: list[bytes | None]) -> dict[str, dict]:
+    """``{name: ticker}`` from the cached JSON of ``names`` (in order); missing ones left out."""
     return {n: cache.loads(raw) for n, raw in zip(names, raws) if raw is not None}
 
 
@@ -306,20 +308,15 @@ async def ticker_24h_rows_async(names: list[str], *, max_wait_s: float = 2.0) ->
     venue fetch for the missing ones in a worker thread. Same result and errors."""
     out = {}
     if names:
-        raws = await cache.async_redis_shared().mget([cache.ticker_24h_key(n) for n in names])
-        out = {n: cache.loads(raw) for n, raw in zip(names, raws) if raw is not None}
+        out = _tickers_from(names, await cache.async_redis_shared().mget([cache.ticker_24h_key(n) for n in names]))
     missing = [n for n in names if n not in out]
     if missing:
-        from project.workers import run_sync
-
         out.update(await run_sync(_ticker_24h_fetch, missing, max_wait_s))
     return out
 
 
 def _ticker_24h_fetch(missing: list[str], max_wait_s: float) -> dict[str, dict]:
     """The venue's 24h tickers of ``missing`` (``VenueClient``: rate limits honoured, cached briefly)."""
-    from marketdata.binance import VenueClient
-
     venue = VenueClient(max_wait_s=max_wait_s)
     if len(missing) > 20:
         rows = venue.ticker_24h()
@@ -388,22 +385,31 @@ def market_data(names: list[str]) -> list[dict]:
     cached, else the 24h ticker's), spread and spreadBps, and the 24h volume, quoteVolume,
     highPrice, lowPrice, priceChange, priceChangePercent (quote asset / base asset / percent)."""
     tickers = ticker_24h_rows(names)
-    out = []
-    for name in names:
-        try:
-            q = quote_get(name)
-        except MarketDataUnavailable:
-            q = None
-        out.append(_market_row(name, tickers.get(name) or {}, q))
-    return out
+    keys = _quotes_keys(names)
+    try:
+        raws = cache.mget(*keys) if keys else []  # read ahead by /mcp
+    except RedisError:
+        raws = [None] * len(keys)  # no live quotes: the 24h tickers' prices
+    return _market_rows(names, tickers, raws)
 
 
 async def market_data_async(names: list[str]) -> list[dict]:
     """``market_data`` for async callers: the 24h tickers (``ticker_24h_rows_async``) and every
     symbol's quote in one MGET on the event loop. Same result and errors."""
     tickers = await ticker_24h_rows_async(names)
-    keys = [k for n in names for k in (cache.book_key(n), cache.kline_key(n, "1m"))]
+    keys = _quotes_keys(names)
     raws = await cache.async_redis_shared().mget(keys) if keys else []
+    return _market_rows(names, tickers, raws)
+
+
+def _quotes_keys(names: list[str]) -> list[str]:
+    """The quote keys of ``names`` in order, two per symbol (``quote_keys``)."""
+    return [k for n in names for k in quote_keys(n)]
+
+
+def _market_rows(names: list[str], tickers: dict[str, dict], raws: list[bytes | None]) -> list[dict]:
+    """``market_data`` rows of ``names`` from their 24h tickers and the cached quote JSON read with
+    ``_quotes_keys`` (two values per symbol); a symbol without a usable quote gets the ticker's prices."""
     out = []
     for i, name in enumerate(names):
         try:
@@ -442,8 +448,6 @@ def _market_row(name: str, t: dict, q: Quote | None) -> dict:
 def order_book(*, symbol: str, limit: int = 100) -> dict:
     """The venue's order book (``GET /api/v3/depth``, cached ~1 s): ``{"symbol", "lastUpdateId",
     "bids": [[price, qty], ...] best first, "asks": [...]}``; prices quote asset, qty base asset."""
-    from marketdata.binance import VenueClient
-
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 5000:
         raise InvalidInput(f"limit must be an integer from 1 to 5000, got {limit!r}.")
     book = VenueClient(max_wait_s=2.0).depth(symbol, limit)
@@ -457,8 +461,6 @@ def fees_list(*, names: list[str] | None = None, user=None) -> dict:
     plus, for ``user``, each of their accounts' own rates (the rates their fills are charged).
     ``names`` None = every stored symbol (first 500).
     """
-    from marketdata.models import TradeFee
-
     default = settings.BINANCE_DEFAULT_FEE_RATES
     if names is None:
         names = list(Symbol.objects.order_by("symbol").values_list("symbol", flat=True)[:500])
@@ -474,12 +476,10 @@ def fees_list(*, names: list[str] | None = None, user=None) -> dict:
         })
     accounts = []
     if user is not None and getattr(user, "is_authenticated", False):
-        from trading.models import Account
-
         accounts = [
             {"accountId": a.id, "name": a.name, "venue": a.venue, "makerCommission": dstr(a.maker_fee_rate),
              "takerCommission": dstr(a.taker_fee_rate)}
-            for a in Account.objects.filter(owner=user).order_by("id")
+            for a in user.trading_accounts.order_by("id")  # trading.Account rows (related_name)
         ]
     return {"fees": fees, "accounts": accounts,
             "note": "Rates are fractions of the trade's notional (0.001 = 0.1 %); your account's rates apply to your fills."}
@@ -561,8 +561,6 @@ def indicators_compute(*, symbol: str, interval: str, indicators: list[str] | No
     candle, computed now from the latest ``lookback`` closed candles: the stored ones when there are
     enough, else the venue's klines. Returns ``{"symbol", "interval", "openTime", "close",
     "values", "signals", "candles"}`` (values and prices as strings; see ``indicators``)."""
-    from marketdata import indicators as ind
-
     resolved = ind.resolve(indicators, params)
     rows = candles_rows(symbol=symbol, interval=interval, lookback=lookback)
     if len(rows) < min(lookback, 200):
@@ -578,8 +576,6 @@ def indicators_compute(*, symbol: str, interval: str, indicators: list[str] | No
 
 def indicator_snapshot_latest(*, symbol: str, interval: str):
     """The newest stored ``IndicatorSnapshot`` of ``symbol``/``interval``, or None."""
-    from marketdata.models import IndicatorSnapshot
-
     return IndicatorSnapshot.objects.filter(symbol=symbol, interval=interval).order_by("-open_time").first()
 
 
@@ -616,8 +612,6 @@ def default_streams() -> list[str]:
 def streams_list(*, user) -> list[dict]:
     """The default streams and ``user``'s subscriptions, each ``{"stream", "subscribed", "default",
     "buffered" (messages held), "lastEventTime" (ms, null if none yet)}``."""
-    from marketdata.models import StreamSubscription
-
     mine = set(StreamSubscription.objects.filter(user=user).values_list("stream", flat=True)) if user is not None else set()
     names = list(dict.fromkeys(default_streams() + sorted(mine)))
     r = cache.get_redis()
@@ -638,8 +632,6 @@ def stream_messages(*, user, stream: str, limit: int = 50) -> dict:
     """The newest ``limit`` (1..MARKET_STREAM_BUFFER) buffered messages of a stream the user
     subscribed to (or a default stream), oldest first, as Binance sends them. Returns
     ``{"stream", "messages", "count", "latest"}``."""
-    from marketdata.models import StreamSubscription
-
     name = stream_check(stream)
     cap = settings.MARKET_STREAM_BUFFER
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cap:
@@ -649,3 +641,13 @@ def stream_messages(*, user, stream: str, limit: int = 50) -> dict:
     raw = cache.get_redis().lrange(cache.buffer_key(name), 0, limit - 1)
     messages = [cache.loads(x) for x in reversed(raw)]
     return {"stream": name, "messages": messages, "count": len(messages), "latest": messages[-1] if messages else None}
+
+
+def ingester_age_s(now_ms: int | None = None, *, client=None) -> float | None:
+    """Seconds since the ingester last wrote a watched symbol's bookTicker (None: never).
+    ``client``: the Redis client to read with (the readiness probe passes one with short timeouts)."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    raws = (client or cache.get_redis()).mget([cache.book_key(s) for s in settings.WATCHED_SYMBOLS]) if settings.WATCHED_SYMBOLS else []
+    stamps = [cache.loads(raw).get("receivedAt") for raw in raws if raw is not None]
+    stamps = [s for s in stamps if isinstance(s, (int, float))]
+    return None if not stamps else max(0.0, (now_ms - max(stamps)) / 1000.0)

@@ -12,11 +12,12 @@ from django.db import transaction
 
 from django.conf import settings
 
+from core.errors import InvalidInput
 from marketdata import cache
 from marketdata import indicators as ind
 from marketdata.binance import VenueClient, make_client
 from marketdata.models import IndicatorSnapshot, Kline, StreamSubscription, Symbol, TradeFee
-from trading.errors import InvalidInput
+from marketdata.selectors import candles_rows, stream_check, symbol_cache_clear, watched_symbols
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def exchange_info_sync(*, client: Client | None = None) -> int:
         for entry in info["symbols"]:
             Symbol.objects.update_or_create(symbol=entry["symbol"], defaults=symbol_fields_from_exchange_info(entry))
             count += 1
-    from marketdata.selectors import symbol_cache_clear
-
     transaction.on_commit(symbol_cache_clear)
     return count
 
@@ -175,8 +174,6 @@ def indicator_snapshots_update(*, symbol: str, interval: str, lookback: int = 10
     The indicators are computed once over the latest ``lookback`` stored candles; candles still in
     the indicators' warm-up (not every value defined yet) get no snapshot. Returns snapshots written.
     """
-    from marketdata.selectors import candles_rows
-
     rows = candles_rows(symbol=symbol, interval=interval, lookback=lookback)
     if not rows:
         return 0
@@ -199,8 +196,6 @@ def indicator_snapshots_update(*, symbol: str, interval: str, lookback: int = 10
 def klines_sync_watched(*, intervals: list[str] | None = None, symbols: list[str] | None = None, client: Client | None = None) -> dict:
     """``klines_sync`` then ``indicator_snapshots_update`` for every watched symbol and interval
     (default ``settings.KLINE_SYNC_INTERVALS``); returns ``{"SYMBOL:interval": [klines, snapshots]}``."""
-    from marketdata.selectors import watched_symbols
-
     client = client or make_client()
     out = {}
     for symbol in symbols or watched_symbols():
@@ -264,8 +259,6 @@ def stream_subscribe(*, user, stream: str) -> tuple[StreamSubscription, bool]:
     A user (so each of their agent tokens) holds at most ``settings.MAX_STREAM_SUBSCRIPTIONS``
     subscriptions: one more raises ``InvalidInput`` saying so (unsubscribe one first);
     re-subscribing to a stream already held is always allowed."""
-    from marketdata.selectors import stream_check
-
     stream = stream_check(stream)
     with transaction.atomic():
         held = StreamSubscription.objects.select_for_update().filter(user=user)

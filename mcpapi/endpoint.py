@@ -15,7 +15,7 @@ tool is declared (``mcpapi.guard.mcp_tool``). This module is the transport only,
   code 0, is given a standard code (``-32602`` invalid params; ``-32002`` resource not found, MCP
   spec 2025-06-18 "Resources → Error Handling").
 
-One request is: Host and Origin checks (``project.hostcheck``: ``ALLOWED_HOSTS``; a foreign
+One request is: Host and Origin checks (``core.hostcheck``: ``ALLOWED_HOSTS``; a foreign
 ``Origin`` gets 403) → body read (bounded in size and time) → parse (orjson) → the token through
 ``risk.authentication.authenticate_bearer_async`` (one pipelined Redis round trip: identity, the
 rate-limit count and the cache keys the call will read, ``marketdata.cache.read_ahead``) → headers
@@ -45,9 +45,10 @@ from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from marketdata.cache import async_redis_shared, read_ahead, read_ahead_keys
+from core.redis import async_redis_shared
+from marketdata.cache import read_ahead, read_ahead_keys
 from oauth.selectors import www_authenticate
-from project.hostcheck import host_allowed, origin_allowed
+from core.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
 from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for
 

@@ -50,13 +50,13 @@ from mcp import types
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp_server.djangomcp import global_mcp_server
 
-from ops.context import bind_call
-from project.workers import run_sync
+from core.context import bind_call
+from core.workers import run_sync
 from risk.audit import audit_enqueue_async
 from risk.authentication import requested_symbols
 from risk.models import Channel, Outcome, Scope
 from risk.trust import envelope, error_text
-from trading.errors import PermissionDenied, TradingError
+from core.errors import PermissionDenied, TradingError
 
 log = logging.getLogger(__name__)
 

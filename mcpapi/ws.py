@@ -8,7 +8,7 @@ guard of ``mcpapi.guard.mcp_tool`` with its scope checks, typed errors and audit
 ``ping``, resources and prompts answered by the SDK). Nothing here implements a tool.
 
 The handshake is refused (HTTP 403) when ``Host`` is not in ``ALLOWED_HOSTS`` or ``Origin`` names
-another site (``project.hostcheck``). Every message to the agent (responses, pushes, errors) goes
+another site (``core.hostcheck``). Every message to the agent (responses, pushes, errors) goes
 through the trust envelope (``risk.trust``).
 
 Authentication (same tokens, same Redis-cached identity as ``/mcp``):
@@ -34,7 +34,7 @@ allowed by the spec's schema, so ``mcp.ClientSession`` passes them to its ``mess
   from the ingester's Channels groups (``market.<SYMBOL>`` for bookTicker/kline_*,
   ``stream.<name>`` for the others, see ``marketdata.ingester``).
 - order, balance and activity events of every account the token may read (``account.<id>``
-  groups, ``trading.events``): ``{"uri": "tradingmcp://account/<id>/<kind>", "account", "kind",
+  groups, ``core.events``): ``{"uri": "tradingmcp://account/<id>/<kind>", "account", "kind",
   "data"}``.
 
 Backpressure: each connection has one sender task and an ``Outbox``. Responses and account
@@ -65,8 +65,8 @@ from pydantic import ValidationError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
-from trading.events import BATCH_TYPE
-from project.hostcheck import host_allowed, origin_allowed
+from core.events import BATCH_TYPE
+from core.hostcheck import host_allowed, origin_allowed
 from mcpapi.endpoint import MCPEndpoint, parse_message
 from risk.authentication import Identity, authenticate_bearer_async
 from risk.signals import ACCESS_CHANGED, access_group
@@ -310,7 +310,7 @@ class Connection:
         """Take over session ``wanted`` when it belongs to this token: its streams come back."""
         if not wanted:
             return
-        from marketdata.cache import async_redis_shared
+        from core.redis import async_redis_shared
 
         try:
             raw = await async_redis_shared().get(session_key(wanted))
@@ -323,7 +323,7 @@ class Connection:
             self.streams = set(record.get("streams") or [])
 
     async def _save_session(self) -> None:
-        from marketdata.cache import async_redis_shared
+        from core.redis import async_redis_shared
 
         record = {"token_id": self.identity.token_id, "user_id": self.identity.user.pk, "streams": sorted(self.streams)}
         try:
@@ -534,7 +534,7 @@ class Connection:
     def deliver(self, message: dict) -> None:
         """Queue one channel-layer message for the client (see module docstring, "Server push")."""
         kind = message.get("type")
-        if kind == BATCH_TYPE:  # several account/user events in one message (trading.events)
+        if kind == BATCH_TYPE:  # several account/user events in one message (core.events)
             for one in message.get("messages") or ():
                 self.deliver(one)
             return

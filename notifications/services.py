@@ -11,12 +11,13 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from core.errors import InvalidInput, NotFound
+from core.redis import get_redis
 from notifications.messages import render
 from notifications.models import NotificationChannel, NotificationEvent
 from risk.audit import audit_record
 from risk.models import AccountGrant, Channel, Outcome
 from risk.secrets import decrypt, encrypt
-from trading.errors import InvalidInput, NotFound
 from trading.models import Account
 
 MAX_CHANNELS_PER_USER = 10
@@ -66,15 +67,6 @@ def channel_delete(*, user, channel_id: int) -> None:
 
 def channels_list(*, user) -> list[NotificationChannel]:
     return list(NotificationChannel.objects.filter(user=user))
-
-
-def channel_test(*, user, channel_id: int) -> None:
-    """Queue a test notification to one of ``user``'s channels (``NotFound`` for anyone else's)."""
-    from notifications.tasks import notification_send
-
-    if not NotificationChannel.objects.filter(pk=channel_id, user=user).exists():
-        raise NotFound("No such notification channel.")
-    transaction.on_commit(lambda: notification_send.delay(channel_id, "test", None, {}, f"test:{time.time_ns()}"))
 
 
 # --- who wants what --------------------------------------------------------------------------------
@@ -138,8 +130,6 @@ def notification_deliver(*, channel_id: int, event: str, account_id: int | None,
     longer see the account) or ``"duplicate"`` (this ``dedupe`` key was delivered to this channel
     already: a retried or redelivered task sends nothing twice). Raises ``DeliveryFailed`` when
     Apprise reports a failure (the dedupe claim is released so a retry sends it)."""
-    from marketdata.cache import get_redis
-
     channel = NotificationChannel.objects.filter(pk=channel_id, enabled=True).first()
     if channel is None or (event != "test" and event not in channel.events):
         return "skipped"

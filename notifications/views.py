@@ -4,11 +4,11 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
-from notifications import services
+from core.errors import TradingError
+from core.views import post_action
+from notifications import services, tasks
 from notifications.models import NotificationEvent
-from trading.errors import TradingError
 
 
 @login_required
@@ -37,23 +37,13 @@ def _refused(request, exc: TradingError):
                   status=exc.http_status)
 
 
-@login_required
-@require_POST
+@post_action(done="notifications", query="deleted=1", refused=_refused)
 def channel_delete_view(request, channel_id: int):
     """Delete one of your channels (404 for anyone else's)."""
-    try:
-        services.channel_delete(user=request.user, channel_id=channel_id)
-    except TradingError as exc:
-        return _refused(request, exc)
-    return redirect(reverse("notifications") + "?deleted=1")
+    services.channel_delete(user=request.user, channel_id=channel_id)
 
 
-@login_required
-@require_POST
+@post_action(done="notifications", query="tested=1", refused=_refused)
 def channel_test_view(request, channel_id: int):
     """Queue a test notification to one of your channels (404 for anyone else's)."""
-    try:
-        services.channel_test(user=request.user, channel_id=channel_id)
-    except TradingError as exc:
-        return _refused(request, exc)
-    return redirect(reverse("notifications") + "?tested=1")
+    tasks.channel_test(user=request.user, channel_id=channel_id)

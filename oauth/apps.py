@@ -12,3 +12,7 @@ class OAuthConfig(AppConfig):
 
     def ready(self):
         from oauth import signals  # noqa: F401  (audits sign-ins, drops cached OAuth identities)
+        from oauth.selectors import resolve_oauth_access_token
+        from risk.services import bearer_resolver_register
+
+        bearer_resolver_register(resolve_oauth_access_token)  # bearer keys that are OAuth access tokens

@@ -8,14 +8,14 @@ from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import get_refresh_token_model
 
+from core.errors import InvalidInput, NotFound
 from oauth import selectors
 from oauth.models import OAuthGrant
 from risk.audit import audit_record
 from risk.models import Channel, Outcome
 from risk.services import agent_token_revoke
 from risk.signals import forget_tokens
-from trading import dashboard
-from trading.errors import InvalidInput, NotFound
+from trading import tokens
 
 CONSENT_EXPIRY_DAYS = (1, 7, 30, 90, 365)
 
@@ -25,7 +25,7 @@ def oauth_grant_create(*, user, application, scopes: list[str], resource: str, r
                        confirm_orders: bool = False, expires_days: int | None = None) -> OAuthGrant:
     """Record the consent ``user`` gave ``application`` (a django-oauth-toolkit ``Application``).
 
-    Creates the permission record (``trading.dashboard.token_create``: ``scopes``, optionally
+    Creates the permission record (``trading.tokens.token_create``: ``scopes``, optionally
     restricted to ``account_ids`` of the user's accounts and to ``symbols``, confirm mode, expiry
     in ``expires_days`` days or none) and the ``OAuthGrant`` linking it to the client; the
     authorization code issued next is bound to the grant (``oauth_grant_bind_code``). The plain
@@ -42,7 +42,7 @@ def oauth_grant_create(*, user, application, scopes: list[str], resource: str, r
         raise InvalidInput(f"expires_days must be one of {', '.join(map(str, CONSENT_EXPIRY_DAYS))} or empty (never).")
     client = application.name or application.client_id
     with transaction.atomic():
-        token, _discarded = dashboard.token_create(
+        token, _discarded = tokens.token_create(
             user=user, name=f"OAuth: {client}"[:100], scopes=scopes, expires_days=expires_days,
             account_ids=account_ids, symbols=symbols, confirm_orders=confirm_orders,
         )

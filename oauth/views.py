@@ -11,14 +11,10 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import redirect
-from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.clickjacking import xframe_options_deny
-from django.views.decorators.http import require_POST
 from csp.constants import SELF
 from csp.decorators import csp_replace
 from django_ratelimit.core import is_ratelimited
@@ -27,12 +23,13 @@ from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.models import get_application_model
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 
+from core.errors import TradingError
+from core.views import post_action
 from oauth import selectors, services
 from oauth.clients import registration_metadata_problem
 from oauth.forms import ConsentForm
 from risk.audit import audit_record
 from risk.models import Channel, Outcome
-from trading.errors import TradingError
 from trading.selectors import accounts_for_user
 
 RETRY_AFTER_S = 60
@@ -292,12 +289,8 @@ class LoginView(auth_views.LoginView):
         return super().post(request, *args, **kwargs)
 
 
-@login_required
-@require_POST
+@post_action(done="tokens", query="grant_revoked=1",
+             refused=lambda request, exc: JsonResponse({"error": exc.msg}, status=404))
 def grant_revoke_view(request, grant_id: int):
     """Revoke one of your OAuth grants (404 for anyone else's), back to the tokens page."""
-    try:
-        services.oauth_grant_revoke(user=request.user, grant_id=grant_id)
-    except TradingError as exc:
-        return JsonResponse({"error": exc.msg}, status=404)
-    return redirect(reverse("tokens") + "?grant_revoked=1")
+    services.oauth_grant_revoke(user=request.user, grant_id=grant_id)

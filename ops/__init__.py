@@ -1,3 +1,3 @@
 """Running TradingMCP as a service: health and readiness (``ops.health``), Prometheus metrics
-(``ops.metrics``), structured logs with a request id (``ops.context``, ``ops.logs``) and the
-audit hook the metrics and notifications hang on (``ops.signals``)."""
+(``core.metrics``), structured logs with a request id (``core.context``, ``core.logs``) and the
+audit hook the metrics and notifications hang on (``core.signals``)."""

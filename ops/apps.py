@@ -7,7 +7,8 @@ class OpsConfig(AppConfig):
 
     def ready(self):
         """Connect the metrics to the audit hook and to Celery's task signals."""
-        from ops import celery_hooks, metrics, signals
+        from core import metrics, signals
+        from ops import celery_hooks
 
-        signals.audit_appended.connect(metrics.observe_audit, dispatch_uid="ops.metrics.observe_audit")
+        signals.audit_appended.connect(metrics.observe_audit, dispatch_uid="core.metrics.observe_audit")
         celery_hooks.connect()

@@ -2,11 +2,11 @@
 WebSocket connections without touching the apps they wrap."""
 from __future__ import annotations
 
-from ops import context, metrics
+from core import context, metrics
 
 
 def tag_transport(app, transport: str):
-    """``app`` with ``ops.context.transport`` set to ``transport`` (``"http"`` for /mcp,
+    """``app`` with ``core.context.transport`` set to ``transport`` (``"http"`` for /mcp,
     ``"ws"`` for /mcp/ws) and a fresh request id for the connection; each MCP tool call binds
     its own id on top (``mcpapi.guard``)."""
     async def tagged(scope, receive, send):

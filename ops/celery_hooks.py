@@ -1,13 +1,13 @@
 """Celery signal handlers (Celery docs, "Signals"): the request context travels in each task
 message's headers, and every task's runtime and outcome are counted.
 
-- ``before_task_publish``: the publisher's ``ops.context`` (request id, actor, account) goes into
+- ``before_task_publish``: the publisher's ``core.context`` (request id, actor, account) goes into
   the message headers ``tmcp_request_id`` / ``tmcp_actor`` / ``tmcp_account``.
 - ``task_prerun``: the worker binds them (from ``task.request``, where Celery puts a message's
   custom headers) for the task's logs and for any task it publishes in turn; an eagerly run task
   keeps its caller's context.
 - ``task_postrun`` / ``task_failure`` / ``task_retry``: ``tradingmcp_celery_task_seconds`` and
-  ``tradingmcp_celery_tasks_total`` (``ops.metrics``).
+  ``tradingmcp_celery_tasks_total`` (``core.metrics``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 
 from celery import signals
 
-from ops import context, metrics
+from core import context, metrics
 
 HEADERS = {"request_id": "tmcp_request_id", "actor": "tmcp_actor", "account": "tmcp_account"}
 _started: dict[str, float] = {}

@@ -8,7 +8,7 @@
   (``marketdata.cache``, written by the ingester on every batch); fails above ``READYZ_INGEST_MAX_AGE_S``.
 - ``beat``: age of the heartbeat ``ops.tasks.beat_heartbeat`` writes (scheduled by Celery beat,
   run by a worker); fails above ``READYZ_BEAT_MAX_AGE_S``.
-- ``matcher``: a process holds the paper matcher's lease (``project.leader``); age = seconds
+- ``matcher``: a process holds the paper matcher's lease (``core.leader``); age = seconds
   until the lease would expire.
 
 Which checks make ``/readyz`` answer 503 is ``settings.READYZ_REQUIRED``; the rest are reported only.
@@ -26,8 +26,8 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection
 
-from marketdata import cache
-from project.leader import lease_key
+from core.leader import lease_key
+from marketdata.selectors import ingester_age_s
 
 BEAT_KEY = "ops:beat"  # under REDIS_KEY_PREFIX: wall ms UTC of the last beat heartbeat
 
@@ -113,18 +113,9 @@ def check_venue() -> Check:
         return Check("venue", False, detail=_error(exc))
 
 
-def ingester_age_s(now_ms: int | None = None) -> float | None:
-    """Seconds since the ingester last wrote a watched symbol's bookTicker (None: never)."""
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    raws = probe_redis().mget([cache.book_key(s) for s in settings.WATCHED_SYMBOLS]) if settings.WATCHED_SYMBOLS else []
-    stamps = [cache.loads(raw).get("receivedAt") for raw in raws if raw is not None]
-    stamps = [s for s in stamps if isinstance(s, (int, float))]
-    return None if not stamps else max(0.0, (now_ms - max(stamps)) / 1000.0)
-
-
 def check_ingester() -> Check:
     try:
-        age = ingester_age_s()
+        age = ingester_age_s(client=probe_redis())
     except Exception as exc:
         return Check("ingester", False, detail=_error(exc))
     if age is None:

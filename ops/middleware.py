@@ -1,11 +1,11 @@
-"""Django middleware binding the request context (``ops.context``) for one HTTP request."""
+"""Django middleware binding the request context (``core.context``) for one HTTP request."""
 from __future__ import annotations
 
 import re
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from ops import context
+from core import context
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

@@ -1,4 +1,4 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``: thin views over ``ops.health`` and ``ops.metrics``."""
+"""``/healthz``, ``/readyz`` and ``/metrics``: thin views over ``ops.health`` and ``core.metrics``."""
 from __future__ import annotations
 
 import hmac
@@ -9,7 +9,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ops import health, metrics
+from core import metrics
+from ops import health
 
 
 @never_cache
@@ -42,7 +43,7 @@ def metrics_allowed(request) -> bool:
 @never_cache
 @require_GET
 def metrics_view(request):
-    """Prometheus text exposition of every process's metrics (``ops.metrics.export_registry``);
+    """Prometheus text exposition of every process's metrics (``core.metrics.export_registry``);
     401 with a ``WWW-Authenticate: Bearer`` challenge (RFC 6750 section 3) for anyone else."""
     if not metrics_allowed(request):
         response = HttpResponse("metrics need a staff session or the metrics bearer token\n", status=401,

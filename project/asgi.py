@@ -11,10 +11,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app regi
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from ops.asgi import count_websockets, tag_transport  # noqa: E402
+from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from mcpapi.endpoint import MCPEndpoint  # noqa: E402
 from mcpapi.ws import MCPWebSocketApp  # noqa: E402
-from project.routing import websocket_urlpatterns  # noqa: E402
+from ops.asgi import count_websockets, tag_transport  # noqa: E402
 
 mcp_endpoint = MCPEndpoint()
 mcp_ws = MCPWebSocketApp(endpoint=mcp_endpoint)  # same server, handlers and registry as /mcp

@@ -80,7 +80,7 @@ LOCAL_MAIN_JOB = env_bool("TRADINGMCP_LOCAL", False)
 # only here; elsewhere it must be configured (a lost key makes the stored secrets unreadable).
 KEEP_LOCAL_KEYS = DEBUG or LOCAL_MAIN_JOB
 
-# Prometheus multiprocess mode (ops.metrics): prometheus_client reads this variable when its first
+# Prometheus multiprocess mode (core.metrics): prometheus_client reads this variable when its first
 # metric is created, so it is set here, before any app imports it; every process of this machine
 # writes its samples under it and /metrics sums them.
 PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(DATA_DIR / "prometheus")
@@ -129,6 +129,8 @@ INSTALLED_APPS = [
     "risk",
     "mcpapi",
     "api",
+    "dashboard",
+    "agenteval",
     "oauth2_provider",
     "oauth",
     "django_prometheus",
@@ -442,7 +444,7 @@ MCP_WS_MAX_CONCURRENT = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
 # HTTP 429), and seconds allowed to receive a request body (then HTTP 408).
 MCP_UNAUTHENTICATED_PER_MINUTE = int(os.environ.get("MCP_UNAUTHENTICATED_PER_MINUTE", "60"))
 MCP_BODY_TIMEOUT_S = float(os.environ.get("MCP_BODY_TIMEOUT_S", "10"))
-# Connections per event loop of the asyncio Redis client (marketdata.cache.async_redis_shared):
+# Connections per event loop of the asyncio Redis client (core.redis.async_redis_shared):
 # callers beyond it wait up to REDIS_POOL_TIMEOUT_S for a free connection instead of failing.
 REDIS_ASYNC_MAX_CONNECTIONS = int(os.environ.get("REDIS_ASYNC_MAX_CONNECTIONS", "256"))
 REDIS_POOL_TIMEOUT_S = float(os.environ.get("REDIS_POOL_TIMEOUT_S", "5"))
@@ -464,7 +466,7 @@ if LOG_FORMAT not in {"console", "json"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "ops.logs.ContextFilter"}},
+    "filters": {"context": {"()": "core.logs.ContextFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         # One JSON object per line (python-json-logger): time, level, logger, message, request id,

@@ -15,5 +15,5 @@ urlpatterns = [
     path("evaluations/", include("agenteval.urls")),
     path("", include("ops.urls")),  # /healthz, /readyz, /metrics
     path("notifications/", include("notifications.urls")),
-    path("", include("trading.urls")),
+    path("", include("dashboard.urls")),
 ]

@@ -1,47 +1,11 @@
 from django import forms
 from django.contrib import admin, messages
 
+from core.errors import TradingError
 from risk.audit import audit_record
-from risk.models import (AccountGrant, AgentToken, AuditEvent, Channel, ExchangeCredential, OrderApproval, Outcome,
-                         Protection, ProtectionLock, RiskLimit)
-from risk.services import (account_grant_remove, account_grant_set, account_halt, account_set_state,
-                           ed25519_private_pem_check)
-from trading.errors import InvalidInput, TradingError
-from trading.models import Account
-
-
-@admin.register(RiskLimit)
-class RiskLimitAdmin(admin.ModelAdmin):
-    """Limits per account; changes are audited with before/after values; the kill switch and
-    resume are admin actions."""
-
-    list_display = ("account", "trading_state", "max_order_notional", "max_position_notional", "max_total_exposure",
-                    "max_open_orders", "max_orders_per_minute", "max_daily_loss", "halted_until", "updated_at")
-    list_filter = ("trading_state",)
-    readonly_fields = ("updated_at",)
-    actions = ["kill_switch", "resume_trading"]
-
-    def save_model(self, request, obj, form, change):
-        before = {}
-        if change:
-            old = RiskLimit.objects.get(pk=obj.pk)
-            before = {f: getattr(old, f) for f in form.changed_data}
-        super().save_model(request, obj, form, change)
-        audit_record(channel=Channel.ADMIN, action="risk_limit.change", outcome=Outcome.OK, actor_user=request.user,
-                     account=obj.account, params={"fields": form.changed_data},
-                     result={"before": before, "after": {f: getattr(obj, f) for f in form.changed_data}})
-
-    @admin.action(description="Kill switch: halt and cancel open orders")
-    def kill_switch(self, request, queryset):
-        for limit in queryset.select_related("account"):
-            account_halt(account=limit.account, actor_user=request.user, channel=Channel.ADMIN, reason="kill switch (admin)")
-        self.message_user(request, f"Halted {queryset.count()} account(s) and canceled their open orders.")
-
-    @admin.action(description="Resume trading (ACTIVE)")
-    def resume_trading(self, request, queryset):
-        for limit in queryset.select_related("account"):
-            account_set_state(account=limit.account, actor_user=request.user, channel=Channel.ADMIN, state="ACTIVE")
-        self.message_user(request, f"Resumed {queryset.count()} account(s).")
+from risk.models import AccountGrant, AgentToken, AuditEvent, Channel, Outcome, Protection, ProtectionLock
+from risk.protections import lock_release
+from risk.services import account_grant_remove, account_grant_set
 
 
 @admin.register(AgentToken)
@@ -143,110 +107,9 @@ class ProtectionLockAdmin(admin.ModelAdmin):
 
     @admin.action(description="Release the selected locks now")
     def release(self, request, queryset):
-        from risk.protections import lock_release
-
         for lock in queryset.select_related("account"):
             lock_release(lock=lock, actor_user=request.user, channel=Channel.ADMIN)
         self.message_user(request, f"Released {queryset.count()} lock(s).")
-
-
-@admin.register(OrderApproval)
-class OrderApprovalAdmin(admin.ModelAdmin):
-    """Orders of confirm-mode tokens; approve (placed now, risk-checked now) or reject them."""
-
-    list_display = ("created_at", "account", "side", "symbol", "client_order_id", "token", "status", "decided_by", "order")
-    list_filter = ("status", "account")
-    list_select_related = ("account", "token", "decided_by", "order")
-    readonly_fields = [f.name for f in OrderApproval._meta.fields]
-    actions = ["approve", "reject"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def _decide(self, request, queryset, decide, verb):
-        from trading.errors import TradingError
-
-        done = 0
-        for approval in queryset:
-            try:
-                decide(user=request.user, approval_id=approval.pk, channel=Channel.ADMIN, note=f"{verb} in admin")
-                done += 1
-            except TradingError as exc:
-                self.message_user(request, f"Approval {approval.pk}: {exc}", level=messages.ERROR)
-        self.message_user(request, f"{verb.capitalize()} {done} order(s).")
-
-    @admin.action(description="Approve: place the selected orders now")
-    def approve(self, request, queryset):
-        from trading.approvals import order_approve
-
-        self._decide(request, queryset, order_approve, "approved")
-
-    @admin.action(description="Reject the selected orders")
-    def reject(self, request, queryset):
-        from trading.approvals import order_reject
-
-        self._decide(request, queryset, order_reject, "rejected")
-
-
-class ExchangeCredentialForm(forms.ModelForm):
-    """The API secret is write-only: the form never renders it (nor its ciphertext)."""
-
-    api_secret = forms.CharField(
-        required=False, strip=True, widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
-        help_text="Write-only: the HMAC secret key, or the Ed25519 private key PEM. Leave empty to keep the "
-                  "stored one; it is encrypted (Fernet) and never shown.",
-    )
-
-    class Meta:
-        model = ExchangeCredential
-        fields = ("account", "api_key", "key_type", "api_url", "ws_api_url")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["key_type"].required = False  # blank keeps the stored type (HMAC for a new pair)
-
-    def clean(self):
-        data = super().clean()
-        if not data.get("key_type"):
-            data["key_type"] = self.instance.key_type or "HMAC_SHA256"
-        changed_type = self.instance.pk and data["key_type"] != self.instance.key_type
-        if (not self.instance.pk or changed_type) and not data.get("api_secret"):
-            self.add_error("api_secret", "The API secret (or Ed25519 private key) is required for a new key pair or key type.")
-        elif data.get("api_secret") and data.get("key_type") == "ED25519":
-            try:
-                ed25519_private_pem_check(data["api_secret"])
-            except InvalidInput as exc:
-                self.add_error("api_secret", str(exc))
-        return data
-
-
-@admin.register(ExchangeCredential)
-class ExchangeCredentialAdmin(admin.ModelAdmin):
-    """Per-account Binance key pairs, encrypted at rest; saving is audited without the secret."""
-
-    form = ExchangeCredentialForm
-    list_display = ("account", "api_key_prefix", "key_type", "api_url", "updated_at")
-    list_select_related = ("account",)
-
-    @admin.display(description="API key")
-    def api_key_prefix(self, obj):
-        return obj.api_key[:6] + "…"
-
-    def get_readonly_fields(self, request, obj=None):
-        return ("account",) if obj is not None else ()
-
-    def save_model(self, request, obj, form, change):
-        from risk.services import exchange_credential_set
-
-        saved = exchange_credential_set(account=obj.account if change else form.cleaned_data["account"], api_key=form.cleaned_data["api_key"],
-                                        secret=form.cleaned_data.get("api_secret") or None, actor_user=request.user,
-                                        channel=Channel.ADMIN, key_type=form.cleaned_data["key_type"],
-                                        api_url=form.cleaned_data.get("api_url") or "",
-                                        ws_api_url=form.cleaned_data.get("ws_api_url") or "")
-        obj.pk = saved.pk  # the admin's change message and redirect name the saved row
 
 
 class AccountGrantForm(forms.ModelForm):
@@ -260,7 +123,7 @@ class AccountGrantForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.request = request
         if "account" in self.fields:
-            self.fields["account"].queryset = Account.objects.filter(owner=request.user).order_by("id")
+            self.fields["account"].queryset = self.fields["account"].queryset.filter(owner=request.user).order_by("id")
 
     def clean(self):
         data = super().clean()

@@ -11,7 +11,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from ops.signals import audit_observed
+from core.events import publish_account_event, publish_user_event
+from core.redis import async_redis_shared, get_redis
+from core.signals import audit_observed
 from risk.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ def audit_record(
     The row is inserted at once, in the caller's transaction when there is one (an order's audit
     row commits with the order). The event is also pushed to the account's dashboard group after
     the transaction commits.
-    Also shown to ``ops.signals.audit_observed`` (metrics, notification triggers).
+    Also shown to ``core.signals.audit_observed`` (metrics, notification triggers).
     """
     audit_observed({"channel": channel, "action": action, "outcome": outcome, "actor_user": actor_user,
                     "actor_token": actor_token, "account": account, "params": params, "message": message,
@@ -111,8 +113,6 @@ def audit_record(
         account=account,
     )
     event.save()  # an INSERT: AuditEvent rows are append-only
-    from trading.events import publish_account_event, publish_user_event
-
     def payload():  # built when the push is sent, after the commit: the row has its id by then
         return audit_event_payload(event)
 
@@ -164,8 +164,6 @@ def audit_stream_key() -> str:
 def audit_enqueue(**event) -> None:
     """Append one audit event (``audit_record``'s keyword arguments, with ``actor_user``/
     ``actor_token``/``account`` given as objects or ids) to the write-ahead stream."""
-    from marketdata.cache import get_redis
-
     audit_observed(event)
     payload = _wal_payload(event)
     try:
@@ -220,8 +218,6 @@ class _AppendBatch:
 
     async def flush(self) -> None:
         from asgiref.sync import sync_to_async
-
-        from marketdata.cache import async_redis_shared
 
         try:
             while self.entries:
@@ -341,8 +337,6 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
     import redis as redis_lib
     from django.db import transaction
 
-    from marketdata.cache import get_redis
-
     r = get_redis()
     key = audit_stream_key()
     try:
@@ -372,8 +366,6 @@ def audit_drain(*, batch: int = 1000, consumer: str = "drainer") -> int:
         r.xack(key, AUDIT_GROUP, *ids)
         r.xdel(key, *ids)
         total += len(events)
-        from trading.events import publish_account_event, publish_user_event
-
         for event in events:
             if event.account_id is not None:
                 publish_account_event(event.account_id, "activity", audit_event_payload(event))

@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 from rest_framework import authentication, exceptions
+from core.redis import async_redis_shared, get_redis
+from core.workers import run_sync
+from risk import ratelimit
+from risk.models import AgentToken
+from risk.ratelimit import check
+from risk.services import agent_token_authenticate
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +130,6 @@ def _key_hash(key: str) -> str:
 def _load_fields(key: str):
     """Database lookup of a plain credential → (the cacheable fields of its identity, its token
     row), or (None, None)."""
-    from risk.services import agent_token_authenticate
-
     token = agent_token_authenticate(key=key)
     if token is None:
         return None, None
@@ -146,8 +150,6 @@ def _load_fields(key: str):
 def _load_identity(key_hash: str, fields: dict, token=None) -> Identity | None:
     """The ``Identity`` of cached ``fields``: its user and token rows (``token``, or read from the
     database)."""
-    from risk.models import AgentToken
-
     if token is None:
         token = AgentToken.objects.select_related("user").filter(pk=fields["token_id"], key_hash=key_hash).first()
     if token is None or not token.is_active or not token.user.is_active:
@@ -206,8 +208,6 @@ def authenticate_bearer(raw: str | bytes | None) -> Identity | None:
     """The ``Identity`` of an ``Authorization`` header value or a bare token, or None (unknown,
     revoked or expired token, inactive user, no credential). Sync (DRF, management code).
     A Redis failure falls back to the database (logged)."""
-    from marketdata.cache import get_redis
-
     key = credential(raw)
     if key is None:
         return None
@@ -244,10 +244,6 @@ async def authenticate_bearer_async(raw: str | bytes | None, *, count: bool = Fa
     call will read, ``marketdata.cache.read_ahead_keys``). Count and read-ahead ride on the first
     round trip only when this process has met the token before; otherwise they follow the
     database lookup. Raises ``redis.RedisError`` when Redis is unreachable."""
-    from marketdata.cache import async_redis_shared
-    from risk import ratelimit
-    from project.workers import run_sync
-
     key = credential(raw)
     if key is None:
         return AuthResult(None)
@@ -321,9 +317,6 @@ class TokenRateThrottle:
         self.wait_s = 0
 
     def allow_request(self, request, view) -> bool:
-        from risk.models import AgentToken
-        from risk.ratelimit import check
-
         if not isinstance(request.auth, AgentToken):
             return True
         self.wait_s = check(request.auth)

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from risk import secrets as fernet
+
 AMOUNT = {"max_digits": 30, "decimal_places": 8}
 
 
@@ -387,12 +389,8 @@ class ExchangeCredential(models.Model):
     def set_secret(self, plain: str) -> None:
         """Encrypt ``plain`` (the HMAC secret, or the Ed25519 private key PEM) into
         ``secret_encrypted`` (not saved)."""
-        from risk.secrets import encrypt
-
-        self.secret_encrypted = encrypt(plain)
+        self.secret_encrypted = fernet.encrypt(plain)
 
     def secret(self) -> str:
         """The plain secret. Only the venue's client builder may call this."""
-        from risk.secrets import decrypt
-
-        return decrypt(self.secret_encrypted)
+        return fernet.decrypt(self.secret_encrypted)

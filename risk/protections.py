@@ -32,7 +32,8 @@ from decimal import Decimal
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
-from risk.models import Protection, ProtectionKind, ProtectionLock, ProtectionScope
+from risk.audit import audit_record
+from risk.models import Channel, Outcome, Protection, ProtectionKind, ProtectionLock, ProtectionScope
 
 ZERO = Decimal("0")
 
@@ -51,9 +52,7 @@ class Trade:
 
 def trades_since(account, since: datetime, symbol: str | None = None) -> list[Trade]:
     """The account's trades (SELL orders) whose last fill is at or after ``since``, oldest first."""
-    from trading.models import Fill
-
-    qs = Fill.objects.filter(account=account, side="SELL")
+    qs = account.fills.filter(side="SELL")
     if symbol:
         qs = qs.filter(symbol=symbol)
     rows = (qs.values("order_id", "symbol")
@@ -87,9 +86,6 @@ def _trip(protection: Protection, *, symbol: str, at: datetime, reason: str, now
         defaults={"account_id": protection.account_id, "reason": reason, "locked_at": now},
     )
     if created:
-        from risk.audit import audit_record
-        from risk.models import Channel, Outcome
-
         audit_record(channel=Channel.SYSTEM, action="risk.protection_lock", outcome=Outcome.OK, account=protection.account,
                      params={"protection_id": protection.pk, "kind": protection.kind, "scope": protection.scope},
                      message=reason, result={"lock_id": lock.pk, "symbol": lock_symbol, "until": until.isoformat()})
@@ -124,10 +120,8 @@ def _stoploss_guard(p: Protection, account, symbol: str, now: datetime) -> Prote
 def _cost_basis_equity(account) -> Decimal:
     """Quote balance plus every position at its average entry price (quote asset): the account's
     value without marking to market (cheap, and the same at every evaluation)."""
-    from trading.models import Balance, Position
-
-    quote = Balance.objects.filter(account=account, asset=account.quote_asset).first()
-    held = sum((p.quantity * p.avg_entry_price for p in Position.objects.filter(account=account).exclude(quantity=0)), ZERO)
+    quote = account.balances.filter(asset=account.quote_asset).first()
+    held = sum((p.quantity * p.avg_entry_price for p in account.positions.exclude(quantity=0)), ZERO)
     return (quote.free + quote.locked if quote else ZERO) + held
 
 
@@ -208,9 +202,6 @@ def protections_check(*, account, symbol: str, side: str, now: datetime | None =
 
 def lock_release(*, lock: ProtectionLock, actor_user, channel: str) -> ProtectionLock:
     """Release a lock early (admin). Audited as ``risk.protection_unlock`` with the lock's until."""
-    from risk.audit import audit_record
-    from risk.models import Outcome
-
     if lock.released_at is None:
         lock.released_at = timezone.now()
         lock.save(update_fields=["released_at"])

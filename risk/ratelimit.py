@@ -12,6 +12,7 @@ import logging
 import time
 
 from django.conf import settings
+from core.redis import async_redis_shared, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ async def check_async(token) -> int:
     limit = limit_for(token)
     if not limit:
         return 0
-    from marketdata.cache import async_redis_shared
-
     key, retry = window_key(_token_id(token), time.time())
     try:
         async with async_redis_shared().pipeline(transaction=False) as pipe:
@@ -57,8 +56,6 @@ def check(token) -> int:
     limit = limit_for(token)
     if not limit:
         return 0
-    from marketdata.cache import get_redis
-
     key, retry = window_key(_token_id(token), time.time())
     try:
         pipe = get_redis().pipeline(transaction=False)

@@ -16,10 +16,11 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from oauth.selectors import resolve_oauth_access_token
+from core.errors import InvalidInput, NotFound, PermissionDenied
+from marketdata.selectors import quote_get, symbol_get
 from risk.audit import audit_record
-from risk.models import AccountGrant, AgentToken, GrantRole, Outcome, RiskLimit
-from trading.errors import InvalidInput, NotFound, PermissionDenied
+from risk.models import AccountGrant, AgentToken, ALL_SCOPES, GrantRole, Outcome, RiskLimit, TradingState
+from risk.protections import protections_check
 
 TOKEN_PREFIX = "tmcp_"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -36,9 +37,6 @@ def agent_token_create(*, user, name: str, expires_at: datetime | None = None,
     URL-safe characters, 256 bits) is returned only here; only its SHA-256 is stored.
     Raises ``InvalidInput`` for an unknown scope.
     """
-    from risk.models import ALL_SCOPES
-    from trading.errors import InvalidInput
-
     scopes = list(ALL_SCOPES) if scopes is None else list(dict.fromkeys(scopes))
     unknown = [s for s in scopes if s not in ALL_SCOPES]
     if unknown:
@@ -51,17 +49,32 @@ def agent_token_create(*, user, name: str, expires_at: datetime | None = None,
     return token, key
 
 
+# Resolvers of bearer keys that are not ``tmcp_`` agent tokens (``oauth`` registers its access
+# tokens' resolver here when its app is ready): each takes the raw key, returns the AgentToken
+# permission record or None.
+_bearer_resolvers: list = []
+
+
+def bearer_resolver_register(resolve) -> None:
+    """Let ``agent_token_authenticate`` try ``resolve(key) -> AgentToken | None`` for keys without
+    the ``tmcp_`` prefix (the OAuth app registers ``oauth.selectors.resolve_oauth_access_token``
+    in its ``AppConfig.ready``); registering the same function twice has no effect."""
+    if resolve not in _bearer_resolvers:
+        _bearer_resolvers.append(resolve)
+
+
 def agent_token_authenticate(*, key: str) -> AgentToken | None:
     """Return the active ``AgentToken`` for a plain token, or None (unknown, expired, revoked,
     or its user inactive). Updates ``last_used_at`` at most once a minute per token.
 
-    A key without the ``tmcp_`` prefix is tried as an OAuth access token
-    (``oauth.selectors.resolve_oauth_access_token``): the answer is then the permission record the
-    person's consent created, its ``expires_at`` no later than the access token's."""
+    A key without the ``tmcp_`` prefix is tried with the registered resolvers
+    (``bearer_resolver_register``: an OAuth access token, ``oauth.selectors.resolve_oauth_access_token``):
+    the answer is then the permission record the person's consent created, its ``expires_at`` no
+    later than the access token's."""
     if len(key) > 128:
         return None
     if not key.startswith(TOKEN_PREFIX):
-        token = resolve_oauth_access_token(key)
+        token = next((t for t in (resolve(key) for resolve in _bearer_resolvers) if t is not None), None)
     else:
         token = (
             AgentToken.objects.select_related("user")
@@ -125,9 +138,7 @@ def utc_day_start(now: datetime | None = None) -> datetime:
 def daily_loss(*, account) -> Decimal:
     """Loss of the current UTC day in the quote asset: −(realized P&L − fees) of today's fills,
     floored at 0 (a profitable day has no loss)."""
-    from trading.models import Fill
-
-    agg = Fill.objects.filter(account=account, time__gte=utc_day_start()).aggregate(
+    agg = account.fills.filter(time__gte=utc_day_start()).aggregate(
         pnl=Sum("realized_pnl"), fees=Sum("commission_quote")
     )
     net = (agg["pnl"] or Decimal("0")) - (agg["fees"] or Decimal("0"))
@@ -173,8 +184,6 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
     max_open_orders (orders that can rest), max_position_notional and max_total_exposure (BUYs),
     max_daily_loss.
     """
-    from trading.models import Order, Position
-
     if limits is None:
         limits = RiskLimit.objects.filter(account=account).first() or RiskLimit(account=account)
     notional = quantity * price
@@ -200,7 +209,7 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
         return refuse("trading_state", None, notional, zero,
                       f"trading_state: account is HALTED{until} ({limits.halted_reason or 'kill switch'})")
     if limits.trading_state == "REDUCING":
-        position = Position.objects.filter(account=account, symbol=symbol).first()
+        position = account.positions.filter(symbol=symbol).first()
         held = position.quantity if position else zero
         if side != "SELL" or quantity > held:
             return refuse("trading_state", held, quantity, held,
@@ -210,8 +219,6 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
 
     # 1b. Protections (freqtrade-style locks, risk.protections): BUYs only.
     if side == "BUY":
-        from risk.protections import protections_check
-
         lock = protections_check(account=account, symbol=symbol, side=side, now=now, has_protections=has_protections)
         if lock is not None:
             return refuse("protections", None, notional, zero,
@@ -241,7 +248,7 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
 
     # 5. Order rate.
     if limits.max_orders_per_minute is not None:
-        recent = Order.objects.filter(account=account, created_at__gte=now - timedelta(seconds=60)).count()
+        recent = account.orders.filter(created_at__gte=now - timedelta(seconds=60)).count()
         if recent >= limits.max_orders_per_minute:
             return refuse("max_orders_per_minute", Decimal(limits.max_orders_per_minute), Decimal(1), Decimal(recent),
                           f"max_orders_per_minute: {recent} orders in the last 60 s; the limit is "
@@ -250,7 +257,7 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
 
     # 6. Resting orders.
     if limits.max_open_orders is not None and order_type != "MARKET":
-        open_count = Order.objects.filter(account=account, status__in=("NEW", "PARTIALLY_FILLED")).count()
+        open_count = account.orders.filter(status__in=("NEW", "PARTIALLY_FILLED")).count()
         if open_count >= limits.max_open_orders:
             return refuse("max_open_orders", Decimal(limits.max_open_orders), Decimal(1), Decimal(open_count),
                           f"max_open_orders: {open_count} orders are open; the limit is {limits.max_open_orders}")
@@ -258,7 +265,7 @@ def risk_check(*, account, symbol: str, side: str, quantity: Decimal, price: Dec
 
     # 7./8. Position and exposure (a BUY grows them; a SELL of a long position only shrinks them).
     if side == "BUY" and (limits.max_position_notional is not None or limits.max_total_exposure is not None):
-        positions = {p.symbol: p for p in Position.objects.filter(account=account).exclude(quantity=0)}
+        positions = {p.symbol: p for p in account.positions.exclude(quantity=0)}
         held = positions[symbol].quantity if symbol in positions else zero
         if limits.max_position_notional is not None:
             usage = held * price
@@ -303,53 +310,17 @@ def _mark(symbol: str, price: Decimal | None, fallback: Decimal) -> Decimal:
     if price is not None:
         return price
     try:
-        from marketdata.selectors import quote_get
-
         return quote_get(symbol).bid_price
     except Exception:
         return fallback
 
 
-# --- Kill switch -----------------------------------------------------------------------------------
-
-def account_halt(*, account, actor_user, channel: str, reason: str = "kill switch", cancel_open_orders: bool = True,
-                 actor_token=None) -> dict:
-    """The kill switch: HALT ``account`` at once (no new order passes ``risk_check``) and, by
-    default, cancel every open order. Returns ``{"state", "canceled": [order dicts]}``.
-
-    Audited as ``risk.halt`` with the state before and after.
-    """
-    from django.db import transaction
-
-    from risk.audit import audit_record
-    from risk.models import Outcome
-    from trading.models import Order
-    from trading.services import order_cancel_all
-
-    with transaction.atomic():
-        limits, _ = RiskLimit.objects.select_for_update().get_or_create(account=account)
-        before = limits.trading_state
-        limits.trading_state, limits.halted_reason, limits.halted_until = "HALTED", reason, None
-        limits.save(update_fields=["trading_state", "halted_reason", "halted_until", "updated_at"])
-        audit_record(channel=channel, action="risk.halt", outcome=Outcome.OK, actor_user=actor_user, actor_token=actor_token,
-                     account=account, params={"reason": reason, "cancel_open_orders": cancel_open_orders},
-                     result={"before": before, "after": "HALTED"})
-    canceled = []
-    if cancel_open_orders:
-        symbols = Order.objects.filter(account=account, status__in=("NEW", "PARTIALLY_FILLED")).values_list("symbol", flat=True).distinct()
-        for symbol in sorted(set(symbols)):
-            canceled += order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=symbol, actor_token=actor_token)
-    return {"state": "HALTED", "canceled": canceled}
-
+# --- Trading state ---------------------------------------------------------------------------------
 
 def account_set_state(*, account, actor_user, channel: str, state: str, reason: str = "") -> RiskLimit:
     """Set the trading state (ACTIVE resumes a halted account, REDUCING allows only reducing
     orders). Audited as ``risk.state`` with before/after. Raises ``InvalidInput`` for an unknown state."""
     from django.db import transaction
-
-    from risk.audit import audit_record
-    from risk.models import Outcome, TradingState
-    from trading.errors import InvalidInput
 
     if state not in TradingState.values:
         raise InvalidInput(f"state must be one of {', '.join(TradingState.values)}, got {state!r}.")
@@ -372,8 +343,6 @@ LIMIT_COUNT_FIELDS = ("max_open_orders", "max_orders_per_minute")
 
 
 def _limit_decimal(name: str, value, *, places: int, int_digits: int) -> Decimal | None:
-    from trading.errors import InvalidInput
-
     if value is None:
         return None
     try:
@@ -402,11 +371,6 @@ def risk_limit_update(*, account, actor_user, channel: str, changes: dict, actor
     nothing changes then. Audited as ``risk_limit.change`` with the changed fields' values
     before and after, as the admin records its edits."""
     from django.db import transaction
-
-    from marketdata.selectors import symbol_get
-    from risk.audit import audit_record
-    from risk.models import Outcome
-    from trading.errors import InvalidInput, PermissionDenied
 
     if actor_token is not None:
         raise PermissionDenied("Risk limits are changed by the account's owner in person (a session), not by an agent token.")
@@ -438,76 +402,6 @@ def risk_limit_update(*, account, actor_user, channel: str, changes: dict, actor
                      account=account, params={"fields": sorted(values)},
                      result={"before": before, "after": {f: getattr(limits, f) for f in values}})
     return limits
-
-
-# --- Exchange credentials --------------------------------------------------------------------------
-
-def ed25519_private_pem_check(pem: str) -> None:
-    """``InvalidInput`` unless ``pem`` is an unencrypted Ed25519 private key in PEM (what
-    python-binance's ``private_key`` takes)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    from trading.errors import InvalidInput
-
-    try:
-        key = load_pem_private_key(pem.encode(), None)
-    except (ValueError, TypeError):
-        raise InvalidInput("The Ed25519 private key must be an unencrypted PEM (-----BEGIN PRIVATE KEY-----).") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InvalidInput("The private key is not an Ed25519 key.")
-
-
-def exchange_credential_set(*, account, api_key: str, secret: str | None, actor_user, channel: str,
-                            key_type: str = "HMAC_SHA256", api_url: str = "", ws_api_url: str = ""):
-    """Store ``account``'s Binance API key and (when ``secret`` is given) its secret, encrypted with
-    Fernet (``risk.secrets``). Returns the ``ExchangeCredential``.
-
-    ``key_type``: ``HMAC_SHA256`` (``secret`` = the secret key) or ``ED25519`` (``secret`` = the
-    private key PEM; Binance keeps only the public half). ``api_url`` / ``ws_api_url``: the
-    account's own venue endpoints (``http(s)://.../api``, ``ws(s)://.../ws-api/v3``), blank for
-    the deployment's. Raises ``InvalidInput`` for an empty key, an empty secret when none is
-    stored yet or the key type changes, a PEM that is not an Ed25519 private key, or a malformed
-    URL. Audited as ``exchange_credential.set`` with the key's first 6 characters, the key type,
-    the endpoints and whether the secret changed, never the secret."""
-    from django.db import transaction
-
-    from risk.audit import audit_record
-    from risk.models import ExchangeCredential, KeyType, Outcome
-    from trading.errors import InvalidInput
-
-    api_key = (api_key or "").strip()
-    if not api_key or len(api_key) > 128:
-        raise InvalidInput("api_key must be 1-128 characters.")
-    if key_type not in KeyType.values:
-        raise InvalidInput(f"key_type must be one of {', '.join(KeyType.values)}.")
-    api_url, ws_api_url = (api_url or "").strip(), (ws_api_url or "").strip()
-    if api_url and not api_url.startswith(("http://", "https://")) or len(api_url) > 200:
-        raise InvalidInput("api_url must be an http(s) URL such as https://api.binance.com/api.")
-    if ws_api_url and not ws_api_url.startswith(("ws://", "wss://")) or len(ws_api_url) > 200:
-        raise InvalidInput("ws_api_url must be a ws(s) URL such as wss://ws-api.binance.com:443/ws-api/v3.")
-    if secret and key_type == KeyType.ED25519:
-        ed25519_private_pem_check(secret.strip())
-        secret = secret.strip() + "\n"
-    with transaction.atomic():
-        cred = ExchangeCredential.objects.select_for_update().filter(account=account).first()
-        if not secret and (cred is None or cred.key_type != key_type):
-            raise InvalidInput("The API secret (or Ed25519 private key) is required for a new key pair or key type.")
-        before = cred.api_key[:6] + "…" if cred else None
-        cred = cred or ExchangeCredential(account=account)
-        cred.api_key, cred.key_type, cred.api_url, cred.ws_api_url = api_key, key_type, api_url, ws_api_url
-        if secret:
-            cred.set_secret(secret)
-        cred.save()
-        audit_record(channel=channel, action="exchange_credential.set", outcome=Outcome.OK, actor_user=actor_user,
-                     account=account, params={"api_key_prefix": api_key[:6] + "…", "key_type": key_type,
-                                              "api_url": api_url, "ws_api_url": ws_api_url,
-                                              "secret_changed": bool(secret)},
-                     result={"before": {"api_key_prefix": before}, "after": {"api_key_prefix": api_key[:6] + "…"}})
-    from trading.venues import binance
-
-    binance._clients.clear()  # no client keeps a replaced secret
-    return cred
 
 
 # --- Account grants ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
   (``AccountGrant``), saving a user (deactivation) and logging out send ``{"type":
   "access.changed", "user": <id>}`` to the user's channel-layer group ``access_group(user_id)``
   once the transaction commits. ``/mcp/ws`` connections (``mcpapi.ws``) and dashboard sockets
-  (``trading.consumers``) of that user join the group and re-check their access when it arrives:
+  (``dashboard.consumers``) of that user join the group and re-check their access when it arrives:
   a socket whose token, user or session is no longer valid is closed (4401); one that lost an
   account stops receiving it.
 Also: django-axes lockouts (brute-force protection on the login pages) are audited.
@@ -21,7 +21,9 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
+from core.redis import get_redis
 from risk.audit import audit_record
+from risk.authentication import token_cache_key
 from risk.models import AccountGrant, AgentToken, Channel, Outcome
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,6 @@ def access_group(user_id: int) -> str:
 
 def forget_tokens(key_hashes) -> None:
     """Delete cached identities of these token hashes (Redis errors are logged, not raised)."""
-    from marketdata.cache import get_redis
-    from risk.authentication import token_cache_key
-
     keys = [token_cache_key(h) for h in key_hashes]
     if not keys:
         return

@@ -75,7 +75,7 @@ def _clean_redis():
     books), cached tokens, pending audit entries or paper-matcher cursors (the database rolls back
     between tests; the caches must follow)."""
     yield
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
     from marketdata.selectors import symbol_cache_clear
     from trading.market import depth_forget
 
@@ -130,7 +130,7 @@ def symbols(db, replay):
 def cache_quotes(symbol_names=("BTCUSDT", "ETHUSDT")) -> list[dict]:
     """Snapshot bookTickers from the venue into the Redis cache, as the ingester does on connect."""
     from marketdata.binance import make_async_client
-    from marketdata.cache import async_redis
+    from core.redis import async_redis
     from marketdata.ingester import snapshot_book_tickers
 
     async def run():

@@ -176,7 +176,7 @@ def test_racing_approvals_place_the_order_once(symbols, trader, make_user):
 
     from conftest import cache_quotes
     from trading import approvals
-    from trading.errors import TradingError
+    from core.errors import TradingError
 
     symbols.clock.pause()
     try:

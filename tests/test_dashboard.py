@@ -14,7 +14,7 @@ from django.test import Client
 
 from risk.models import AgentToken, AuditEvent, RiskLimit
 from risk.services import agent_token_authenticate
-from trading.errors import RiskRejected
+from core.errors import RiskRejected
 from trading.models import Order
 from trading.services import account_create, order_place
 from conftest import sqlite_pass_only
@@ -153,7 +153,7 @@ def test_kill_switch_halts_cancels_and_refuses_the_next_agent_order(quotes, trad
 
 
 def test_risk_panel_reports_usage_of_each_limit(quotes, trader):
-    from trading.dashboard import risk_panel
+    from trading.portfolio import risk_panel
 
     user, account, _ = trader
     ask = Decimal(quotes["BTCUSDT"]["askPrice"])
@@ -251,7 +251,7 @@ def _application():
     from channels.auth import AuthMiddlewareStack
     from channels.routing import URLRouter
 
-    from project.routing import websocket_urlpatterns
+    from dashboard.routing import websocket_urlpatterns
 
     return AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 
@@ -310,7 +310,7 @@ def test_socket_refuses_anonymous():
 def test_user_b_never_receives_user_a_events(trader, make_user):
     from channels.db import database_sync_to_async
 
-    from trading.events import publish_account_event, publish_user_event
+    from core.events import publish_account_event, publish_user_event
 
     user, account, _ = trader
     bob = make_user("bob")
@@ -351,7 +351,7 @@ def test_an_orders_events_go_as_one_layer_message_and_each_reaches_the_socket(tr
     from channels.layers import get_channel_layer
     from django.db import transaction
 
-    from trading.events import BATCH_TYPE, account_group, drain_account_events, publish_account_events, publish_user_event
+    from core.events import BATCH_TYPE, account_group, drain_account_events, publish_account_events, publish_user_event
 
     user, account, _ = trader
     layer = get_channel_layer()
@@ -414,7 +414,7 @@ def test_market_updates_are_coalesced_and_the_latest_arrives(symbols, trader):
 
 
 def test_coalescer_sends_at_most_one_frame_per_interval_per_stream():
-    from trading.consumers import Coalescer, merge_items
+    from dashboard.consumers import Coalescer, merge_items
 
     now = [100.0]
     sent = []
@@ -447,7 +447,7 @@ def test_coalescer_sends_at_most_one_frame_per_interval_per_stream():
 def test_partial_balance_updates_merge_by_asset_when_coalesced():
     """Orders publish only the assets they changed (``partial``); coalescing must not lose the
     first order's assets when a second one arrives in the same window, and a full snapshot wins."""
-    from trading.consumers import merge_balances
+    from dashboard.consumers import merge_balances
 
     def msg(rows, partial):
         data = {"balances": [{"asset": a, "free": f, "locked": "0"} for a, f in rows]}
@@ -474,7 +474,7 @@ def test_idle_socket_survives_past_the_layers_blocking_pop_and_still_receives(tr
     and the next event still arrives."""
     from channels.db import database_sync_to_async
 
-    from trading.events import drain_account_events, publish_account_event
+    from core.events import drain_account_events, publish_account_event
 
     user, account, _ = trader
     cookie = _cookie("alice")
@@ -603,7 +603,7 @@ def test_approval_events_reach_the_accounts_socket(symbols, trader, make_user):
     from channels.db import database_sync_to_async
 
     from risk.services import agent_token_create
-    from trading.events import drain_account_events
+    from core.events import drain_account_events
 
     user, account, _ = trader
     account_create(owner=make_user("bob"), name="Bob paper")

@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from conftest import ARTIFACTS, wait_until
-from marketdata.cache import book_key, get_redis
+from core.redis import get_redis
+from marketdata.cache import book_key
 from marketdata.services import exchange_info_sync
 from risk.models import RiskLimit
 
@@ -385,7 +386,7 @@ def test_a_protection_lock_shows_in_the_risk_panel_without_reload(live, browser_
     """A losing trade trips a cooldown protection at the next BUY: the risk panel shows the lock
     (what, why, until when) as it happens."""
     from risk.models import Protection, ProtectionLock
-    from trading.errors import RiskRejected
+    from core.errors import RiskRejected
     from trading.services import order_place
 
     stack, user, account, _ = live

@@ -19,7 +19,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import wait_until
-from marketdata.cache import book_key, get_redis, loads
+from core.redis import get_redis
+from marketdata.cache import book_key, loads
 from marketdata.services import exchange_info_sync
 from risk.models import AuditEvent
 from trading.models import Balance, Fill, Order

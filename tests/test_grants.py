@@ -7,7 +7,7 @@ from django.test import Client
 from risk.models import AccountGrant, AuditEvent
 from risk.services import account_grant_remove, account_grant_set, account_grants_list
 from trading import selectors
-from trading.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 from trading.services import account_create
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from marketdata import indicators as ind
 from replay.testing import recorded_rows
-from trading.errors import InvalidInput
+from core.errors import InvalidInput
 
 RTOL = 1e-8
 

@@ -195,7 +195,7 @@ def test_account_get_and_accounts_for_user_apply_the_same_rules(make_user):
     ``account_get`` admits (by id and as the first account) is exactly what ``accounts_for_user``
     lists, and both give the expected accounts for every case."""
     from risk.models import AccountGrant
-    from trading.errors import NotFound, PermissionDenied
+    from core.errors import NotFound, PermissionDenied
     from trading.selectors import account_get, accounts_for_user
 
     alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))

@@ -48,7 +48,7 @@ def test_dashboard_socket_ignores_a_hostile_frame_and_keeps_answering(trader):
     from channels.routing import URLRouter
     from channels.testing import WebsocketCommunicator
 
-    from project.routing import websocket_urlpatterns
+    from dashboard.routing import websocket_urlpatterns
 
     client = Client()
     assert client.login(request=HttpRequest(), username="alice", password="pw-for-tests-1")

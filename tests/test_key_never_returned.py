@@ -23,7 +23,8 @@ from rest_framework.test import APIClient
 from risk import secrets as risk_secrets
 from risk.audit import audit_drain
 from risk.models import AuditEvent, ExchangeCredential
-from risk.services import agent_token_create, exchange_credential_set
+from risk.services import agent_token_create
+from trading.credentials import exchange_credential_set
 from test_isolation import arguments_for
 from test_mcp import call, rpc
 from trading.services import account_create

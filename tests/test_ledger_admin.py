@@ -7,7 +7,7 @@ import pytest
 from django.db import transaction
 
 from risk.models import AuditEvent
-from trading.errors import InvalidInput, PermissionDenied
+from core.errors import InvalidInput, PermissionDenied
 from trading.models import Account, Balance, Position
 from trading.services import account_create, balance_adjust
 

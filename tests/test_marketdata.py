@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 from channels.layers import get_channel_layer
 
-from marketdata.cache import book_key, get_redis, kline_key, loads
+from core.redis import get_redis
+from marketdata.cache import book_key, kline_key, loads
 from marketdata.ingester import Ingester, market_group
 from marketdata.models import Kline, Symbol
 from marketdata.services import exchange_info_sync, klines_sync

@@ -7,7 +7,8 @@ import pytest
 from django.conf import settings
 
 from conftest import wait_until
-from marketdata.cache import buffer_key, get_redis
+from core.redis import get_redis
+from marketdata.cache import buffer_key
 from marketdata.models import IndicatorSnapshot, Kline
 from replay import wire
 from replay.server import ReplayServer

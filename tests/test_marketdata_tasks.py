@@ -3,7 +3,8 @@ run for real against the replay exchange."""
 from django.conf import settings
 
 from marketdata import tasks
-from marketdata.cache import get_redis, loads, ticker_24h_key
+from core.redis import get_redis
+from marketdata.cache import loads, ticker_24h_key
 from marketdata.models import IndicatorSnapshot, Kline
 
 

@@ -68,7 +68,7 @@ def asgi_request(method: str, path: str, body: bytes = b"", headers: dict | None
         finally:
             # Each async_to_sync call runs on a new event loop: close its Redis client, or every
             # call would leave a connection open.
-            from marketdata.cache import async_redis_shared_close
+            from core.redis import async_redis_shared_close
 
             await async_redis_shared_close()
         return AsgiResponse(out["status"], out["headers"], out["body"])
@@ -271,7 +271,7 @@ def test_token_scopes_bound_tools_list_and_calls(quotes, trader):
 
 
 def test_unknown_scope_is_refused(trader):
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     user, _, _ = trader
     with pytest.raises(InvalidInput, match="Unknown scope"):

@@ -18,7 +18,7 @@ from django.db import connection, connections
 
 from marketdata import selectors
 from mcpapi import guard as mcp_guard
-from project import workers
+from core import workers
 from risk.audit import audit_drain
 from risk.models import AuditEvent, Outcome
 from risk.services import agent_token_create
@@ -58,7 +58,7 @@ async def _post(endpoint, token, name, arguments):
 def run_on_loop(coro_fn, timeout=60):
     """Run ``coro_fn()`` on a fresh event loop in this thread (no ``async_to_sync`` caller), then
     close the loop's shared Redis client."""
-    from marketdata.cache import async_redis_shared_close
+    from core.redis import async_redis_shared_close
 
     async def main():
         try:
@@ -358,7 +358,7 @@ def test_entries_redis_refuses_are_written_to_the_database_before_the_answer(end
     """When Redis refuses the appends (here: the stream key holds a string, so XADD answers
     WRONGTYPE), every call's event is in ``AuditEvent`` by the time the call answered, once each,
     without the drainer."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
     from risk.audit import audit_stream_key
 
     user, token = reader

@@ -20,7 +20,8 @@ from django.conf import settings
 from mcp import ClientSession
 
 from conftest import sqlite_pass_only, wait_until
-from marketdata.cache import book_key, get_redis
+from core.redis import get_redis
+from marketdata.cache import book_key
 from marketdata.services import exchange_info_sync
 from risk.models import AuditEvent
 from risk.services import agent_token_create, agent_token_revoke
@@ -64,7 +65,7 @@ def _close_thread_connections():
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from project import workers
+    from core import workers
 
     workers.close_tool_connections()
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)

@@ -14,7 +14,8 @@ from notifications.messages import render
 from notifications.models import NotificationChannel
 from project.celery import app as celery_app
 from risk.models import AuditEvent, RiskLimit
-from risk.services import account_halt, agent_token_create
+from risk.services import agent_token_create
+from trading.services import account_halt
 from trading.services import account_create
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +32,7 @@ def fernet_key(settings):
     risk_secrets._fernet.cache_clear()
     yield
     risk_secrets._fernet.cache_clear()
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     r = get_redis()  # delivered-notification keys: ids restart with each test's database
     keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}notif:*", count=500))

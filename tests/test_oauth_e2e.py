@@ -21,7 +21,8 @@ import pytest
 import websockets
 
 from conftest import ARTIFACTS, free_port, wait_until
-from marketdata.cache import book_key, get_redis
+from core.redis import get_redis
+from marketdata.cache import book_key
 from marketdata.services import exchange_info_sync
 from oauth.models import OAuthGrant
 from risk.models import AuditEvent, OrderApproval

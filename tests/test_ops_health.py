@@ -6,9 +6,10 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from marketdata.cache import book_key, dumps, get_redis
+from core.redis import get_redis
+from marketdata.cache import book_key, dumps
 from ops.health import beat_heartbeat_write
-from project.leader import lease_key
+from core.leader import lease_key
 
 pytestmark = pytest.mark.django_db
 

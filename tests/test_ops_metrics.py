@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from test_mcp import call
 
-from ops.metrics import export_registry
+from core.metrics import export_registry
 from risk.models import RiskLimit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def test_counters_move_by_the_calls_and_orders_made(quotes, trader):
 
 def test_kill_switch_and_breaker_trip_are_counted(quotes, trader):
     from risk.models import Channel
-    from risk.services import account_halt
+    from trading.services import account_halt
 
     user, account, key = trader
     kills0, trips0 = sample("tradingmcp_kill_switches_total"), sample("tradingmcp_breaker_trips_total")

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import ON_POSTGRES
 from risk.models import AuditEvent, RiskLimit
-from trading.errors import FilterFailure, InvalidInput, OrderRejected, RiskRejected, UnknownSymbol
+from core.errors import FilterFailure, InvalidInput, OrderRejected, RiskRejected, UnknownSymbol
 from trading.models import Balance, Fill, Order, Position
 from trading.services import order_place
 
@@ -250,7 +250,7 @@ def test_the_audit_row_goes_with_the_commit(quotes, trader):
     from django.test.utils import CaptureQueriesContext
 
     from risk.models import AuditEvent
-    from trading import events
+    from core import events
 
     user, account, _ = trader
     place(account, user, quantity="0.004")
@@ -298,7 +298,7 @@ def test_an_unreachable_market_data_cache_is_a_typed_refusal(quotes, trader, mon
     import redis
 
     from marketdata import cache
-    from trading.errors import MarketDataUnavailable
+    from core.errors import MarketDataUnavailable
 
     user, account, _ = trader
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens on port 1

@@ -7,7 +7,7 @@ import pytest
 
 from risk.models import AuditEvent
 from trading import services
-from trading.errors import FilterFailure, InvalidInput, NotFound, OrderRejected
+from core.errors import FilterFailure, InvalidInput, NotFound, OrderRejected
 from trading.models import Balance, Fill, Order, OrderList
 from trading.venues import paper
 

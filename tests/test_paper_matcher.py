@@ -25,7 +25,7 @@ def fast_replay():
     srv.start()
     from trading.venues import paper
 
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
     from trading.matcher import _last_trade_key
 
     # Trade ids restart with each replay server: so must the matcher's memory of the last one it matched.
@@ -116,7 +116,7 @@ def test_prints_missed_while_no_matcher_ran_are_matched_on_restart(fast_replay, 
         wait_until(lambda: first.trades >= 3, timeout=30, what="the first matcher to match a few prints")
     finally:
         stop()
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
     from trading.matcher import _last_trade_key
 
     saved = get_redis().get(_last_trade_key("BTCUSDT"))

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from risk.models import AuditEvent, Protection, ProtectionLock
 from risk.protections import lock_release, max_drawdown, trades_since
-from trading.errors import RiskRejected
+from core.errors import RiskRejected
 from trading.models import Fill
 from trading.services import order_place
 

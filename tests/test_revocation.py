@@ -75,7 +75,7 @@ async def _push(account_id, tag):
 
 
 def _run(coro):
-    from marketdata.cache import async_redis_shared_close
+    from core.redis import async_redis_shared_close
 
     async def main():
         try:
@@ -172,7 +172,7 @@ async def _dashboard(cookie):
     from channels.routing import URLRouter
     from channels.testing import WebsocketCommunicator
 
-    from project.routing import websocket_urlpatterns
+    from dashboard.routing import websocket_urlpatterns
 
     comm = WebsocketCommunicator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), "/ws/dashboard/",
                                  headers=[(b"cookie", cookie)])

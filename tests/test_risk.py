@@ -9,8 +9,9 @@ from django.db import connection
 from django.utils import timezone
 
 from risk.models import AuditEvent, RiskLimit
-from risk.services import account_halt, account_set_state
-from trading.errors import RiskRejected
+from risk.services import account_set_state
+from trading.services import account_halt
+from core.errors import RiskRejected
 from trading.models import Balance, Order, Position
 from trading.services import order_place
 
@@ -227,7 +228,7 @@ def test_audit_stores_hostile_text_with_nul_characters(trader):
 def test_a_redelivered_audit_entry_is_written_once(trader, monkeypatch):
     """A drainer that committed its rows but died before XACK leaves the entries pending; the next
     drain claims them and must not write them again (each row keeps its stream id, ``wal_id``)."""
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
     from risk import audit
 
     user, account, _ = trader

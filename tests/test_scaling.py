@@ -33,7 +33,7 @@ from conftest import subprocess_database_url, wait_until
 sys.path.insert(0, str(Path(__file__).resolve().parent / "faults"))
 from faultkit import Processes, free_port, mcp_call, tool_result
 from marketdata.services import exchange_info_sync
-from project.leader import lease_holder
+from core.leader import lease_holder
 from risk.models import AuditEvent, RiskLimit
 from test_e2e import session_cookie
 from trading.models import Fill, Order, Position

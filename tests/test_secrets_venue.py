@@ -14,7 +14,8 @@ from conftest import cache_quotes
 from replay.server import ReplayServer
 from risk import secrets as risk_secrets
 from risk.models import AuditEvent, ExchangeCredential
-from risk.services import agent_token_create, exchange_credential_set
+from risk.services import agent_token_create
+from trading.credentials import exchange_credential_set
 from risk.trust import ERROR_NOTE
 from test_mcp import call
 from trading import services
@@ -45,9 +46,9 @@ def _clean(settings):
     risk_secrets._fernet.cache_clear()
     from django.conf import settings
 
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
-    bv._clients.clear()
+    bv.clients_forget()
     r = get_redis()
     keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}venue:intent:*", count=500))
     if keys:
@@ -88,7 +89,7 @@ def test_stored_credential_signs_orders_and_is_decrypted_only_to_build_the_clien
     calls = []
     real = risk_secrets.decrypt
     monkeypatch.setattr(risk_secrets, "decrypt", lambda token: calls.append(1) or real(token))
-    bv._clients.clear()
+    bv.clients_forget()
     first = place(user, account, client_order_id="cred-1")
     second = place(user, account, client_order_id="cred-2")
     assert first["status"] == second["status"] == "FILLED"
@@ -101,11 +102,11 @@ def test_stored_credential_signs_orders_and_is_decrypted_only_to_build_the_clien
 def test_env_keys_stay_the_fallback(venue, settings):
     user, account, key, secret = venue
     ExchangeCredential.objects.filter(account=account).delete()
-    bv._clients.clear()
+    bv.clients_forget()
     with pytest.raises(bv.VenueAuthError):  # the env pair is unknown to the exchange
         place(user, account, client_order_id="env-1")
     settings.BINANCE_API_KEY, settings.BINANCE_API_SECRET = key, secret
-    bv._clients.clear()
+    bv.clients_forget()
     assert place(user, account, client_order_id="env-2")["status"] == "FILLED"
 
 
@@ -125,7 +126,7 @@ def test_replacing_the_secret_takes_effect_and_exchange_errors_reach_agents_fenc
 
 def test_exchange_refusals_are_fenced_in_the_order(venue):
     from marketdata.selectors import quote_get
-    from trading.errors import OrderRejected
+    from core.errors import OrderRejected
 
     user, account, _, _ = venue
     ask = quote_get("BTCUSDT").ask_price
@@ -169,7 +170,7 @@ def test_ed25519_key_pair_is_stored_encrypted_signs_orders_and_bad_input_changes
     Ed25519 private key, a key-type switch without a new key and a bad URL are refused typed and
     change nothing."""
     from replay.testing import ed25519_pair
-    from trading.errors import InvalidInput
+    from core.errors import InvalidInput
 
     user, account, _key, _secret = venue
     private, public = ed25519_pair()

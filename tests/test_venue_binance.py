@@ -20,7 +20,7 @@ import requests
 from replay.server import ReplayServer
 from risk.models import AuditEvent
 from trading import services
-from trading.errors import OrderRejected
+from core.errors import OrderRejected
 from trading.models import Account, Balance, Fill, Order
 from trading.venues import binance as bv
 
@@ -57,7 +57,7 @@ def _clean_intents():
     yield
     from django.conf import settings
 
-    from marketdata.cache import get_redis
+    from core.redis import get_redis
 
     r = get_redis()
     keys = list(r.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}venue:intent:*", count=500))
@@ -586,7 +586,7 @@ def _exchange_account(exchange: ReplayServer, *, user, name: str, venue: str, ed
     """An account whose ``ExchangeCredential`` names ``exchange``'s endpoints and a fresh key on it
     (Ed25519: the exchange holds the public key, we the private one). Returns (account, api key)."""
     from replay.testing import ed25519_pair
-    from risk.services import exchange_credential_set
+    from trading.credentials import exchange_credential_set
     from trading.services import account_create
 
     key = rand()

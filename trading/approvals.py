@@ -24,145 +24,22 @@ person's decision, with before/after status), and ``order.place`` for the order 
 """
 from __future__ import annotations
 
-import contextvars
-from contextlib import contextmanager
-
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, NotFound, PermissionDenied, TradingError
 from risk.audit import audit_record
 from risk.models import ApprovalStatus, OrderApproval, Outcome
-from trading.errors import InvalidInput, NotFound, PermissionDenied, TradingError
-
-_approving: contextvars.ContextVar[bool] = contextvars.ContextVar("order_approving", default=False)
-
-# order_place keyword → the key its audit ``params`` use (see trading.services.order_place).
-ORDER_KEYS = {"symbol": "symbol", "side": "side", "order_type": "type", "quantity": "quantity",
-              "quote_order_qty": "quote_order_qty", "price": "price", "stop_price": "stop_price",
-              "time_in_force": "time_in_force", "client_order_id": "client_order_id"}
-
-
-def approving() -> bool:
-    """True while ``order_approve`` places an approved order (the hold is skipped then)."""
-    return _approving.get()
-
-
-@contextmanager
-def _approval_context():
-    token = _approving.set(True)
-    try:
-        yield
-    finally:
-        _approving.reset(token)
-
-
-def approval_as_dict(approval: OrderApproval) -> dict:
-    """An approval in the shape of an order answer (Binance names, numbers as strings, ms UTC),
-    plus ``approvalId`` and the decision."""
-    p = approval.params
-    return {
-        "accountId": approval.account_id,
-        "approvalId": approval.pk,
-        "orderId": approval.order_id,
-        "clientOrderId": approval.client_order_id,
-        "symbol": approval.symbol,
-        "side": approval.side,
-        "type": p.get("type", "MARKET"),
-        "origQty": p.get("quantity"),
-        "origQuoteOrderQty": p.get("quote_order_qty"),
-        "price": p.get("price"),
-        "stopPrice": p.get("stop_price"),
-        "timeInForce": p.get("time_in_force"),
-        "status": approval.status,
-        "requestedBy": approval.token.name if approval.token_id else None,
-        "channel": approval.channel,
-        "decidedBy": approval.decided_by.get_username() if approval.decided_by_id else None,
-        "decisionNote": approval.decision_note or None,
-        "time": int(approval.created_at.timestamp() * 1000),
-        "decidedTime": int(approval.decided_at.timestamp() * 1000) if approval.decided_at else None,
-    }
-
-
-def order_hold(*, account, actor_user, actor_token, channel: str, params: dict, request_id: str = "",
-               order_list_id=None):
-    """Hold one order of a confirm-mode token instead of placing it.
-
-    Args:
-        account: the account (the caller checked the actor may trade it).
-        actor_user / actor_token: the agent's user and ``AgentToken``.
-        channel: ``risk.models.Channel`` value; request_id: the call's id for the audit.
-        params: ``order_place``'s audit params (``symbol``, ``side``, ``type``, ``quantity``,
-            ``quote_order_qty``, ``price``, ``stop_price``, ``time_in_force``, ``client_order_id``;
-            absent = not given).
-        order_list_id: set for an OCO leg, which confirm mode does not support.
-
-    Returns ``trading.services.PlaceResult`` whose order has status ``PENDING_APPROVAL`` and an
-    ``approvalId`` (``duplicate`` when this clientOrderId was already held or placed).
-    Raises what ``order_place`` raises for bad input (InvalidInput, UnknownSymbol, FilterFailure,
-    MarketDataUnavailable), nothing held; ``PermissionDenied`` for an OCO leg. Audited as ``order.hold``.
-    """
-    from django.conf import settings
-
-    from marketdata.selectors import quote_get
-    from trading import services
-    from trading.models import Order
-    from trading.selectors import order_as_dict
-
-    def audit(outcome, message, result):
-        audit_record(channel=channel, action="order.hold", outcome=outcome, actor_user=actor_user, actor_token=actor_token,
-                     account=account, params=params, message=message, result=result, request_id=request_id)
-
-    try:
-        if order_list_id is not None:
-            raise PermissionDenied("This token is in confirm mode: OCO order lists cannot wait for approval; "
-                                   "place single orders instead.")
-        request = services._validate(
-            symbol=params.get("symbol"), side=params.get("side"), quantity=params.get("quantity"),
-            quote_order_qty=params.get("quote_order_qty"), order_type=params.get("type", "MARKET"),
-            price=params.get("price"), stop_price=params.get("stop_price"), time_in_force=params.get("time_in_force"),
-            client_order_id=params.get("client_order_id"), channel=channel)
-        cid = request.client_order_id
-        existing = Order.objects.filter(account=account, client_order_id=cid).first()
-        if existing is not None:
-            return services.PlaceResult(order=order_as_dict(existing), duplicate=True)
-        held = OrderApproval.objects.filter(account=account, client_order_id=cid).first()
-        if held is not None:
-            return services.PlaceResult(order=approval_as_dict(held), duplicate=True)
-        quote = quote_get(request.symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
-        services._validate_market(request, services.reference_price(quote))
-    except TradingError as exc:
-        audit(Outcome.REJECTED, str(exc), exc.as_dict())
-        raise
-    stored = {k: v for k, v in params.items() if k != "account_id"}
-    stored.update({"symbol": request.symbol.symbol, "side": request.side, "type": request.type, "client_order_id": cid})
-    with transaction.atomic():
-        approval, created = OrderApproval.objects.get_or_create(
-            account=account, client_order_id=cid,
-            defaults={"requested_by": actor_user, "token": actor_token if getattr(actor_token, "pk", None) else None,
-                      "channel": channel, "request_id": request_id, "symbol": request.symbol.symbol,
-                      "side": request.side, "params": stored},
-        )
-        data = approval_as_dict(approval)
-        if created:
-            audit(Outcome.OK, f"{request.side} {request.type} {request.symbol.symbol} held for approval "
-                              f"(approval {approval.pk})", data)
-            _publish(approval, data)
-    return services.PlaceResult(order=data, duplicate=not created)
-
-
-def _publish(approval: OrderApproval, data: dict) -> None:
-    from trading.events import publish_account_event
-
-    publish_account_event(approval.account_id, "approval", data)
-
+from trading import services
+from trading.models import Order
+from trading.selectors import accounts_for_user, order_as_dict
+from trading.services import ORDER_KEYS, approval_as_dict, placing_approved, publish_approval
 
 def approval_get(*, user, approval_id, need: str = "trade") -> OrderApproval:
     """The approval ``approval_id`` on an account ``user`` may use (``need``: "trade" to decide,
     "read" to see); staff with the ``risk.change_orderapproval`` permission may use any. Raises ``NotFound`` (also for other users' approvals),
     ``PermissionDenied`` when ``user`` may see the account but ``need`` is more (a viewer deciding),
     ``InvalidInput`` for a non-integer id."""
-    from trading.selectors import accounts_for_user
-
     try:
         pk = int(str(approval_id))
     except ValueError:
@@ -208,10 +85,6 @@ def order_approve(*, user, approval_id, channel: str, note: str = "", actor_toke
     any error that booked nothing (stale market data, the symbol stopped trading...).
     Audited as ``order.approve`` with the status before/after and the placed order.
     """
-    from trading import services
-    from trading.models import Order
-    from trading.selectors import order_as_dict
-
     _decide_guard(user, actor_token)
     approval = approval_get(user=user, approval_id=approval_id, need="trade")
     error: TradingError | None = None
@@ -222,7 +95,7 @@ def order_approve(*, user, approval_id, channel: str, note: str = "", actor_toke
         p = approval.params
         kwargs = {name: p[key] for name, key in ORDER_KEYS.items() if p.get(key) is not None}
         try:
-            with _approval_context():
+            with placing_approved():
                 services.order_place(account=approval.account, actor_user=approval.requested_by,
                                      actor_token=approval.token, channel=approval.channel,
                                      request_id=approval.request_id, **kwargs)
@@ -241,7 +114,7 @@ def order_approve(*, user, approval_id, channel: str, note: str = "", actor_toke
                                   + (f" ({error})" if error else "")),
                          result={"before": ApprovalStatus.PENDING, "after": ApprovalStatus.APPROVED, "orderId": order.pk,
                                  "orderStatus": order.status})
-            _publish(approval, data)
+            publish_approval(approval, data)
     if order is None:
         audit_record(channel=channel, action="order.approve", outcome=Outcome.REJECTED, actor_user=user,
                      account=approval.account, params={"approval_id": approval.pk, "note": note},
@@ -269,5 +142,5 @@ def order_reject(*, user, approval_id, channel: str, note: str = "", actor_token
                      params={"approval_id": approval.pk, "note": note},
                      message=f"rejected approval {approval.pk} ({approval.side} {approval.symbol})",
                      result={"before": ApprovalStatus.PENDING, "after": ApprovalStatus.REJECTED})
-        _publish(approval, data)
+        publish_approval(approval, data)
     return data

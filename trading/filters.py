@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, ROUND_FLOOR, Decimal
 
-from trading.errors import FilterFailure
+from core.errors import FilterFailure
 
 ZERO = Decimal("0")
 E8 = Decimal("0.00000001")

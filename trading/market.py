@@ -16,7 +16,8 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from trading.errors import MarketDataUnavailable
+from core.errors import MarketDataUnavailable
+from marketdata.binance import make_client
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,6 @@ _local = threading.local()
 def _client():
     client = getattr(_local, "client", None)
     if client is None or client.API_URL != settings.BINANCE_API_URL:
-        from marketdata.binance import make_client
-
         client = make_client()
         _local.client = client
     return client

@@ -7,7 +7,7 @@ transaction per affected order; a trade id seen twice is skipped there). Book ti
 coalesced to the latest one per symbol every ``PAPER_MATCH_BOOK_EVERY_S`` (default 0.1 s): a resting
 limit only needs the best opposite quote, not every change of it. Reconnects with backoff.
 
-No print is skipped across restarts, reconnects or a leader takeover (``project.leader``): the id
+No print is skipped across restarts, reconnects or a leader takeover (``core.leader``): the id
 of the last trade matched per symbol is kept in Redis (``paper:last_trade:<SYMBOL>``); each session
 first subscribes, then replays the trades printed since that id through ``GET
 /api/v3/historicalTrades?fromId=`` (Binance "Old trade lookup", up to ``PAPER_MATCH_CATCHUP_MAX``
@@ -22,8 +22,11 @@ import logging
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from core.redis import get_redis
 from marketdata.binance import make_async_client, make_socket_manager
 from marketdata.streaming import reconnect_forever
+from trading.models import Order, Venue
+from trading.venues.paper import OPEN, paper_match
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,6 @@ class PaperMatcher:
                 log.exception("paper matcher: saving the last matched trade ids failed")
 
     async def _session(self) -> None:
-        from trading.venues.paper import paper_match
-
         client = await make_async_client()
         try:
             streams = [f"{s.lower()}@trade" for s in self.symbols] + [f"{s.lower()}@bookTicker" for s in self.symbols]
@@ -93,8 +94,6 @@ class PaperMatcher:
 
     async def _catch_up(self, client) -> None:
         """Match the trades printed since the last one this matcher (or its predecessor) matched."""
-        from trading.venues.paper import paper_match
-
         limit = int(getattr(settings, "PAPER_MATCH_CATCHUP_MAX", 10_000))
         for symbol in self.symbols:
             last = self._last_ids.get(symbol)
@@ -132,8 +131,6 @@ class PaperMatcher:
             self._saved_ids.update(changed)
 
     async def _book_loop(self) -> None:
-        from trading.venues.paper import paper_match
-
         while not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.book_every_s)
@@ -175,15 +172,10 @@ async def _bounded_exit(socket_cm):
 
 def _has_open_paper_orders(symbol: str) -> bool:
     """Is any paper order of ``symbol`` open (else a page of missed prints needs no matching)?"""
-    from trading.models import Order, Venue
-    from trading.venues.paper import OPEN
-
     return Order.objects.filter(symbol=symbol, status__in=OPEN, account__venue=Venue.PAPER).exists()
 
 
 def _redis():
-    from marketdata.cache import get_redis
-
     return get_redis()
 
 

@@ -1,4 +1,5 @@
-"""Positions, portfolio value and P&L (reads) and the minute snapshot / daily rollup (writes).
+"""Positions, portfolio value and P&L (reads), the risk panel (each limit with its usage) and the
+minute snapshot / daily rollup (writes).
 
 All values are in the account's ``quote_asset`` (USDT): an asset is valued at the best bid of
 ``<ASSET><QUOTE>`` from the market-data cache (what selling it would fetch at the top of the book),
@@ -15,8 +16,11 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from trading.errors import InvalidInput
-from trading.models import Account, Balance, DailyPnl, Fill, PortfolioSnapshot, Position
+from core.errors import InvalidInput, MarketDataUnavailable
+from marketdata.selectors import quote_get
+from risk.models import ProtectionLock, RiskLimit
+from risk.services import daily_loss
+from trading.models import Account, Balance, DailyPnl, Fill, Order, PortfolioSnapshot, Position
 from trading.selectors import dstr
 
 E8 = Decimal("0.00000001")
@@ -25,9 +29,6 @@ PERIODS = {"1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(da
 
 def mark_price(symbol: str) -> Decimal | None:
     """Best bid of ``symbol`` from the cache (any age), else its last fill price, else None."""
-    from marketdata.selectors import quote_get
-    from trading.errors import MarketDataUnavailable
-
     try:
         return quote_get(symbol).bid_price
     except MarketDataUnavailable:
@@ -139,3 +140,77 @@ def daily_pnl_rollup(*, account: Account, day) -> DailyPnl | None:
         "realized_pnl": agg["pnl"] or Decimal("0"), "fees": agg["fees"] or Decimal("0"),
     })
     return row
+
+
+# --- Risk panel (limits with their usage) --------------------------------------------------------------------------------------
+
+def risk_panel(*, account: Account) -> dict:
+    """The account's trading state and each ``RiskLimit`` with its current usage (quote asset):
+
+    ``{"tradingState", "haltedReason", "haltedUntil" (ms|null), "breakerTripped" (the daily-loss
+    breaker halted it), "limits": [{"name", "limit" (str|null = unlimited), "usage" (str|null),
+    "pct" (0..100 float|null), "unit", "note"}], "locks": protection_locks}``. Usage is what ``risk.services.risk_check``
+    measures: open orders, orders in the trailing 60 s, the largest position and the sum of
+    positions at the mark price (``mark_price``), and today's loss
+    (``risk.services.daily_loss``). ``max_order_notional`` and ``price_band_pct`` apply per order
+    (no running usage).
+    """
+    lim = RiskLimit.objects.filter(account=account).first() or RiskLimit(account=account)
+    quote = account.quote_asset
+    now = timezone.now()
+    locks = protection_locks(account=account, now=now)
+    positions = positions_list(account=account)
+    values = [Decimal(p["value"]) for p in positions if p["value"] is not None and Decimal(p["quantity"]) > 0]
+    largest = max(values, default=Decimal("0"))
+    exposure = sum(values, Decimal("0"))
+    open_count = Order.objects.filter(account=account, status__in=Order.OPEN_STATUSES).count()
+    recent = Order.objects.filter(account=account, created_at__gte=now - timedelta(seconds=60)).count()
+    loss = daily_loss(account=account)
+
+    def row(name, limit, usage, unit, note=""):
+        pct = None
+        if limit is not None and usage is not None:
+            pct = 100.0 if not limit else min(100.0, float(Decimal(usage) / Decimal(limit) * 100))
+        if usage is not None:
+            usage = dstr(Decimal(usage).quantize(Decimal("0.01"))) if unit == quote else str(usage)
+        limit_text = None if limit is None else format(Decimal(limit).normalize(), "f")
+        return {"name": name, "limit": limit_text, "usage": usage, "pct": pct, "unit": unit, "note": note}
+
+    halted_until = lim.halted_until
+    if lim.trading_state == "HALTED" and halted_until is not None and now >= halted_until:
+        state, reason, halted_until = "ACTIVE", "", None  # risk_check lifts it at the next order
+    else:
+        state, reason = lim.trading_state, lim.halted_reason
+    return {
+        "accountId": account.pk,
+        "tradingState": state,
+        "haltedReason": reason,
+        "haltedUntil": int(halted_until.timestamp() * 1000) if halted_until else None,
+        "breakerTripped": state == "HALTED" and reason.startswith("daily loss"),
+        "allowedSymbols": list(lim.allowed_symbols or []),
+        "limits": [
+            row("max_daily_loss", lim.max_daily_loss, loss, quote, "today's realized loss incl. fees (UTC day)"),
+            row("max_total_exposure", lim.max_total_exposure, exposure, quote, "sum of positions at mark"),
+            row("max_position_notional", lim.max_position_notional, largest, quote, "largest position at mark"),
+            row("max_open_orders", lim.max_open_orders, open_count, "orders"),
+            row("max_orders_per_minute", lim.max_orders_per_minute, recent, "orders", "trailing 60 s"),
+            row("max_order_notional", lim.max_order_notional, None, quote, "per order"),
+            row("price_band_pct", lim.price_band_pct, None, "%", "limit/stop price vs last"),
+        ],
+        "locks": locks,
+    }
+
+
+def protection_locks(*, account: Account, now=None) -> list[dict]:
+    """The account's active protection locks (``risk.models.ProtectionLock`` not yet expired nor
+    released by an admin), longest-lasting first: ``[{"id", "symbol" (null = the whole account),
+    "protection" (kind: cooldown | stoploss_guard | max_drawdown | low_profit), "scope", "reason",
+    "lockedAt", "until" (ms since the epoch UTC), "blocks": "BUY"}]``. As in freqtrade a lock refuses
+    new entries (BUY) only; exits stay allowed (``risk.protections``)."""
+    now = now or timezone.now()
+    qs = (ProtectionLock.objects.select_related("protection")
+          .filter(account=account, until__gt=now, released_at__isnull=True).order_by("-until", "-id"))
+    return [{"id": lock.pk, "symbol": lock.symbol or None, "protection": lock.protection.kind,
+             "scope": lock.protection.scope, "reason": lock.reason,
+             "lockedAt": int(lock.locked_at.timestamp() * 1000), "until": int(lock.until.timestamp() * 1000),
+             "blocks": "BUY"} for lock in qs]

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from trading.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 
 def dstr(value: Decimal | None) -> str | None:
     """A Decimal as Binance writes numbers: plain notation, never exponent ("0.00000000")."""
     return None if value is None else format(value, "f")
 from trading.models import Account, Balance, Fill, Order, OrderList, Position
+from risk.models import AccountGrant, AgentToken, RiskLimit
 
 
 def _may_use(user_id: int, *, trade: bool):
@@ -21,8 +22,6 @@ def _may_use(user_id: int, *, trade: bool):
     (``risk.models.AccountGrant``) in a role that allows it (``trader`` to trade, ``trader`` or
     ``viewer`` to read)."""
     from django.db.models import Exists, OuterRef, Q
-
-    from risk.models import AccountGrant
 
     roles = ["trader"] if trade else ["trader", "viewer"]
     return Q(owner_id=user_id) | Exists(AccountGrant.objects.filter(account=OuterRef("pk"), user_id=user_id, role__in=roles))
@@ -32,8 +31,6 @@ def _token_admits(token_id: int):
     """The agent token's account restriction, as a condition on ``Account`` rows: a token linked
     to no account may use all of its user's; one linked to some, only those."""
     from django.db.models import Exists, OuterRef
-
-    from risk.models import AgentToken
 
     links = AgentToken.accounts.through.objects.filter(agenttoken_id=token_id)
     return ~Exists(links) | Exists(links.filter(account_id=OuterRef("pk")))
@@ -152,8 +149,6 @@ def balances_list(*, account: Account) -> list[dict]:
 
 def account_state(*, account: Account) -> dict:
     """Balances, positions and limits of one account (the ``get_account`` tool's answer)."""
-    from risk.models import RiskLimit
-
     limit = RiskLimit.objects.filter(account=account).first()
     return {
         "accountId": account.pk,
@@ -206,6 +201,16 @@ def order_get(*, account: Account, order_id=None, client_order_id: str | None = 
     Raises ``NotFound`` (-2013 "Order does not exist.")."""
     if order_id is None and not client_order_id:
         raise InvalidInput("Send order_id or client_order_id.", code=-1102)
+    order = orders_matching(account=account, symbol=symbol, order_id=order_id,
+                            client_order_id=client_order_id).prefetch_related("fills").first()
+    if order is None:
+        raise NotFound("Order does not exist.")
+    return order_as_dict(order)
+
+
+def orders_matching(*, account: Account, symbol: str | None, order_id, client_order_id: str | None):
+    """The account's orders (a queryset) with ``order_id`` and/or ``client_order_id``, of ``symbol``
+    when given (case-insensitive). Raises ``InvalidInput`` for a non-integer ``order_id``."""
     qs = Order.objects.filter(account=account)
     if symbol:
         qs = qs.filter(symbol=str(symbol).strip().upper())
@@ -216,10 +221,7 @@ def order_get(*, account: Account, order_id=None, client_order_id: str | None = 
             raise InvalidInput(f"order_id must be an integer, got {order_id!r}.") from None
     if client_order_id:
         qs = qs.filter(client_order_id=client_order_id)
-    order = qs.prefetch_related("fills").first()
-    if order is None:
-        raise NotFound("Order does not exist.")
-    return order_as_dict(order)
+    return qs
 
 
 def open_orders_list(*, account: Account, symbol: str | None = None) -> list[dict]:

@@ -3,13 +3,15 @@ venue → audit, in one transaction with the balance changes it causes.
 
 Order parameters and answers follow Binance Spot API docs "Trading endpoints" (New order, Cancel
 order, Cancel all open orders, Cancel an existing order and send a new order, New OCO); errors are
-``trading.errors`` types carrying Binance's codes; every call writes one ``AuditEvent``.
+``core.errors`` types carrying Binance's codes; every call writes one ``AuditEvent``.
 """
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -17,17 +19,18 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, Func, IntegerField, OuterRef, Subquery, Value
 
+from core.errors import InvalidInput, NotFound, OrderRejected, PermissionDenied, RiskRejected, TradingError
+from core.events import publish_account_event, publish_account_events
 from marketdata.selectors import quote_get, symbol_get
 from risk.audit import audit_event_payload, audit_record
-from risk.models import AuditEvent, Outcome, Protection, RiskLimit
+from risk.models import AuditEvent, OrderApproval, Outcome, Protection, RiskLimit
 from risk.services import RiskDecision, risk_check
 from trading import filters
-from trading.errors import InvalidInput, NotFound, OrderRejected, RiskRejected, TradingError
-from trading.events import publish_account_event, publish_account_events
-from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
-from trading.selectors import balance_as_dict, order_as_dict
 from trading.market import depth_get
+from trading.models import Account, Balance, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
+from trading.selectors import balance_as_dict, order_as_dict, orders_matching, order_list_as_dict
 from trading.venues import Execution, MarketView, OrderRequest, venue_for
+from trading.venues.binance import BinanceVenue
 from trading.venues.paper import LIMIT_TYPES, MARKET_TYPES, STOP_TYPES, q8
 
 CLIENT_ORDER_ID_RE = re.compile(r"^[.A-Za-z0-9_:/-]{1,36}$")  # Binance: newClientOrderId, max 36 chars
@@ -185,9 +188,8 @@ def order_place(
     }
     params = {k: v for k, v in params.items() if v is not None}
     if getattr(actor_token, "confirm_orders", False):  # confirm mode: held for a person (trading.approvals)
-        from trading import approvals
-        if not approvals.approving():
-            return approvals.order_hold(account=account, actor_user=actor_user, actor_token=actor_token, channel=channel,
+        if not approving():
+            return order_hold(account=account, actor_user=actor_user, actor_token=actor_token, channel=channel,
                                         params=params, request_id=request_id, order_list_id=order_list_id)
 
     audit = _auditor(channel=channel, action=audit_action, actor_user=actor_user, actor_token=actor_token,
@@ -494,24 +496,130 @@ def _validate_market(request: OrderRequest, ref: Decimal) -> None:
         filters.check_notional(sym, notional=ref * request.quantity, price=ref, qty=request.quantity, market=True)
 
 
+# --- Confirm mode: an order of a confirm-mode token is held for a person (decided in trading.approvals)
+
+_approving: contextvars.ContextVar[bool] = contextvars.ContextVar("order_approving", default=False)
+
+# order_place keyword → the key its audit ``params`` use (see trading.services.order_place).
+ORDER_KEYS = {"symbol": "symbol", "side": "side", "order_type": "type", "quantity": "quantity",
+              "quote_order_qty": "quote_order_qty", "price": "price", "stop_price": "stop_price",
+              "time_in_force": "time_in_force", "client_order_id": "client_order_id"}
+
+
+def approving() -> bool:
+    """True while ``order_approve`` places an approved order (the hold is skipped then)."""
+    return _approving.get()
+
+
+@contextmanager
+def placing_approved():
+    """While ``order_approve`` places an approved order: ``order_place`` skips the hold."""
+    token = _approving.set(True)
+    try:
+        yield
+    finally:
+        _approving.reset(token)
+
+
+def approval_as_dict(approval: OrderApproval) -> dict:
+    """An approval in the shape of an order answer (Binance names, numbers as strings, ms UTC),
+    plus ``approvalId`` and the decision."""
+    p = approval.params
+    return {
+        "accountId": approval.account_id,
+        "approvalId": approval.pk,
+        "orderId": approval.order_id,
+        "clientOrderId": approval.client_order_id,
+        "symbol": approval.symbol,
+        "side": approval.side,
+        "type": p.get("type", "MARKET"),
+        "origQty": p.get("quantity"),
+        "origQuoteOrderQty": p.get("quote_order_qty"),
+        "price": p.get("price"),
+        "stopPrice": p.get("stop_price"),
+        "timeInForce": p.get("time_in_force"),
+        "status": approval.status,
+        "requestedBy": approval.token.name if approval.token_id else None,
+        "channel": approval.channel,
+        "decidedBy": approval.decided_by.get_username() if approval.decided_by_id else None,
+        "decisionNote": approval.decision_note or None,
+        "time": int(approval.created_at.timestamp() * 1000),
+        "decidedTime": int(approval.decided_at.timestamp() * 1000) if approval.decided_at else None,
+    }
+
+
+def order_hold(*, account, actor_user, actor_token, channel: str, params: dict, request_id: str = "",
+               order_list_id=None):
+    """Hold one order of a confirm-mode token instead of placing it.
+
+    Args:
+        account: the account (the caller checked the actor may trade it).
+        actor_user / actor_token: the agent's user and ``AgentToken``.
+        channel: ``risk.models.Channel`` value; request_id: the call's id for the audit.
+        params: ``order_place``'s audit params (``symbol``, ``side``, ``type``, ``quantity``,
+            ``quote_order_qty``, ``price``, ``stop_price``, ``time_in_force``, ``client_order_id``;
+            absent = not given).
+        order_list_id: set for an OCO leg, which confirm mode does not support.
+
+    Returns ``PlaceResult`` whose order has status ``PENDING_APPROVAL`` and an
+    ``approvalId`` (``duplicate`` when this clientOrderId was already held or placed).
+    Raises what ``order_place`` raises for bad input (InvalidInput, UnknownSymbol, FilterFailure,
+    MarketDataUnavailable), nothing held; ``PermissionDenied`` for an OCO leg. Audited as ``order.hold``.
+    """
+    def audit(outcome, message, result):
+        audit_record(channel=channel, action="order.hold", outcome=outcome, actor_user=actor_user, actor_token=actor_token,
+                     account=account, params=params, message=message, result=result, request_id=request_id)
+
+    try:
+        if order_list_id is not None:
+            raise PermissionDenied("This token is in confirm mode: OCO order lists cannot wait for approval; "
+                                   "place single orders instead.")
+        request = _validate(
+            symbol=params.get("symbol"), side=params.get("side"), quantity=params.get("quantity"),
+            quote_order_qty=params.get("quote_order_qty"), order_type=params.get("type", "MARKET"),
+            price=params.get("price"), stop_price=params.get("stop_price"), time_in_force=params.get("time_in_force"),
+            client_order_id=params.get("client_order_id"), channel=channel)
+        cid = request.client_order_id
+        existing = Order.objects.filter(account=account, client_order_id=cid).first()
+        if existing is not None:
+            return PlaceResult(order=order_as_dict(existing), duplicate=True)
+        held = OrderApproval.objects.filter(account=account, client_order_id=cid).first()
+        if held is not None:
+            return PlaceResult(order=approval_as_dict(held), duplicate=True)
+        quote = quote_get(request.symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
+        _validate_market(request, reference_price(quote))
+    except TradingError as exc:
+        audit(Outcome.REJECTED, str(exc), exc.as_dict())
+        raise
+    stored = {k: v for k, v in params.items() if k != "account_id"}
+    stored.update({"symbol": request.symbol.symbol, "side": request.side, "type": request.type, "client_order_id": cid})
+    with transaction.atomic():
+        approval, created = OrderApproval.objects.get_or_create(
+            account=account, client_order_id=cid,
+            defaults={"requested_by": actor_user, "token": actor_token if getattr(actor_token, "pk", None) else None,
+                      "channel": channel, "request_id": request_id, "symbol": request.symbol.symbol,
+                      "side": request.side, "params": stored},
+        )
+        data = approval_as_dict(approval)
+        if created:
+            audit(Outcome.OK, f"{request.side} {request.type} {request.symbol.symbol} held for approval "
+                              f"(approval {approval.pk})", data)
+            publish_approval(approval, data)
+    return PlaceResult(order=data, duplicate=not created)
+
+
+def publish_approval(approval: OrderApproval, data: dict) -> None:
+    """Push an approval's new state to its account's dashboards (``core.events``)."""
+    publish_account_event(approval.account_id, "approval", data)
+
+
 # --- cancel ------------------------------------------------------------------------------------------
 
 def _find_order(account: Account, *, symbol: str | None, order_id, client_order_id, for_update: bool = False) -> Order:
     if order_id is None and not client_order_id:
         raise InvalidInput("Mandatory parameter 'orderId' or 'origClientOrderId' was not sent, was empty/null, or malformed.", code=-1102)
-    qs = Order.objects.filter(account=account)
-    if for_update:
-        qs = qs.select_for_update()
-    if symbol:
-        qs = qs.filter(symbol=str(symbol).strip().upper())
-    if order_id is not None:
-        try:
-            qs = qs.filter(pk=int(str(order_id)))
-        except ValueError:
-            raise InvalidInput(f"order_id must be an integer, got {order_id!r}.") from None
-    if client_order_id:
-        qs = qs.filter(client_order_id=client_order_id)
-    order = qs.first()
+    qs = orders_matching(account=account, symbol=symbol, order_id=order_id, client_order_id=client_order_id)
+    order = (qs.select_for_update() if for_update else qs).first()
     if order is None:
         raise NotFound("Order does not exist.", details={"orderId": order_id, "clientOrderId": client_order_id})
     return order
@@ -624,8 +732,6 @@ def oco_place(*, account: Account, actor_user, channel: str, symbol: str, side: 
     "listClientOrderId", "symbol", "orders": [leg1, leg2]}``. Idempotent by
     ``list_client_order_id``. Raises like ``order_place``.
     """
-    from trading.selectors import order_list_as_dict
-
     if list_client_order_id:
         existing = OrderList.objects.filter(account=account, list_client_order_id=list_client_order_id).first()
         if existing is not None:
@@ -675,9 +781,6 @@ def _oco_place_exchange(*, account: Account, actor_user, actor_token, channel: s
     and the market, one risk check valuing the list at its larger leg, then one
     ``POST /api/v3/orderList/oco`` (``BinanceVenue.submit_oco``) booked with the account row
     locked. A refusal (ours or the exchange's) books nothing and is audited as ``order.oco``."""
-    from trading.selectors import order_list_as_dict
-    from trading.venues.binance import BinanceVenue
-
     t0 = time.perf_counter()
     params = {"account_id": account.pk, "symbol": symbol, "side": side, "quantity": str(qty), "price": str(px),
               "stop_price": str(sp), "stop_limit_price": None if slp is None else str(slp), "list_client_order_id": list_id}
@@ -781,8 +884,6 @@ def balance_adjust(*, account: Account, asset: str, amount, actor, reason: str, 
     balance; nothing is changed then. The change and its ``AuditEvent`` (``balance.adjust``, with
     before/after) are written in one transaction with the account row locked, as fills are.
     """
-    from trading.errors import PermissionDenied
-
     asset_n = str(asset or "").strip().upper()
     params = {"account_id": account.pk, "asset": asset_n, "amount": str(amount), "reason": str(reason or "")[:500]}
     try:
@@ -825,3 +926,28 @@ def balance_adjust(*, account: Account, asset: str, amount, actor, reason: str, 
                      params=params, message=str(exc), result=exc.as_dict())
         raise
     return out
+
+
+# --- Kill switch (risk.models.RiskLimit.trading_state HALTED, open orders canceled) -----------------------------------------------------------------------------------
+
+def account_halt(*, account, actor_user, channel: str, reason: str = "kill switch", cancel_open_orders: bool = True,
+                 actor_token=None) -> dict:
+    """The kill switch: HALT ``account`` at once (no new order passes ``risk.services.risk_check``) and, by
+    default, cancel every open order. Returns ``{"state", "canceled": [order dicts]}``.
+
+    Audited as ``risk.halt`` with the state before and after.
+    """
+    with transaction.atomic():
+        limits, _ = RiskLimit.objects.select_for_update().get_or_create(account=account)
+        before = limits.trading_state
+        limits.trading_state, limits.halted_reason, limits.halted_until = "HALTED", reason, None
+        limits.save(update_fields=["trading_state", "halted_reason", "halted_until", "updated_at"])
+        audit_record(channel=channel, action="risk.halt", outcome=Outcome.OK, actor_user=actor_user, actor_token=actor_token,
+                     account=account, params={"reason": reason, "cancel_open_orders": cancel_open_orders},
+                     result={"before": before, "after": "HALTED"})
+    canceled = []
+    if cancel_open_orders:
+        symbols = Order.objects.filter(account=account, status__in=("NEW", "PARTIALLY_FILLED")).values_list("symbol", flat=True).distinct()
+        for symbol in sorted(set(symbols)):
+            canceled += order_cancel_all(account=account, actor_user=actor_user, channel=channel, symbol=symbol, actor_token=actor_token)
+    return {"state": "HALTED", "canceled": canceled}

@@ -4,6 +4,11 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.utils import timezone
+from core.errors import TradingError
+from trading.models import Account, Venue
+from trading.portfolio import daily_pnl_rollup, snapshot_take
+from trading.venues import venue_for
+from trading.venues.binance import account_fees_sync
 
 log = logging.getLogger(__name__)
 
@@ -11,9 +16,6 @@ log = logging.getLogger(__name__)
 @shared_task
 def portfolio_snapshots() -> int:
     """Store a ``PortfolioSnapshot`` of every account (beat: each minute). Returns how many."""
-    from trading.models import Account
-    from trading.portfolio import snapshot_take
-
     n = 0
     for account in Account.objects.all().iterator():
         try:
@@ -29,9 +31,6 @@ def daily_pnl_rollups(day: str | None = None) -> int:
     """Roll up yesterday's (or ``day``, ISO date) P&L of every account (beat: daily, 00:05 UTC)."""
     from datetime import date
 
-    from trading.models import Account
-    from trading.portfolio import daily_pnl_rollup
-
     target = date.fromisoformat(day) if day else (timezone.now() - timedelta(days=1)).date()
     return sum(1 for a in Account.objects.all().iterator() if daily_pnl_rollup(account=a, day=target))
 
@@ -43,10 +42,6 @@ def reconcile_exchange_accounts() -> dict:
     state of orders no longer open, balances). Beat: each minute; the ``userstream`` follower also
     runs it on every (re)connect. Returns ``{account_id: summary | {"error": text}}``; one account's
     failure never stops the others."""
-    from trading.errors import TradingError
-    from trading.models import Account, Venue
-    from trading.venues import venue_for
-
     out = {}
     for account in Account.objects.exclude(venue=Venue.PAPER).iterator():
         try:
@@ -66,10 +61,6 @@ def sync_exchange_account_fees() -> dict:
     (``trading.venues.binance.account_fees_sync``: ``GET /api/v3/account/commission``). Beat:
     hourly; the ``userstream`` follower also runs it on every (re)connect. Returns
     ``{account_id: {"symbol", "maker", "taker"} | {"error": text}}``."""
-    from trading.errors import TradingError
-    from trading.models import Account, Venue
-    from trading.venues.binance import account_fees_sync
-
     out = {}
     for account in Account.objects.exclude(venue=Venue.PAPER).iterator():
         try:

@@ -1,5 +1,5 @@
 """Singleton processes killed with SIGKILL mid-stream: a standby elected by the Redis lease
-(``project.leader``) takes over within seconds, and the stored data stays complete.
+(``core.leader``) takes over within seconds, and the stored data stays complete.
 
 - Two ``manage.py ingest`` processes on a 60x replay (a replay minute per wall second): the leader
   is SIGKILLed twice (a killed one is restarted and becomes the standby); the stored 1m series is
@@ -18,7 +18,7 @@ from django.conf import settings
 from conftest import subprocess_database_url, wait_until
 from faultkit import Processes, postgres_pass, sqlite_pass
 from marketdata.models import Kline
-from project.leader import lease_holder
+from core.leader import lease_holder
 from test_marketdata_ingester import assert_series_is_the_recording, fast_replay  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.timeout(240)]

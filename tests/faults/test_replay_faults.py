@@ -24,7 +24,7 @@ from test_marketdata_ingester import assert_series_is_the_recording, fast_replay
 from test_marketdata_tools import IngesterThread
 from test_venue_binance import _clean_intents, assert_balances_match, ctx, ex, exchange_trades, local_fills  # noqa: F401
 from trading import services
-from trading.errors import TradingError
+from core.errors import TradingError
 from trading.models import Order
 from trading.venues import binance as bv
 

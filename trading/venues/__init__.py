@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from trading.models import Venue
 from trading.venues.base import Execution, MarketView, OrderRequest, VenueBase
+from trading.venues.binance import BinanceVenue
 from trading.venues.paper import PaperVenue
 
 
@@ -12,8 +13,6 @@ def venue_for(account) -> VenueBase:
     """The venue object that executes ``account``'s orders."""
     if account.venue == Venue.PAPER:
         return PaperVenue()
-    from trading.venues.binance import BinanceVenue
-
     return BinanceVenue()
 
 

@@ -65,8 +65,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from trading.errors import NotFound, OrderRejected, TradingError
+from core.errors import NotFound, OrderRejected, TradingError
+from core.events import publish_account_event
+from core.redis import get_redis
+from marketdata.binance import make_async_client, make_client, VenueRateLimited
+from risk.models import ExchangeCredential, KeyType
+from risk.trust import untrusted_text
 from trading.models import Account, Balance, Fill, Order, OrderList, OrderStatus, OrderType, Venue
+from trading.selectors import balance_as_dict, order_as_dict
 from trading.venues.base import Execution, VenueBase
 from trading.venues.paper import LIMIT_TYPES, STOP_TYPES, Ledger, position_apply_fill, q8, symbol_assets
 
@@ -123,8 +129,6 @@ class _Refused(Exception):
 
 def _classify(exc: BinanceAPIException) -> Exception:
     """The exception to raise for a 4xx answer of the exchange."""
-    from risk.trust import untrusted_text
-
     # The exchange's own words are outside text: fenced so an agent reading them takes them as data.
     code, msg = int(exc.code or 0), untrusted_text("exchange", exc.message or "The exchange refused the request.")
     if code in (-2014, -2015, -1022) or exc.status_code in (401, 403):
@@ -132,8 +136,6 @@ def _classify(exc: BinanceAPIException) -> Exception:
     if code == -1021:
         return VenueClockError(f"The exchange refused the request's timestamp: [{code}] {msg}", code=code)
     if exc.status_code in (418, 429):
-        from marketdata.binance import VenueRateLimited
-
         return VenueRateLimited(f"The exchange rate-limited us (HTTP {exc.status_code}): {msg}")
     return _Refused(code, msg)
 
@@ -142,8 +144,6 @@ def _classify(exc: BinanceAPIException) -> Exception:
 
 def _stored_credential(account):
     """The account's ``risk.models.ExchangeCredential`` row, or None."""
-    from risk.models import ExchangeCredential
-
     return ExchangeCredential.objects.filter(account_id=account.pk).first()
 
 
@@ -187,8 +187,6 @@ def credentials(account, stored=None) -> VenueCredential:
     ``settings.BINANCE_API_SECRET``. Raises ``VenueAuthError`` (-2014) when none is configured,
     ``ImproperlyConfigured`` when the stored secret cannot be decrypted with
     ``SECRETS_ENCRYPTION_KEY``."""
-    from risk.models import KeyType
-
     stored = stored if stored is not None else _stored_credential(account)
     api_url, ws_api_url = endpoints(account, stored)
     if stored is not None:
@@ -207,6 +205,14 @@ def credentials(account, stored=None) -> VenueCredential:
 
 
 _clients: dict[tuple, object] = {}
+
+
+def clients_forget() -> None:
+    """Drop every cached python-binance client (after an account's key pair changed: no client
+    keeps a replaced secret)."""
+    _clients.clear()
+
+
 _offsets: dict[str, tuple[int, float]] = {}
 
 
@@ -228,8 +234,6 @@ def client_for(account):
     """A python-binance ``Client`` for ``account`` at its endpoint (:func:`endpoints`), cached per
     URL and key, signing with its HMAC secret or Ed25519 private key, with ``recvWindow``, request
     timeout and clock offset set."""
-    from marketdata.binance import make_client
-
     stored = _stored_credential(account)
     api_url, _ws = endpoints(account, stored)
     if stored is not None:  # keyed by the ciphertext: the secret is decrypted only to build a client
@@ -260,8 +264,6 @@ def _call(fn, **params):
             if isinstance(err, _Refused):
                 raise VenueError(f"[{err.code}] {err.msg}", code=err.code) from None
             raise err from None
-        from risk.trust import untrusted_text
-
         raise VenueUnavailable(f"The exchange answered HTTP {exc.status_code}: {untrusted_text('exchange', exc.message)}") from None
     except (requests.exceptions.RequestException, BinanceRequestException) as exc:
         raise VenueUnavailable(f"The exchange could not be reached: {type(exc).__name__}.") from None
@@ -476,9 +478,6 @@ def balances_set(account: Account, rows) -> None:
 
 
 def _publish(account: Account, order: Order | None) -> None:
-    from trading.events import publish_account_event
-    from trading.selectors import balance_as_dict, order_as_dict
-
     if order is not None:
         publish_account_event(account.pk, "order", order_as_dict(order))
     publish_account_event(account.pk, "balances", {
@@ -492,8 +491,6 @@ def _intent_key(account_id: int) -> str:
 
 
 def _intent_add(account_id: int, symbol: str, cid: str) -> None:
-    from marketdata.cache import get_redis
-
     try:
         get_redis().hset(_intent_key(account_id), cid, json.dumps({"symbol": symbol, "ms": int(time.time() * 1000)}))
     except Exception:  # never block an order on the log; reconciliation still scans the watched symbols
@@ -501,8 +498,6 @@ def _intent_add(account_id: int, symbol: str, cid: str) -> None:
 
 
 def _intent_remove(account_id: int, cid: str) -> None:
-    from marketdata.cache import get_redis
-
     try:
         get_redis().hdel(_intent_key(account_id), cid)
     except Exception:
@@ -511,8 +506,6 @@ def _intent_remove(account_id: int, cid: str) -> None:
 
 def intents(account_id: int) -> dict[str, dict]:
     """Orders sent but not (yet) booked: ``{clientOrderId: {"symbol", "ms"}}``."""
-    from marketdata.cache import get_redis
-
     try:
         raw = get_redis().hgetall(_intent_key(account_id))
     except Exception:
@@ -872,8 +865,6 @@ async def follow_account(account_id: int, *, stop: asyncio.Event, on_ready=None,
     """
     from asgiref.sync import sync_to_async
     from binance import BinanceSocketManager
-
-    from marketdata.binance import make_async_client
 
     backoff = 1.0
     while not stop.is_set():

@@ -40,9 +40,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ops.signals import fills_observed
+from core.events import publish_account_event
+from core.signals import fills_observed
+from marketdata.models import Symbol
 from trading.filters import lot_step, round_step
+from trading.market import Book, depth_get
 from trading.models import Account, Balance, Fill, Order, OrderList, OrderSide, OrderStatus, OrderType, Position, Venue
+from trading.selectors import balance_as_dict, order_as_dict
 from trading.venues.base import Execution, MarketView, OrderRequest, VenueBase
 
 log = logging.getLogger(__name__)
@@ -78,8 +82,6 @@ def symbol_assets(symbol: str) -> tuple[str, str]:
     """(base asset, quote asset) of a symbol (cached per process)."""
     got = _assets.get(symbol)
     if got is None:
-        from marketdata.models import Symbol
-
         row = Symbol.objects.only("base_asset", "quote_asset").get(symbol=symbol)
         got = _assets[symbol] = (row.base_asset, row.quote_asset)
     return got
@@ -517,8 +519,6 @@ def paper_match(symbol: str, *, trade: dict | None = None, book: dict | None = N
     if not candidates:
         return []
     if depth is None and any(not working for _, working in candidates):
-        from trading.market import depth_get
-
         try:
             depth = depth_get(symbol)
         except Exception as exc:  # a stop then executes against the bookTicker only
@@ -536,9 +536,6 @@ def paper_match(symbol: str, *, trade: dict | None = None, book: dict | None = N
 
 
 def _match_one(order_id: int, t, b, depth) -> dict | None:
-    from trading.events import publish_account_event
-    from trading.selectors import balance_as_dict, order_as_dict
-
     with transaction.atomic():
         account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
         account = Account.objects.select_for_update().get(pk=account_id)
@@ -578,7 +575,7 @@ def _match_one(order_id: int, t, b, depth) -> dict | None:
             touched += _expire_other_legs(ledger, order)
         for o in touched:
             o.save()
-        fills_observed(account.pk, account.venue, ledger.save())  # ops.signals: fill metrics and notifications
+        fills_observed(account.pk, account.venue, ledger.save())  # core.signals: fill metrics and notifications
         data = order_as_dict(order)
         for o in touched:
             publish_account_event(account.pk, "order", order_as_dict(o))
@@ -590,8 +587,6 @@ def _match_one(order_id: int, t, b, depth) -> dict | None:
 
 def _book_from_ticker(symbol: str, b, t):
     """A one-level book from the bookTicker (or the trade price) when no depth is available."""
-    from trading.market import Book
-
     if b is not None:
         return Book(symbol, ((b[0], b[1] or Decimal("1e9")),), ((b[2], b[3] or Decimal("1e9")),), 0, 0.0)
     return Book(symbol, ((t[0], Decimal("1e9")),), ((t[0], Decimal("1e9")),), 0, 0.0)

@@ -6,7 +6,7 @@ endpoint, a reconciliation on every (re)subscription, then each ``executionRepor
 ``outboundAccountPosition`` / ``listStatus`` booked as it arrives. New accounts are picked up every ``--rescan`` seconds. SIGINT/SIGTERM stop it.
 Safe to run next to the Celery beat reconciliation (every booker takes the account row lock and a
 fill is booked once) and safe to kill at any moment (the next reconciliation books what it missed).
-Several copies may run: one is elected by a Redis lease (``project.leader``, lease ``userstream``),
+Several copies may run: one is elected by a Redis lease (``core.leader``, lease ``userstream``),
 the others wait and take over within seconds when it dies; ``--no-leader`` runs it without the lease.
 """
 from __future__ import annotations
@@ -16,13 +16,12 @@ import asyncio
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand
 
-from project.leader import run_as_leader_until_signal
+from core.leader import run_as_leader_until_signal
+from trading.venues.binance import exchange_account_ids, follow_account
 
 
 async def run_followers(*, account_ids: list[int] | None = None, stop: asyncio.Event, rescan_s: float = 30.0) -> None:
     """Follow ``account_ids`` (default: every testnet/live account, rescanned) until ``stop``."""
-    from trading.venues.binance import exchange_account_ids, follow_account
-
     tasks: dict[int, asyncio.Task] = {}
     try:
         while not stop.is_set():
@@ -40,7 +39,7 @@ async def run_followers(*, account_ids: list[int] | None = None, stop: asyncio.E
 
 
 class Followers:
-    """``run_followers`` as a worker (``run()`` / ``stop()``) for ``project.leader``."""
+    """``run_followers`` as a worker (``run()`` / ``stop()``) for ``core.leader``."""
 
     def __init__(self, account_ids: list[int] | None, rescan_s: float):
         self.account_ids = account_ids

@@ -1,5 +1,5 @@
 """Dashboard pages and their JSON endpoints (session login). Thin: parse the request, call
-``trading.dashboard`` / ``risk.services``, answer. Orders, cancels and approval decisions go
+``dashboard.selectors`` / ``risk.services``, answer. Orders, cancels and approval decisions go
 through the REST API (``/api/v1/``, ``api.views``), which the dashboard's scripts call with the
 session and its CSRF token. Errors are the services'
 typed errors as ``{"code", "msg", ...}`` with their HTTP status (4xx), and change nothing."""
@@ -13,11 +13,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from marketdata.selectors import watched_symbols
+from core.errors import InvalidInput, TradingError
+from core.views import post_action
+from dashboard import selectors as pages
+from marketdata.selectors import symbol_get, watched_symbols
 from oauth.selectors import oauth_grants_list
 from risk.models import ALL_SCOPES, Channel, GrantRole
-from trading import dashboard, selectors
-from trading.errors import InvalidInput, TradingError
+from risk.services import account_grant_remove, account_grant_set, account_grants_list, account_set_state
+from trading import portfolio, selectors, tokens
+from trading.services import account_halt as halt
 
 
 def _error(exc: TradingError) -> JsonResponse:
@@ -39,7 +43,7 @@ def _int_arg(value, name: str, default: int) -> int:
 @require_GET
 def dashboard_view(request):
     """The overview: portfolio, balances, positions, orders, fills, risk, activity (live)."""
-    return render(request, "trading/dashboard.html", {"state": dashboard.overview_state(user=request.user), "page": "overview"})
+    return render(request, "dashboard/dashboard.html", {"state": pages.overview_state(user=request.user), "page": "overview"})
 
 
 @login_required
@@ -48,8 +52,6 @@ def market_view(request, symbol: str | None = None):
     """The market page of one symbol: chart, book, trades, order ticket."""
     if symbol is None:
         return redirect("market", symbol=watched_symbols()[0])
-    from marketdata.selectors import symbol_get
-
     try:
         sym = symbol_get(symbol)
     except TradingError:
@@ -62,12 +64,12 @@ def market_view(request, symbol: str | None = None):
         "page": "market",
         "market": {
             "symbol": sym.symbol, "baseAsset": sym.base_asset, "quoteAsset": sym.quote_asset,
-            "intervals": list(dashboard.CHART_INTERVALS), "accounts": accounts, "symbols": watched_symbols(),
+            "intervals": list(pages.CHART_INTERVALS), "accounts": accounts, "symbols": watched_symbols(),
             "tickSize": format(sym.tick_size.normalize(), "f"), "stepSize": format(sym.step_size.normalize(), "f"),
             "minNotional": format(sym.min_notional.normalize(), "f"),
         },
     }
-    return render(request, "trading/market.html", context)
+    return render(request, "dashboard/market.html", context)
 
 
 @login_required
@@ -80,35 +82,30 @@ def tokens_view(request):
             days = _int_arg(request.POST.get("expires_days"), "expires_days", 0) or None
             account_ids = [_int_arg(a, "account", 0) for a in request.POST.getlist("accounts") if a]
             symbols = [s for s in request.POST.get("symbols", "").replace(",", " ").split() if s]
-            token, key = dashboard.token_create(user=request.user, name=request.POST.get("name", ""),
+            token, key = tokens.token_create(user=request.user, name=request.POST.get("name", ""),
                                                 scopes=request.POST.getlist("scopes"), expires_days=days,
                                                 account_ids=account_ids, symbols=symbols,
                                                 confirm_orders=request.POST.get("confirm_orders") in ("1", "on", "true"))
-            created = {"token": dashboard.token_as_dict(token), "key": key}
+            created = {"token": tokens.token_as_dict(token), "key": key}
         except TradingError as exc:
             error = exc.msg
     mcp_url = request.build_absolute_uri("/mcp")
-    config = dashboard.mcp_client_config(mcp_url=mcp_url, token=created["key"] if created else "tmcp_YOUR_TOKEN")
+    config = pages.mcp_client_config(mcp_url=mcp_url, token=created["key"] if created else "tmcp_YOUR_TOKEN")
     context = {
-        "page": "tokens", "tokens": dashboard.tokens_list(user=request.user), "scopes": ALL_SCOPES, "created": created,
+        "page": "tokens", "tokens": tokens.tokens_list(user=request.user), "scopes": ALL_SCOPES, "created": created,
         "oauth_grants": oauth_grants_list(user=request.user),
         "error": error, "accounts": list(selectors.accounts_for_user(request.user).order_by("id")),
         "config_json": json.dumps(config, indent=2), "mcp_url": mcp_url,
         "claude_code_cmd": (f"claude mcp add --transport http tradingmcp {mcp_url} --header "
                             f"\"Authorization: Bearer {created['key'] if created else 'tmcp_YOUR_TOKEN'}\""),
     }
-    return render(request, "trading/tokens.html", context, status=400 if error else 200)
+    return render(request, "dashboard/tokens.html", context, status=400 if error else 200)
 
 
-@login_required
-@require_POST
+@post_action(done="tokens", query="revoked=1", refused=lambda request, exc: _error(exc))
 def token_revoke_view(request, token_id: int):
     """Revoke one of your tokens (404 for anyone else's), back to the tokens page."""
-    try:
-        dashboard.token_revoke(user=request.user, token_id=token_id)
-    except TradingError as exc:
-        return _error(exc)
-    return redirect(reverse("tokens") + "?revoked=1")
+    tokens.token_revoke(user=request.user, token_id=token_id)
 
 
 @login_required
@@ -117,13 +114,11 @@ def account_sharing_view(request, account_id: int):
     adds (``username``, ``role`` viewer|trader), changes and removes grants here
     (``risk.services.account_grant_set`` / ``account_grant_remove``, audited). Anyone else: 404
     (a grantee: 403)."""
-    from risk.services import account_grant_remove, account_grant_set, account_grants_list
-
     try:
         account = selectors.account_get(user=request.user, account_id=account_id)
         grants = account_grants_list(account=account, actor=request.user)  # owner only
     except TradingError as exc:
-        return render(request, "trading/sharing.html", {"page": "sharing", "forbidden": exc.msg}, status=exc.http_status)
+        return render(request, "dashboard/sharing.html", {"page": "sharing", "forbidden": exc.msg}, status=exc.http_status)
     error, status = None, 200
     if request.method == "POST":
         try:
@@ -136,7 +131,7 @@ def account_sharing_view(request, account_id: int):
             return redirect(reverse("account-sharing", args=[account.pk]) + "?saved=1")
         except TradingError as exc:
             error, status = exc.msg, exc.http_status
-    return render(request, "trading/sharing.html", {"page": "sharing", "account": account, "grants": grants, "error": error,
+    return render(request, "dashboard/sharing.html", {"page": "sharing", "account": account, "grants": grants, "error": error,
                                                     "roles": GrantRole.choices}, status=status)
 
 
@@ -145,8 +140,8 @@ def account_sharing_view(request, account_id: int):
 @login_required
 @require_GET
 def dashboard_state(request):
-    """What the overview shows (``trading.dashboard.overview_state``); refetched after a reconnect."""
-    return JsonResponse(dashboard.overview_state(user=request.user))
+    """What the overview shows (``dashboard.selectors.overview_state``); refetched after a reconnect."""
+    return JsonResponse(pages.overview_state(user=request.user))
 
 
 @login_required
@@ -154,7 +149,7 @@ def dashboard_state(request):
 def chart_json(request, symbol: str):
     """Candles + indicator series: ``?interval=1m|5m|15m|1h|4h|1d&limit=50..1000``."""
     try:
-        data = dashboard.chart_data(symbol=symbol, interval=request.GET.get("interval", "1m"),
+        data = pages.chart_data(symbol=symbol, interval=request.GET.get("interval", "1m"),
                                     limit=_int_arg(request.GET.get("limit"), "limit", 500))
     except TradingError as exc:
         return _error(exc)
@@ -166,7 +161,7 @@ def chart_json(request, symbol: str):
 def market_json(request, symbol: str):
     """Order book (20 levels a side) and recent trades of ``symbol``."""
     try:
-        return JsonResponse(dashboard.market_snapshot(symbol=symbol))
+        return JsonResponse(pages.market_snapshot(symbol=symbol))
     except TradingError as exc:
         return _error(exc)
 
@@ -174,9 +169,7 @@ def market_json(request, symbol: str):
 @login_required
 @require_POST
 def account_halt(request, account_id: int):
-    """The kill switch: ``risk.services.account_halt`` (HALTED at once, open orders canceled)."""
-    from risk.services import account_halt as halt
-
+    """The kill switch: ``trading.services.account_halt`` (HALTED at once, open orders canceled)."""
     try:
         account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
         result = halt(account=account, actor_user=request.user, channel=Channel.DASHBOARD,
@@ -184,19 +177,17 @@ def account_halt(request, account_id: int):
     except TradingError as exc:
         return _error(exc)
     return JsonResponse({"state": result["state"], "canceled": [o["orderId"] for o in result["canceled"]],
-                         "risk": dashboard.risk_panel(account=account)})
+                         "risk": portfolio.risk_panel(account=account)})
 
 
 @login_required
 @require_POST
 def account_resume(request, account_id: int):
     """Resume trading (``risk.services.account_set_state`` ACTIVE)."""
-    from risk.services import account_set_state
-
     try:
         account = selectors.account_get(user=request.user, account_id=account_id, need="trade")
         account_set_state(account=account, actor_user=request.user, channel=Channel.DASHBOARD, state="ACTIVE",
                           reason=f"resumed by {request.user.get_username()} (dashboard)")
     except TradingError as exc:
         return _error(exc)
-    return JsonResponse({"state": "ACTIVE", "risk": dashboard.risk_panel(account=account)})
+    return JsonResponse({"state": "ACTIVE", "risk": portfolio.risk_panel(account=account)})

@@ -1,7 +1,7 @@
 """WebSocket URL routes (Channels)."""
 from django.urls import path
 
-from trading.consumers import DashboardConsumer
+from dashboard.consumers import DashboardConsumer
 
 websocket_urlpatterns = [
     path("ws/dashboard/", DashboardConsumer.as_asgi()),

@@ -28,6 +28,8 @@ import time
 from typing import Callable, Protocol
 
 from django.conf import settings
+from django.core.management.base import BaseCommand
+from core.redis import async_redis, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ def lease_key(name: str) -> str:
 
 def lease_holder(name: str) -> str | None:
     """Who holds lease ``name`` now (``"<host>:<pid>:<random>"``), or None. For monitoring and tests."""
-    from marketdata.cache import get_redis
-
     value = get_redis().get(lease_key(name))
     return value.decode() if value is not None else None
 
@@ -91,8 +91,6 @@ class LeaderElection:
 
     async def run(self) -> None:
         """Campaign, lead, and campaign again until ``stop()``."""
-        from marketdata.cache import async_redis
-
         redis = self._redis or async_redis()
         try:
             while not self._stopping.is_set():
@@ -175,3 +173,25 @@ def run_as_leader_until_signal(name: str, make_worker: Callable[[], Worker], *, 
         await runner.run()
 
     asyncio.run(main())
+
+
+class LeaderCommand(BaseCommand):
+    """A management command running one singleton worker over some symbols under a Redis lease
+    (``run_as_leader_until_signal``): ``--symbols`` (comma-separated; default: the subclass's),
+    ``--lease`` (default ``lease_name``), ``--no-leader``. Subclasses set ``lease_name`` and
+    ``help`` and implement ``worker(symbols)`` (``symbols``: the names given, or None)."""
+
+    lease_name = ""
+
+    def add_arguments(self, parser):
+        parser.add_argument("--symbols", help="comma-separated symbols (default: settings.WATCHED_SYMBOLS)")
+        parser.add_argument("--lease", default=self.lease_name, help="name of the Redis lease electing one process")
+        parser.add_argument("--no-leader", action="store_true", help="run at once, without the lease")
+
+    def handle(self, *args, **options):
+        symbols = options["symbols"].split(",") if options["symbols"] else None
+        run_as_leader_until_signal(options["lease"], lambda: self.worker(symbols), enabled=not options["no_leader"])
+
+    def worker(self, symbols: list[str] | None) -> Worker:
+        """A new worker (called each time this process wins the lease)."""
+        raise NotImplementedError

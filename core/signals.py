@@ -1,6 +1,6 @@
 """The audit hook: every audit append (``risk.audit.audit_record`` / ``audit_enqueue`` /
 ``audit_enqueue_async``) calls ``audit_observed`` with the event's fields, before the event is
-written. Every action of every transport passes there, so the metrics (``ops.metrics``) and the
+written. Every action of every transport passes there, so the metrics (``core.metrics``) and the
 notification triggers (``notifications.triggers``) are derived from it instead of being hooked
 into each service.
 
@@ -19,7 +19,8 @@ import logging
 
 from django.dispatch import Signal
 
-from ops import context
+from core import context
+from core.metrics import fills_counted
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ def fills_observed(account_id: int, venue: str, fills: list) -> None:
     ``side``, ``price`` (quote asset), ``qty`` (base asset)."""
     if not fills:
         return
-    from ops.metrics import fills_counted
-
     rows = [{"id": f.pk, "orderId": f.order_id, "symbol": f.symbol, "side": f.side, "price": format(f.price, "f"),
              "qty": format(f.qty, "f")} for f in fills]
     try:

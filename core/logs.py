@@ -1,4 +1,4 @@
-"""Log records with the request context (``ops.context``): ``ContextFilter`` adds
+"""Log records with the request context (``core.context``): ``ContextFilter`` adds
 ``request_id``, ``actor`` and ``account`` to every record it sees (an ``extra=`` value wins).
 ``project.settings`` puts it on the console handler, whose formatter is the plain text one by
 default and python-json-logger's ``JsonFormatter`` (one JSON object per line) with ``LOG_FORMAT=json``."""
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from ops import context
+from core import context
 
 
 class ContextFilter(logging.Filter):

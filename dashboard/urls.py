@@ -1,6 +1,6 @@
 from django.urls import path
 
-from trading import views
+from dashboard import views
 
 urlpatterns = [
     path("", views.dashboard_view, name="dashboard"),

@@ -7,7 +7,7 @@ their message headers (``ops.celery_hooks``).
 Set at the entry points: Django HTTP requests (``ops.middleware.RequestContextMiddleware``),
 the MCP transports (``ops.asgi.tag_transport`` in ``project.asgi``; each tool call binds its
 own id in ``mcpapi.guard``), Celery tasks (``task_prerun``). Read by the log filter
-(``ops.logs.ContextFilter``) and the metrics (``ops.metrics``).
+(``core.logs.ContextFilter``) and the metrics (``core.metrics``).
 """
 from __future__ import annotations
 

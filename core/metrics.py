@@ -30,7 +30,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import REGISTRY
 
-from ops import context
+from core import context
 
 NS = "tradingmcp"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -60,10 +60,10 @@ ORDER_ACTIONS = frozenset({"order.place", "order.oco"})
 
 
 def observe_audit(sender=None, *, event: dict, **_) -> None:
-    """``ops.signals.audit_appended`` receiver: count one audited action (see module docstring).
+    """``core.signals.audit_appended`` receiver: count one audited action (see module docstring).
 
     An ``mcp.<tool>`` event is one call of ``tool``; a service's own event on the MCP channel
-    (``order.place`` for ``place_order``, …) is one call of the tool bound in ``ops.context``."""
+    (``order.place`` for ``place_order``, …) is one call of the tool bound in ``core.context``."""
     action = event["action"]
     outcome = str(event["outcome"])
     if str(event["channel"]) == "mcp":
@@ -106,7 +106,7 @@ def refused_limit(decision: dict) -> str:
 
 
 def fills_counted(venue: str, fills: list[dict]) -> None:
-    """Count fills booked outside an audited call (``ops.signals.fills_observed``)."""
+    """Count fills booked outside an audited call (``core.signals.fills_observed``)."""
     for fill in fills:
         FILLS.labels(venue or "unknown", str(fill.get("side") or "")).inc()
 

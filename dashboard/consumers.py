@@ -36,9 +36,9 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from core.events import account_group, user_group
 from marketdata.ingester import market_group
-from marketdata.selectors import watched_symbols
-from trading.events import account_group, user_group
+from marketdata.selectors import symbol_get, watched_symbols
 from risk.signals import access_group
 from trading.selectors import accounts_for_user
 
@@ -148,8 +148,6 @@ def _access_now(user_id: int, session) -> tuple[bool, set[int]]:
 
 
 def _symbol_ok(name: str) -> str:
-    from marketdata.selectors import symbol_get
-
     return symbol_get(name).symbol
 
 
@@ -222,7 +220,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         await self.coalescer.offer(("market", event["symbol"], event["stream"]), message)
 
     async def events_batch(self, event):
-        """Several messages to one group in one channel-layer message (``trading.events``), each
+        """Several messages to one group in one channel-layer message (``core.events``), each
         handled as if it had come alone (``dispatch`` already ran its connection hygiene once)."""
         for message in event["messages"]:
             handler = getattr(self, get_handler_name(message), None)

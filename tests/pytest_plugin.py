@@ -1,4 +1,4 @@
-"""Loaded by pytest before Django's settings (``-p project.pytest_plugin`` in pytest.ini): points
+"""Loaded by pytest before Django's settings (``-p tests.pytest_plugin`` in pytest.ini): points
 the test run at real services with keys no other run uses.
 
 - ``REDIS_URL``: the machine's Redis (``redis://127.0.0.1:6379/0``) unless set.
