@@ -741,7 +741,8 @@ class ReplayAccounts:
         return out
 
     def _book(self, symbol: str, index: int):
-        d = self.model.depth_at_index(symbol, index, 1000)
+        """The book (asks, bids) the trade with global index ``index`` met: its second's book."""
+        d = self.model.depth_at_trade(symbol, index, 1000)
         return d.asks, d.bids
 
     def _step(self, symbol: str) -> Decimal:
