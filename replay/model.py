@@ -433,8 +433,13 @@ class _Sym:
 
         self.deep_bid_offsets = tiled(shape.bid_offsets_e8)
         self.deep_ask_offsets = tiled(shape.ask_offsets_e8)
-        self.bid_sizes = tuple(shape.bid_sizes_e8[j % self.near] for j in range(MAX_DEPTH_LEVELS))
-        self.ask_sizes = tuple(shape.ask_sizes_e8[j % self.near] for j in range(MAX_DEPTH_LEVELS))
+        step = self.step
+
+        def on_step(q: int) -> int:  # recorded sizes on today's stepSize (half up, at least one step)
+            return max(step, (2 * q + step) // (2 * step) * step)
+
+        self.bid_sizes = tuple(on_step(shape.bid_sizes_e8[j % self.near]) for j in range(MAX_DEPTH_LEVELS))
+        self.ask_sizes = tuple(on_step(shape.ask_sizes_e8[j % self.near]) for j in range(MAX_DEPTH_LEVELS))
         mid_ticks = sorted(tt.C)[len(tt.C) // 2]
         self.anchor_ticks = max(1, mid_ticks // DEEP_ANCHOR_FRACTION)
         self.books: dict[int, tuple[list[int], list[int]]] = {}
@@ -817,7 +822,7 @@ class ReplayModel:
             time=sr.T0 + s * SECOND_MS,
         )
 
-    def depth_at_index(self, symbol: str, index: int, limit: int = 100) -> Depth:
+    def depth_at_second(self, symbol: str, index: int, limit: int = 100) -> Depth:
         """Order book of replay second ``index`` (see :meth:`book_index`), up to ``limit`` levels a
         side (at most :data:`MAX_DEPTH_LEVELS`)."""
         sr = self._sym(symbol)
@@ -834,12 +839,12 @@ class ReplayModel:
 
     def depth(self, symbol: str, t: int, limit: int = 100) -> Depth:
         """Order book at replay time ``t`` (``GET /api/v3/depth``), up to ``limit`` levels a side."""
-        return self.depth_at_index(symbol, self.book_index(symbol, t), limit)
+        return self.depth_at_second(symbol, self.book_index(symbol, t), limit)
 
-    def depth_at_trade(self, symbol: str, index: int, limit: int = 100) -> Depth:
-        """The order book a trade with global index ``index`` met (the book of its second)."""
+    def depth_at_index(self, symbol: str, index: int, limit: int = 100) -> Depth:
+        """The order book the trade with global index ``index`` met (the book of its second)."""
         sr = self._sym(symbol)
-        return self.depth_at_index(symbol, (sr.trade(index).time - sr.T0) // SECOND_MS, limit)
+        return self.depth_at_second(symbol, (sr.trade(index).time - sr.T0) // SECOND_MS, limit)
 
     def depth_update(self, symbol: str, index: int) -> DepthUpdate:
         """Diff between the books of replay seconds ``index - 1`` and ``index`` (``depthUpdate``);

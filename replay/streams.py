@@ -160,7 +160,7 @@ def stream_events(model: ReplayModel, spec: StreamSpec, t0: int, t1: int) -> lis
     if kind == "depthPartial":
         out = []
         for g in idx:
-            d = model.depth_at_index(sym, g, spec.levels)
+            d = model.depth_at_second(sym, g, spec.levels)
             out.append((d.time, wire.depth_rest(d)))
         return out
     if kind == "avgPrice":

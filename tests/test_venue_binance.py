@@ -114,7 +114,9 @@ def now_index(c: Ctx, symbol="BTCUSDT") -> int:
 
 
 def book(c: Ctx, index=None, symbol="BTCUSDT"):
-    return c.ex.model.depth_at_index(symbol, now_index(c, symbol) if index is None else index, 1000)
+    if index is None:  # the book GET /api/v3/depth shows now (it changes on whole replay seconds)
+        return c.ex.model.depth(symbol, c.ex.clock.now_ms(), 1000)
+    return c.ex.model.depth_at_index(symbol, index, 1000)
 
 
 def expected_walk(levels, qty, limit=None, buy=True):

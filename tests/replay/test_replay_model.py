@@ -269,7 +269,7 @@ def test_depth_diffs_rebuild_the_book_with_binance_algorithm(model):
     """Binance "How to manage a local order book correctly", driven by the model's events."""
     symbol = "BTCUSDT"
     g = model.book_index(symbol, START)
-    snap = model.depth_at_index(symbol, g, 5000)
+    snap = model.depth_at_second(symbol, g, 5000)
     bids = dict(snap.bid_levels)
     asks = dict(snap.ask_levels)
     last_u = snap.last_update_id
@@ -290,7 +290,7 @@ def test_depth_diffs_rebuild_the_book_with_binance_algorithm(model):
         last_u = e.final_update_id
         moved += bool(e.bid_changes)
     assert moved > 5  # the price moved during those 90 seconds
-    expected = model.depth_at_index(symbol, g + 89, 5000)
+    expected = model.depth_at_second(symbol, g + 89, 5000)
     assert sorted(bids.items(), reverse=True) == list(expected.bid_levels)
     assert sorted(asks.items()) == list(expected.ask_levels)
 
