@@ -272,11 +272,17 @@ def _us(v):
     return v * 1000 if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else v
 
 
+def _us_end(v):
+    """A kline's close time: the last µs before the next open (Binance's µs kline dumps have
+    close_time = open_time + interval - 1 µs), not the last ms scaled."""
+    return (v + 1) * 1000 - 1 if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else v
+
+
 def rest_micros(body, klines: bool = False):
     """A REST answer (or WebSocket API ``result``) with its time fields in µs (a new object).
     ``klines``: the body is ``GET /api/v3/klines`` rows (open and close time at 0 and 6)."""
     if klines and isinstance(body, list):
-        return [[_us(r[0]), *r[1:6], _us(r[6]), *r[7:]] if isinstance(r, list) and len(r) > 6 else r for r in body]
+        return [[_us(r[0]), *r[1:6], _us_end(r[6]), *r[7:]] if isinstance(r, list) and len(r) > 6 else r for r in body]
     if isinstance(body, list):
         return [rest_micros(x) for x in body]
     if isinstance(body, dict):
@@ -292,5 +298,6 @@ def event_micros(event):
     keys = EVENT_TIME_KEYS.get(event["e"], ("E",))
     out = {k: (_us(v) if k in keys else v) for k, v in event.items()}
     if event["e"] == "kline" and isinstance(event.get("k"), dict):
-        out["k"] = {k: (_us(v) if k in ("t", "T") else v) for k, v in event["k"].items()}
+        k = event["k"]
+        out["k"] = {**k, "t": _us(k.get("t")), "T": _us_end(k.get("T"))}
     return out
