@@ -171,7 +171,8 @@ def target(c: Ctx, direction: int, *, min_qty=Decimal("0.002"), symbol="BTCUSDT"
     i = now_index(c, symbol)
     bt = m.book_ticker(symbol, c.ex.clock.now_ms())
     start = bt.bid_price if direction < 0 else bt.ask_price
-    path = [m.trade_at_index(symbol, j) for j in range(i + 1, i + 7200)]
+    horizon = m.trade_index(symbol, c.ex.clock.now_ms() + 7_200_000)  # two replay hours of prints
+    path = [m.trade_at_index(symbol, j) for j in range(i + 1, horizon + 1)]
     for d in (Decimal("4"), Decimal("1"), Decimal("0.3"), Decimal("0.1"), Decimal("0.02")):
         level = start + direction * d
         for t in path:
@@ -616,12 +617,14 @@ def _resting_buy(exchange: ReplayServer, account: Account, user, cid: str):
     now = exchange.clock.now_ms()
     i = m.trade_index("BTCUSDT", now)
     level = min(m.trade_at_index("BTCUSDT", i).price, m.book_ticker("BTCUSDT", now).bid_price) - TICK
-    for j in range(i + 1, i + 7200):  # the first print through the level fills it whole (or moves it)
-        tr = m.trade_at_index("BTCUSDT", j)
+    for j in range(i + 1, m.trade_index("BTCUSDT", now + 7_200_000)):
+        tr = m.trade_at_index("BTCUSDT", j)  # the first print through the level fills it whole (or moves it)
         if tr.price < level:
             if tr.qty >= Decimal("0.002"):
                 break
             level = tr.price
+    else:
+        raise AssertionError("no print through a level below the book in two replay hours")
     order = services.order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT", side="BUY",
                                  order_type="LIMIT", quantity="0.002", price=str(level), client_order_id=cid).order
     return order, tr
