@@ -26,13 +26,16 @@ ws = base.replace("http", "ws", 1)
 
 
 def exchange() -> pro.binance:
-    options = {"options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}}
+    # spot only: no margin pairs (sapi) and no currencies (sapi) lookups, which the replay does not serve
+    options = {"options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                           "fetchMargins": False}}
     if api_key:
         options.update({"apiKey": api_key, "secret": secret})
     e = pro.binance(options)
     e.urls["api"]["public"] = base + "/api/v3"
     e.urls["api"]["private"] = base + "/api/v3"
     e.urls["api"]["v1"] = base + "/api/v1"
+    e.urls["api"]["sapi"] = base + "/sapi/v1"  # never the real Binance, whatever ccxt calls
     e.urls["api"]["ws"]["spot"] = ws + "/ws"
     e.urls["api"]["ws"]["ws-api"]["spot"] = ws + "/ws-api/v3"
     return e
@@ -63,7 +66,7 @@ async def main():
             out["balance"] = {a: b[a] for a in ("BTC", "USDT") if a in b}
         step = "watch_ticker"
         t = await asyncio.wait_for(e.watch_ticker("BTC/USDT"), 20)
-        out["ticker"] = {k: t[k] for k in ("symbol", "last", "bid", "ask", "baseVolume")}
+        out["ticker"] = {k: t[k] for k in ("symbol", "last", "bid", "ask", "baseVolume", "timestamp")}
         step = "watch_order_book"
         ob = await asyncio.wait_for(e.watch_order_book("BTC/USDT", limit=5), 30)
         ob = await asyncio.wait_for(e.watch_order_book("BTC/USDT", limit=5), 30)
