@@ -27,53 +27,46 @@ history). Nothing exists before ``T0``.
 (BTCUSDT: 7344.96 -> 7195.24, ETHUSDT: 1899.06 -> 1983.55) within one minute; nothing smooths it,
 the next lap simply replays the recording again. Trade and update ids keep increasing across laps.
 
-**Price path inside a minute.** One trade per replay second ``s = 0..59`` at
-``minute_open + s * 1000``. The path goes open (s=0) -> the extreme nearer to the open (s=20) ->
-the other extreme (s=40) -> close (s=59), linear in between, rounded half-up to the symbol's
-``tickSize`` (recorded exchangeInfo ``PRICE_FILTER``). "Nearer" compares ``|high-open|`` with
-``|open-low|``; on a tie the low comes first when ``close >= open`` (so the path ends on its way
-up), else the high. The path therefore touches the recorded open, high, low and close exactly.
-
-**Trades.** Global trade index ``G = (t - T0) // 1000`` (``G = M * 60 + s``); trade id =
-``TRADE_ID_BASE + G`` (= base + lap*L*60 + minute_index*60 + second); price = path(s); quantity =
-``volume / 60`` quantized *down* to ``stepSize`` (``LOT_SIZE``), and the last trade of the minute
-(s = 59) takes the remainder, so a minute's trades sum exactly to the recorded volume (the
-remainder may be off the step grid when the recording is). ``isBuyerMaker`` is true when the price
-is below the previous trade's (ties: false). ``quoteQty = price * qty`` rounded down to 8 decimals.
+**Trades** (``trades.py``). Each recorded candle is replayed as its recorded number of trades,
+quantities on today's ``LOT_SIZE.stepSize`` summing to the recorded volume (rounded half up to the
+step), the recorded taker-buy volume shared among the taker buys, sizes and timing following the
+recorded ``@aggTrade`` flow, prices on a path open -> nearer extreme -> other extreme -> close.
+Global trade index ``g`` counts trades from ``T0``; trade id = ``TRADE_ID_BASE + g``; a candle's
+trades have contiguous ids, and each lap replays the same trades with ids continuing.
 aggTrades are one per trade (agg id = trade id, ``f = l = id``).
 
-**Book ticker.** bid = the price of the trade of the current second; ask = bid + the recorded
-depth snapshot's spread in ticks (BTCUSDT and ETHUSDT: 1 tick); sizes = the snapshot's best bid and
-ask sizes. Update id ``u = UPDATE_ID_BASE + G``: one book update per replay second.
+**Book ticker.** The book changes on whole replay seconds: at second ``S`` (``T0 + S*1000``) bid =
+the price of the last trade printed at or before it; ask = bid + the recorded depth snapshot's
+spread in ticks (BTCUSDT and ETHUSDT: 1 tick); sizes = the snapshot's best sizes (on the step).
+Update id ``u = UPDATE_ID_BASE + S``.
 
 **Depth.** The recorded snapshot (1000 levels a side) gives each level's distance from its side's
-best price as a fraction of the recorded mid. At replay second ``G`` the levels are re-centred on
-the current bid/ask: ``bid_i = bid - d_i * mid_now / mid_rec`` rounded *down* to tick,
+best price as a fraction of the recorded mid. At second ``S`` the levels are re-centred on the
+current bid/ask: ``bid_i = bid - d_i * mid_now / mid_rec`` rounded *down* to tick,
 ``ask_i = ask + d_i * mid_now / mid_rec`` rounded *up*; then made strictly monotonic and
 de-duplicated by pushing a level that collides with (or crosses) the previous one a tick further
-out. Sizes are the recorded sizes, level by level. ``lastUpdateId = UPDATE_ID_BASE + G``. The diff
-stream's event for second ``G`` has ``U = u = UPDATE_ID_BASE + G`` and lists every level whose size
-changed plus removed levels with size 0, so Binance's local-book algorithm (drop ``u <=
-lastUpdateId``, first event ``U <= lastUpdateId + 1 <= u``, then ``U == previous u + 1``)
-reproduces :meth:`ReplayModel.depth` exactly. At most 1000 levels exist per side (``limit`` above
-that returns 1000).
+out. Levels beyond the recorded ones (up to :data:`MAX_DEPTH_LEVELS`) repeat the recorded offsets
+further out, re-centred on a coarse anchor (the bid rounded down to 1/500 of the tape's median
+price), so they only move when the price crosses an anchor line. Sizes are the recorded sizes on
+the step, level by level. ``lastUpdateId = UPDATE_ID_BASE + S``. The diff stream's event for second
+``S`` has ``u = UPDATE_ID_BASE + S``, ``U`` = one past the previous changed second, and lists
+every level whose size changed plus removed levels with size 0, so Binance's local-book algorithm
+(drop ``u <= lastUpdateId``, first event ``U <= lastUpdateId + 1 <= u``, then ``U == previous u +
+1``) reproduces :meth:`ReplayModel.depth` exactly.
 
 **Klines.** Every Binance interval from 1m to 1M (not 1s) is an aggregate of replay minutes in
 UTC-aligned buckets (3d buckets are aligned to multiples of 3 days since the epoch, 1w to Monday
 00:00 UTC, 1M to calendar months; ``timeZone`` shifts the boundaries like Binance's parameter).
-A bucket made only of past minutes is *exactly* the recording: open of its first minute, close of
-its last, max high, min low, summed volume, quote volume, trade count and taker-buy volumes (the
-first bucket may start at ``T0`` mid-bucket). The bucket of the current replay second is *forming*:
-its last minute contributes only the trades printed so far (seconds ``0..s``): high/low over the
-path so far, close = last trade, volume = sum of the printed trade quantities, and quote volume,
-trade count and taker-buy volumes pro rata to that volume (floored; exact when the minute ends).
+Every bucket, forming or closed, is exactly the replayed trades printed in it so far: o/h/l/c
+from their prices, volume and quote volume their sums, taker-buy volumes the sums over the taker
+buys (``m`` false), ``n = L - f + 1`` (the first bucket may start at ``T0`` mid-bucket). A closed 1m
+kline has the recorded open, high, low, close and trade count.
 ``x`` (closed) becomes true at the bucket's close time (open + interval - 1 ms).
 
 **24h ticker.** Rolling window ``[t - 24h, t]`` over the replay trades: open = first trade in the
-window, last = current trade, high/low/volume over the window (partial minutes as for forming
-klines), ``count = lastId - firstId + 1`` (replay trades, one per second; klines keep the recorded
-counts). When less than 24 h of replay exists (the default history is 10 h), the window starts at
-``T0`` and ``openTime = T0``. ``prevClosePrice`` = price of the trade just before the window (the
+window, last = current trade, high/low/volume over the window, ``count = lastId - firstId + 1``.
+When less than 24 h of replay exists (the default history is 10 h), the window starts at ``T0``
+and ``openTime = T0``. ``prevClosePrice`` = price of the trade just before the window (the
 window's open when there is none). ``avgPrice`` is ``quoteVolume / volume`` over the trailing 5
 minutes, like Binance's ``GET /api/v3/avgPrice``.
 """
@@ -208,8 +201,8 @@ class Trade:
     """One replayed trade (Binance ``GET /api/v3/trades`` item / ``@trade`` event).
 
     ``id``: trade id; ``time``: trade time (replay ms); ``price_e8``/``qty_e8``: price (quote
-    asset) and quantity (base asset) in 1e-8 units; ``is_buyer_maker``: price moved down vs the
-    previous trade; ``index``: global trade index G (``id - TRADE_ID_BASE``).
+    asset) and quantity (base asset) in 1e-8 units; ``is_buyer_maker``: the seller was the taker
+    (``m``); ``index``: global trade index (``id - TRADE_ID_BASE``).
     """
 
     id: int
@@ -246,8 +239,8 @@ class Kline:
 
     ``open_time``/``close_time``: bucket bounds (replay ms; close = next open - 1). Prices in the
     quote asset, ``volume``/``taker_buy_base`` in the base asset, ``quote_volume``/
-    ``taker_buy_quote`` in the quote asset (``*_e8`` = 1e-8 units). ``trades``: trade count (recorded
-    counts; pro rata in a forming minute). ``first_trade_id``/``last_trade_id``: replay trade ids
+    ``taker_buy_quote`` in the quote asset (``*_e8`` = 1e-8 units). ``trades``: trade count (``last_trade_id -
+    first_trade_id + 1``; a closed 1m kline's is the recorded count). ``first_trade_id``/``last_trade_id``: replay trade ids
     covered so far. ``closed``: the bucket's close time has passed (``x`` in the stream).
     """
 
