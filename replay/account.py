@@ -740,8 +740,10 @@ class ReplayAccounts:
                     break
         return out
 
-    def _book(self, symbol: str, index: int):
-        d = self.model.depth_at_index(symbol, index, 1000)
+    def _book(self, symbol: str, at_ms: int):
+        """The book (asks, bids) at replay time ``at_ms`` (what ``GET /api/v3/depth`` shows then;
+        for a replayed trade, the book of the second it printed in)."""
+        d = self.model.depth(symbol, at_ms, 1000)
         return d.asks, d.bids
 
     def _step(self, symbol: str) -> Decimal:
@@ -750,7 +752,7 @@ class ReplayAccounts:
     def _market(self, acct: RAccount, o: ROrder, index: int, now: int, *, check_only: bool = False):
         """Execute ``o`` as a market order against the book at trade index ``index``. Returns the
         walk (``check_only``) or the trades; raises -2010 insufficient balance before any change."""
-        asks, bids = self._book(o.symbol, index)
+        asks, bids = self._book(o.symbol, now)
         buy = o.side == "BUY"
         by_quote = o.orig_quote_qty > 0 and o.orig_qty == 0
         walk = self._walk(asks if buy else bids, buy=buy, qty=None if by_quote else o.remaining,
@@ -817,7 +819,7 @@ class ReplayAccounts:
                 else:
                     self._release(acct, o)
             else:
-                asks, bids = self._book(symbol, k)
+                asks, bids = self._book(symbol, t)
                 buy = o.side == "BUY"
                 for p, q in self._walk(asks if buy else bids, buy=buy, qty=o.remaining, limit=o.price):
                     self._fill(acct, o, p, q, maker=False, now=t)
@@ -939,7 +941,7 @@ class ReplayAccounts:
                    orig_qty=a["qty"] or ZERO, price=a["price"] or ZERO, stop_price=a["stop"] or ZERO,
                    orig_quote_qty=a["quote_qty"] or ZERO, time=now, since_index=g, update_time=now,
                    working_time=now, order_list_id=list_id)
-        asks, bids = self._book(symbol, g)
+        asks, bids = self._book(symbol, now)
         if typ in STOP_TYPES:
             sl = typ in ("STOP_LOSS", "STOP_LOSS_LIMIT")
             up = buy if sl else not buy

@@ -27,53 +27,46 @@ history). Nothing exists before ``T0``.
 (BTCUSDT: 7344.96 -> 7195.24, ETHUSDT: 1899.06 -> 1983.55) within one minute; nothing smooths it,
 the next lap simply replays the recording again. Trade and update ids keep increasing across laps.
 
-**Price path inside a minute.** One trade per replay second ``s = 0..59`` at
-``minute_open + s * 1000``. The path goes open (s=0) -> the extreme nearer to the open (s=20) ->
-the other extreme (s=40) -> close (s=59), linear in between, rounded half-up to the symbol's
-``tickSize`` (recorded exchangeInfo ``PRICE_FILTER``). "Nearer" compares ``|high-open|`` with
-``|open-low|``; on a tie the low comes first when ``close >= open`` (so the path ends on its way
-up), else the high. The path therefore touches the recorded open, high, low and close exactly.
-
-**Trades.** Global trade index ``G = (t - T0) // 1000`` (``G = M * 60 + s``); trade id =
-``TRADE_ID_BASE + G`` (= base + lap*L*60 + minute_index*60 + second); price = path(s); quantity =
-``volume / 60`` quantized *down* to ``stepSize`` (``LOT_SIZE``), and the last trade of the minute
-(s = 59) takes the remainder, so a minute's trades sum exactly to the recorded volume (the
-remainder may be off the step grid when the recording is). ``isBuyerMaker`` is true when the price
-is below the previous trade's (ties: false). ``quoteQty = price * qty`` rounded down to 8 decimals.
+**Trades** (``trades.py``). Each recorded candle is replayed as its recorded number of trades,
+quantities on today's ``LOT_SIZE.stepSize`` summing to the recorded volume (rounded half up to the
+step), the recorded taker-buy volume shared among the taker buys, sizes and timing following the
+recorded ``@aggTrade`` flow, prices on a path open -> nearer extreme -> other extreme -> close.
+Global trade index ``g`` counts trades from ``T0``; trade id = ``TRADE_ID_BASE + g``; a candle's
+trades have contiguous ids, and each lap replays the same trades with ids continuing.
 aggTrades are one per trade (agg id = trade id, ``f = l = id``).
 
-**Book ticker.** bid = the price of the trade of the current second; ask = bid + the recorded
-depth snapshot's spread in ticks (BTCUSDT and ETHUSDT: 1 tick); sizes = the snapshot's best bid and
-ask sizes. Update id ``u = UPDATE_ID_BASE + G``: one book update per replay second.
+**Book ticker.** The book changes on whole replay seconds: at second ``S`` (``T0 + S*1000``) bid =
+the price of the last trade printed at or before it; ask = bid + the recorded depth snapshot's
+spread in ticks (BTCUSDT and ETHUSDT: 1 tick); sizes = the snapshot's best sizes (on the step).
+Update id ``u = UPDATE_ID_BASE + S``.
 
 **Depth.** The recorded snapshot (1000 levels a side) gives each level's distance from its side's
-best price as a fraction of the recorded mid. At replay second ``G`` the levels are re-centred on
-the current bid/ask: ``bid_i = bid - d_i * mid_now / mid_rec`` rounded *down* to tick,
+best price as a fraction of the recorded mid. At second ``S`` the levels are re-centred on the
+current bid/ask: ``bid_i = bid - d_i * mid_now / mid_rec`` rounded *down* to tick,
 ``ask_i = ask + d_i * mid_now / mid_rec`` rounded *up*; then made strictly monotonic and
 de-duplicated by pushing a level that collides with (or crosses) the previous one a tick further
-out. Sizes are the recorded sizes, level by level. ``lastUpdateId = UPDATE_ID_BASE + G``. The diff
-stream's event for second ``G`` has ``U = u = UPDATE_ID_BASE + G`` and lists every level whose size
-changed plus removed levels with size 0, so Binance's local-book algorithm (drop ``u <=
-lastUpdateId``, first event ``U <= lastUpdateId + 1 <= u``, then ``U == previous u + 1``)
-reproduces :meth:`ReplayModel.depth` exactly. At most 1000 levels exist per side (``limit`` above
-that returns 1000).
+out. Levels beyond the recorded ones (up to :data:`MAX_DEPTH_LEVELS`) repeat the recorded offsets
+further out, re-centred on a coarse anchor (the bid rounded down to 1/500 of the tape's median
+price), so they only move when the price crosses an anchor line. Sizes are the recorded sizes on
+the step, level by level. ``lastUpdateId = UPDATE_ID_BASE + S``. The diff stream's event for second
+``S`` has ``u = UPDATE_ID_BASE + S``, ``U`` = one past the previous changed second, and lists
+every level whose size changed plus removed levels with size 0, so Binance's local-book algorithm
+(drop ``u <= lastUpdateId``, first event ``U <= lastUpdateId + 1 <= u``, then ``U == previous u +
+1``) reproduces :meth:`ReplayModel.depth` exactly.
 
 **Klines.** Every Binance interval from 1m to 1M (not 1s) is an aggregate of replay minutes in
 UTC-aligned buckets (3d buckets are aligned to multiples of 3 days since the epoch, 1w to Monday
 00:00 UTC, 1M to calendar months; ``timeZone`` shifts the boundaries like Binance's parameter).
-A bucket made only of past minutes is *exactly* the recording: open of its first minute, close of
-its last, max high, min low, summed volume, quote volume, trade count and taker-buy volumes (the
-first bucket may start at ``T0`` mid-bucket). The bucket of the current replay second is *forming*:
-its last minute contributes only the trades printed so far (seconds ``0..s``): high/low over the
-path so far, close = last trade, volume = sum of the printed trade quantities, and quote volume,
-trade count and taker-buy volumes pro rata to that volume (floored; exact when the minute ends).
+Every bucket, forming or closed, is exactly the replayed trades printed in it so far: o/h/l/c
+from their prices, volume and quote volume their sums, taker-buy volumes the sums over the taker
+buys (``m`` false), ``n = L - f + 1`` (the first bucket may start at ``T0`` mid-bucket). A closed 1m
+kline has the recorded open, high, low, close and trade count.
 ``x`` (closed) becomes true at the bucket's close time (open + interval - 1 ms).
 
 **24h ticker.** Rolling window ``[t - 24h, t]`` over the replay trades: open = first trade in the
-window, last = current trade, high/low/volume over the window (partial minutes as for forming
-klines), ``count = lastId - firstId + 1`` (replay trades, one per second; klines keep the recorded
-counts). When less than 24 h of replay exists (the default history is 10 h), the window starts at
-``T0`` and ``openTime = T0``. ``prevClosePrice`` = price of the trade just before the window (the
+window, last = current trade, high/low/volume over the window, ``count = lastId - firstId + 1``.
+When less than 24 h of replay exists (the default history is 10 h), the window starts at ``T0``
+and ``openTime = T0``. ``prevClosePrice`` = price of the trade just before the window (the
 window's open when there is none). ``avgPrice`` is ``quoteVolume / volume`` over the trailing 5
 minutes, like Binance's ``GET /api/v3/avgPrice``.
 """
@@ -85,8 +78,11 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable
 
+import numpy as np
+
 from .refdata import BookShape, SymbolSpec, book_shape, symbol_spec
 from .tape import E8, MINUTE_MS, Tape, from_e8, load_tape, replayed_symbols
+from .trades import TradeTape, trade_tape
 
 #: Trade id of the first replayed trade (global trade index 0) of every symbol.
 TRADE_ID_BASE = 100_000_000
@@ -123,6 +119,10 @@ INTERVAL_MS: dict[str, int] = {
 KLINE_INTERVALS: tuple[str, ...] = tuple(INTERVAL_MS)
 
 _BOOK_CACHE = 8  # books kept per symbol (the diff stream needs G and G-1)
+#: Levels a side the book holds (Binance ``GET /api/v3/depth`` answers up to 5000).
+MAX_DEPTH_LEVELS = 5000
+#: The levels beyond the recorded snapshot's move in steps of 1/500 of the tape's median price.
+DEEP_ANCHOR_FRACTION = 500
 
 
 class ReplayError(Exception):
@@ -201,8 +201,8 @@ class Trade:
     """One replayed trade (Binance ``GET /api/v3/trades`` item / ``@trade`` event).
 
     ``id``: trade id; ``time``: trade time (replay ms); ``price_e8``/``qty_e8``: price (quote
-    asset) and quantity (base asset) in 1e-8 units; ``is_buyer_maker``: price moved down vs the
-    previous trade; ``index``: global trade index G (``id - TRADE_ID_BASE``).
+    asset) and quantity (base asset) in 1e-8 units; ``is_buyer_maker``: the seller was the taker
+    (``m``); ``index``: global trade index (``id - TRADE_ID_BASE``).
     """
 
     id: int
@@ -239,8 +239,8 @@ class Kline:
 
     ``open_time``/``close_time``: bucket bounds (replay ms; close = next open - 1). Prices in the
     quote asset, ``volume``/``taker_buy_base`` in the base asset, ``quote_volume``/
-    ``taker_buy_quote`` in the quote asset (``*_e8`` = 1e-8 units). ``trades``: trade count (recorded
-    counts; pro rata in a forming minute). ``first_trade_id``/``last_trade_id``: replay trade ids
+    ``taker_buy_quote`` in the quote asset (``*_e8`` = 1e-8 units). ``trades``: trade count (``last_trade_id -
+    first_trade_id + 1``; a closed 1m kline's is the recorded count). ``first_trade_id``/``last_trade_id``: replay trade ids
     covered so far. ``closed``: the bucket's close time has passed (``x`` in the stream).
     """
 
@@ -394,16 +394,19 @@ class AvgPrice:
 # per-symbol precomputation
 # ------------------------------------------------------------------------------------------------
 class _Sym:
-    """Everything about one replayed symbol that does not depend on the replay time."""
+    """Everything about one replayed symbol given ``T0`` (the trades come from the cached
+    :class:`~replay.trades.TradeTape`, which does not depend on the replay time)."""
 
     __slots__ = (
-        "symbol", "tape", "spec", "shape", "T0", "offset", "L", "tick", "step", "spread_ticks",
-        "O", "X1", "X2", "C", "base_q", "last_q", "books", "_lock",
+        "symbol", "tape", "tt", "spec", "shape", "T0", "offset", "L", "tick", "step", "spread_ticks",
+        "near", "deep_bid_offsets", "deep_ask_offsets", "bid_sizes", "ask_sizes", "anchor_ticks",
+        "books", "deep", "_lock",
     )
 
-    def __init__(self, symbol: str, tape: Tape, spec: SymbolSpec, shape: BookShape, t0: int):
+    def __init__(self, symbol: str, tape: Tape, spec: SymbolSpec, shape: BookShape, t0: int, tt: TradeTape):
         self.symbol = symbol
         self.tape = tape
+        self.tt = tt
         self.spec = spec
         self.shape = shape
         self.T0 = t0
@@ -412,60 +415,73 @@ class _Sym:
         self.tick = spec.tick_e8
         self.step = spec.step_e8
         self.spread_ticks = shape.spread_ticks(self.tick)
-        tick = self.tick
+        # The book beyond the recorded levels: the recorded offsets tiled outwards (each copy one
+        # recorded span plus one recorded gap further out), sizes repeated.
+        self.near = min(len(shape.bid_offsets_e8), len(shape.ask_offsets_e8))
 
-        def to_ticks(e8: int) -> int:  # round half up onto the tick grid
-            return (2 * e8 + tick) // (2 * tick)
+        def tiled(offsets: tuple[int, ...]) -> tuple[int, ...]:
+            n = self.near
+            span = offsets[n - 1] + max(offsets[n - 1] - offsets[n - 2] if n > 1 else 0, 1)
+            return tuple(offsets[j % n] + (j // n) * span for j in range(n, MAX_DEPTH_LEVELS))
 
-        self.O, self.X1, self.X2, self.C = [], [], [], []
-        for o, h, lo, c in zip(tape.o, tape.h, tape.l, tape.c):
-            o, h, lo, c = to_ticks(o), to_ticks(h), to_ticks(lo), to_ticks(c)
-            up, down = h - o, o - lo
-            low_first = down < up or (down == up and c >= o)
-            self.O.append(o)
-            self.X1.append(lo if low_first else h)
-            self.X2.append(h if low_first else lo)
-            self.C.append(c)
+        self.deep_bid_offsets = tiled(shape.bid_offsets_e8)
+        self.deep_ask_offsets = tiled(shape.ask_offsets_e8)
         step = self.step
-        self.base_q = [(v // 60) // step * step for v in tape.v]
-        self.last_q = [v - 59 * b for v, b in zip(tape.v, self.base_q)]
+
+        def on_step(q: int) -> int:  # recorded sizes on today's stepSize (half up, at least one step)
+            return max(step, (2 * q + step) // (2 * step) * step)
+
+        self.bid_sizes = tuple(on_step(shape.bid_sizes_e8[j % self.near]) for j in range(MAX_DEPTH_LEVELS))
+        self.ask_sizes = tuple(on_step(shape.ask_sizes_e8[j % self.near]) for j in range(MAX_DEPTH_LEVELS))
+        mid_ticks = sorted(tt.C)[len(tt.C) // 2]
+        self.anchor_ticks = max(1, mid_ticks // DEEP_ANCHOR_FRACTION)
         self.books: dict[int, tuple[list[int], list[int]]] = {}
-        self._lock = threading.Lock()  # the book cache is shared by the server and test threads
+        self.deep: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+        self._lock = threading.Lock()  # the caches are shared by the server and test threads
 
-    # -- the price path ------------------------------------------------------------------------
-    def path(self, i: int, s: int) -> int:
-        """Trade price in ticks of candle ``i`` at second ``s`` (0..59)."""
-        if s <= 20:
-            a, b, s0, d = self.O[i], self.X1[i], 0, 20
-        elif s <= 40:
-            a, b, s0, d = self.X1[i], self.X2[i], 20, 20
-        else:
-            a, b, s0, d = self.X2[i], self.C[i], 40, 19
-        return a + (2 * (b - a) * (s - s0) + d) // (2 * d)
+    # -- trades: global index g <-> (minute M, candle i, k) ---------------------------------------
+    def minute_first(self, m: int) -> int:
+        """Global index of the first trade of global minute ``m``."""
+        lap, i = divmod(m, self.L)
+        return lap * self.tt.per_lap + self.tt.P_n[i]
 
-    def path_hl(self, i: int, a: int, b: int) -> tuple[int, int]:
-        """(max, min) of the path in ticks over seconds ``a..b`` (inclusive) of candle ``i``."""
-        pts = [self.path(i, a), self.path(i, b)]
-        if a < 20 < b:
-            pts.append(self.X1[i])
-        if a < 40 < b:
-            pts.append(self.X2[i])
-        return max(pts), min(pts)
+    def locate(self, g: int) -> tuple[int, int, int]:
+        """Global trade index -> (global minute M, candle i, k within the candle)."""
+        lap, r = divmod(g, self.tt.per_lap)
+        i, k = self.tt.locate(r)
+        return lap * self.L + i, i, k
 
-    def cum_q(self, i: int, s: int) -> int:
-        """Sum of trade quantities (E8) of candle ``i`` for seconds ``0..s`` (``s = -1`` -> 0)."""
-        if s >= 59:
-            return self.tape.v[i]
-        return (s + 1) * self.base_q[i]
+    def index_at(self, t: int) -> int:
+        """Global index of the last trade printed at or before replay time ``t`` (>= T0)."""
+        m, u = divmod(t - self.T0, MINUTE_MS)
+        i = m % self.L
+        k = int(np.searchsorted(self.tt.minute(i).offset_ms, u, side="right")) - 1
+        return self.minute_first(m) + k
 
-    def qty(self, i: int, s: int) -> int:
-        """Quantity (E8) of the trade at second ``s`` of candle ``i``."""
-        return self.last_q[i] if s == 59 else self.base_q[i]
+    def first_at_or_after(self, t: int) -> int:
+        """Global index of the first trade printed at or after ``t`` (0 when ``t <= T0``)."""
+        return 0 if t <= self.T0 else self.index_at(t - 1) + 1
+
+    def trade(self, g: int) -> Trade:
+        m, i, k = self.locate(g)
+        mt = self.tt.minute(i)
+        return Trade(
+            id=TRADE_ID_BASE + g,
+            time=self.T0 + m * MINUTE_MS + int(mt.offset_ms[k]),
+            price_e8=int(mt.price_ticks[k]) * self.tick,
+            qty_e8=int(mt.qty_e8[k]),
+            is_buyer_maker=not bool(mt.buy[k]),
+            index=g,
+        )
 
     def price_at(self, g: int) -> int:
         """Trade price (ticks) at global trade index ``g``."""
-        m, s = divmod(g, 60)
-        return self.path(m % self.L, s)
+        _m, i, k = self.locate(g)
+        return int(self.tt.minute(i).price_ticks[k])
+
+    def bid_at_second(self, s: int) -> int:
+        """Best bid (ticks) of the book of replay second ``s``: the last trade price at its start."""
+        return self.price_at(self.index_at(self.T0 + s * SECOND_MS))
 
     # -- O(1) range aggregates over global minutes ---------------------------------------------
     def _F(self, prefix: list[int], m: int) -> int:
@@ -474,61 +490,57 @@ class _Sym:
 
     def full(self, ma: int, mb: int) -> list[int]:
         """Aggregate of whole global minutes ``ma..mb``: [o, h, l, c, v, q, n, tbb, tbq] (E8/int)."""
-        t, L = self.tape, self.L
+        tt, L = self.tt, self.L
         if mb - ma + 1 >= L:
-            h, lo = t.max_high, t.min_low
+            h, lo = tt.max_high, tt.min_low
         else:
             ia, ib = ma % L, mb % L
             if ia <= ib:
-                h, lo = t.range_high(ia, ib), t.range_low(ia, ib)
+                h, lo = tt.range_high(ia, ib), tt.range_low(ia, ib)
             else:
-                h = max(t.range_high(ia, L - 1), t.range_high(0, ib))
-                lo = min(t.range_low(ia, L - 1), t.range_low(0, ib))
+                h = max(tt.range_high(ia, L - 1), tt.range_high(0, ib))
+                lo = min(tt.range_low(ia, L - 1), tt.range_low(0, ib))
         F = self._F
         return [
-            t.o[ma % L], h, lo, t.c[mb % L],
-            F(t.P_v, mb + 1) - F(t.P_v, ma),
-            F(t.P_q, mb + 1) - F(t.P_q, ma),
-            F(t.P_n, mb + 1) - F(t.P_n, ma),
-            F(t.P_tbb, mb + 1) - F(t.P_tbb, ma),
-            F(t.P_tbq, mb + 1) - F(t.P_tbq, ma),
+            int(tt.minute(ma % L).price_ticks[0]) * self.tick, h, lo,
+            int(tt.minute(mb % L).price_ticks[-1]) * self.tick,
+            F(tt.P_v, mb + 1) - F(tt.P_v, ma),
+            F(tt.P_q, mb + 1) - F(tt.P_q, ma),
+            F(tt.P_n, mb + 1) - F(tt.P_n, ma),
+            F(tt.P_tbb, mb + 1) - F(tt.P_tbb, ma),
+            F(tt.P_tbq, mb + 1) - F(tt.P_tbq, ma),
         ]
 
     def partial(self, m: int, a: int, b: int) -> list[int]:
-        """Aggregate of the trades at seconds ``a..b`` of global minute ``m`` (pro rata fields)."""
+        """Aggregate of trades ``a..b`` (inclusive, positions in the candle) of global minute ``m``."""
         i = m % self.L
-        t, tick = self.tape, self.tick
-        if a == 0 and b == 59:
+        mt = self.tt.minute(i)
+        if a == 0 and b == len(mt.price_ticks) - 1:
             return self.full(m, m)
-        hi, lo = self.path_hl(i, a, b)
-        part = self.cum_q(i, b) - self.cum_q(i, a - 1)
-        v = t.v[i]
-        if v:
-            num, den = part, v
-        else:
-            num, den = b - a + 1, 60
+        pr = mt.price_ticks[a:b + 1]
+        tick = self.tick
         return [
-            self.path(i, a) * tick, hi * tick, lo * tick, self.path(i, b) * tick,
-            part,
-            t.q[i] * num // den,
-            t.n[i] * num // den,
-            t.tbb[i] * num // den,
-            t.tbq[i] * num // den,
+            int(pr[0]) * tick, int(pr.max()) * tick, int(pr.min()) * tick, int(pr[-1]) * tick,
+            int(mt.cum_qty[b + 1] - mt.cum_qty[a]),
+            int(mt.cum_quote[b + 1] - mt.cum_quote[a]),
+            b - a + 1,
+            int(mt.cum_buy_qty[b + 1] - mt.cum_buy_qty[a]),
+            int(mt.cum_buy_quote[b + 1] - mt.cum_buy_quote[a]),
         ]
 
     def agg(self, g0: int, g1: int) -> list[int]:
         """Aggregate over global trade indices ``g0..g1`` (inclusive, ``0 <= g0 <= g1``)."""
-        ma, sa = divmod(g0, 60)
-        mb, sb = divmod(g1, 60)
+        ma, _, ka = self.locate(g0)
+        mb, ib, kb = self.locate(g1)
         if ma == mb:
-            return self.partial(ma, sa, sb)
+            return self.partial(ma, ka, kb)
         parts = []
-        if sa:
-            parts.append(self.partial(ma, sa, 59))
+        if ka:
+            parts.append(self.partial(ma, ka, self.tt.N[ma % self.L] - 1))
             ma += 1
         tail = None
-        if sb != 59:
-            tail = self.partial(mb, 0, sb)
+        if kb != self.tt.N[ib] - 1:
+            tail = self.partial(mb, 0, kb)
             mb -= 1
         if ma <= mb:
             parts.append(self.full(ma, mb))
@@ -543,20 +555,55 @@ class _Sym:
         return out
 
     # -- order book ----------------------------------------------------------------------------
-    def book(self, g: int) -> tuple[list[int], list[int]]:
-        """(bid prices, ask prices) in ticks at global index ``g``, best first (cached)."""
-        cached = self.books.get(g)  # dict.get is atomic under the GIL
+    def _deep(self, bid: int) -> tuple[list[int], list[int]]:
+        """Levels beyond the recorded ones, re-centred on a coarse anchor (the bid rounded down to
+        ``anchor_ticks``) so that they move only when the price crosses an anchor line."""
+        q = self.anchor_ticks
+        a_bid = bid - bid % q
+        a_ask = a_bid + q + self.spread_ticks
+        key = (a_bid, a_ask)
+        cached = self.deep.get(key)
         if cached is not None:
             return cached
-        bid = self.price_at(g)
+        m2 = self.shape.mid2_e8
+        s2 = 2 * (a_bid + q) + self.spread_ticks  # 2 x the highest mid the anchor band allows
+        bids: list[int] = []
+        prev = a_bid
+        for d in self.deep_bid_offsets:
+            p = min(a_bid + (d * s2 // -m2), prev - 1)  # strictly descending, like the recorded ones
+            if p <= 0:
+                break
+            bids.append(p)
+            prev = p
+        asks: list[int] = []
+        prev = a_ask
+        for d in self.deep_ask_offsets:
+            p = max(a_ask - (d * s2 // -m2), prev + 1)
+            asks.append(p)
+            prev = p
+        result = (bids, asks)
+        with self._lock:
+            while len(self.deep) >= _BOOK_CACHE:
+                self.deep.pop(next(iter(self.deep)))
+            self.deep[key] = result
+        return result
+
+    def book(self, s: int) -> tuple[list[int], list[int]]:
+        """(bid prices, ask prices) in ticks of the book of replay second ``s``, best first (cached;
+        up to :data:`MAX_DEPTH_LEVELS` a side)."""
+        cached = self.books.get(s)  # dict.get is atomic under the GIL
+        if cached is not None:
+            return cached
+        bid = self.bid_at_second(s)
         ask = bid + self.spread_ticks
         shape = self.shape
         s2 = bid + ask  # 2 * mid_now, in ticks
         m2 = shape.mid2_e8  # 2 * mid_rec, in E8
         # offset_now (ticks) = d_e8 * mid_now / mid_rec / tick = d_e8 * s2 / m2
+        deep_b, deep_a = self._deep(bid)
         bids: list[int] = []
         prev = bid + 1
-        for d in shape.bid_offsets_e8:
+        for d in shape.bid_offsets_e8[:self.near]:
             p = bid + (d * s2 // -m2) if d else bid  # bid - ceil(d*s2/m2): rounds the price down
             if p >= prev:
                 p = prev - 1
@@ -564,19 +611,38 @@ class _Sym:
                 break
             bids.append(p)
             prev = p
+        if len(bids) == self.near:
+            if deep_b and deep_b[0] < prev:
+                bids.extend(p for p in deep_b if p > 0)
+            else:
+                for p in deep_b:
+                    if p >= prev:
+                        p = prev - 1
+                    if p <= 0:
+                        break
+                    bids.append(p)
+                    prev = p
         asks: list[int] = []
         prev = ask - 1
-        for d in shape.ask_offsets_e8:
+        for d in shape.ask_offsets_e8[:self.near]:
             p = ask - (d * s2 // -m2) if d else ask  # ask + ceil(d*s2/m2): rounds the price up
             if p <= prev:
                 p = prev + 1
             asks.append(p)
             prev = p
+        if deep_a and deep_a[0] > prev:
+            asks.extend(deep_a)
+        else:
+            for p in deep_a:
+                if p <= prev:
+                    p = prev + 1
+                asks.append(p)
+                prev = p
         result = (bids, asks)
         with self._lock:
             while len(self.books) >= _BOOK_CACHE:
                 self.books.pop(next(iter(self.books)))
-            self.books[g] = result
+            self.books[s] = result
         return result
 
 
@@ -614,7 +680,8 @@ class ReplayModel:
         self._syms: dict[str, _Sym] = {}
         for name in names:
             tape = load_tape(name, data_dir)
-            self._syms[name] = _Sym(name, tape, symbol_spec(name, data_dir), book_shape(name, data_dir), t0)
+            self._syms[name] = _Sym(name, tape, symbol_spec(name, data_dir), book_shape(name, data_dir), t0,
+                                    trade_tape(name, data_dir))
         self.symbols: tuple[str, ...] = tuple(self._syms)
 
     # -- metadata ----------------------------------------------------------------------------------
@@ -655,36 +722,36 @@ class ReplayModel:
 
     # -- indices ---------------------------------------------------------------------------------
     def trade_index(self, symbol: str, t: int) -> int:
-        """Global trade index G of the last trade printed at replay time ``t`` (``(t-T0)//1000``)."""
+        """Global trade index of the last trade printed at or before replay time ``t`` (trade id
+        ``TRADE_ID_BASE + index``)."""
+        sr = self._sym(symbol)
+        if t < sr.T0:
+            raise NoData(f"{symbol}: replay time {t} is before the first replayed minute {sr.T0}")
+        return sr.index_at(t)
+
+    def trade_time(self, symbol: str, index: int) -> int:
+        """Replay time (ms) of the trade with global index ``index``."""
+        return self._sym(symbol).trade(index).time
+
+    def book_index(self, symbol: str, t: int) -> int:
+        """Replay second of ``t`` counted from ``T0`` (the book changes on whole seconds)."""
         sr = self._sym(symbol)
         if t < sr.T0:
             raise NoData(f"{symbol}: replay time {t} is before the first replayed minute {sr.T0}")
         return (t - sr.T0) // SECOND_MS
 
-    def trade_time(self, symbol: str, index: int) -> int:
-        """Replay time (ms) of the trade with global index ``index``."""
+    def book_time(self, symbol: str, index: int) -> int:
+        """Replay time (ms) at which the book of replay second ``index`` takes effect."""
         return self._sym(symbol).T0 + index * SECOND_MS
 
     def update_id(self, symbol: str, t: int) -> int:
         """Order book update id at replay time ``t`` (bookTicker ``u``, depth ``lastUpdateId``)."""
-        return UPDATE_ID_BASE + self.trade_index(symbol, t)
+        return UPDATE_ID_BASE + self.book_index(symbol, t)
 
     # -- trades ----------------------------------------------------------------------------------
     def trade_at_index(self, symbol: str, index: int) -> Trade:
         """The trade with global index ``index`` (>= 0), whether or not it is printed yet."""
-        sr = self._sym(symbol)
-        m, s = divmod(index, 60)
-        i = m % sr.L
-        p = sr.path(i, s)
-        prev = sr.price_at(index - 1) if index > 0 else p
-        return Trade(
-            id=TRADE_ID_BASE + index,
-            time=sr.T0 + index * SECOND_MS,
-            price_e8=p * sr.tick,
-            qty_e8=sr.qty(i, s),
-            is_buyer_maker=p < prev,
-            index=index,
-        )
+        return self._sym(symbol).trade(index)
 
     def trade(self, symbol: str, trade_id: int) -> Trade:
         """The trade with id ``trade_id`` (``>= TRADE_ID_BASE``)."""
@@ -693,24 +760,25 @@ class ReplayModel:
         return self.trade_at_index(symbol, trade_id - TRADE_ID_BASE)
 
     def last_trade(self, symbol: str, t: int) -> Trade:
-        """The most recent trade printed at replay time ``t`` (the one of the current second)."""
+        """The most recent trade printed at replay time ``t``."""
         return self.trade_at_index(symbol, self.trade_index(symbol, t))
 
     def price(self, symbol: str, t: int) -> Decimal:
         """Last trade price (quote asset) at replay time ``t``."""
-        sr = self._sym(symbol)
-        return from_e8(sr.price_at(self.trade_index(symbol, t)) * sr.tick)
+        return self.last_trade(symbol, t).price
 
     def recent_trades(self, symbol: str, t: int, limit: int = 500) -> list[Trade]:
         """The last ``limit`` trades printed at replay time ``t``, oldest first (``GET /trades``)."""
+        sr = self._sym(symbol)
         g = self.trade_index(symbol, t)
-        return [self.trade_at_index(symbol, k) for k in range(max(0, g - limit + 1), g + 1)]
+        return [sr.trade(k) for k in range(max(0, g - limit + 1), g + 1)]
 
     def trades_from_id(self, symbol: str, t: int, from_id: int, limit: int = 500) -> list[Trade]:
         """Up to ``limit`` printed trades with id >= ``from_id``, oldest first."""
+        sr = self._sym(symbol)
         g = self.trade_index(symbol, t)
         start = max(0, from_id - TRADE_ID_BASE)
-        return [self.trade_at_index(symbol, k) for k in range(start, min(g, start + limit - 1) + 1)]
+        return [sr.trade(k) for k in range(start, min(g, start + limit - 1) + 1)]
 
     def trades_between(
         self, symbol: str, t: int, start_ms: int | None, end_ms: int | None, limit: int = 500
@@ -719,55 +787,64 @@ class ReplayModel:
         first, at most ``limit`` (from ``start_ms`` if given, else the last ones before ``end_ms``)."""
         sr = self._sym(symbol)
         g = self.trade_index(symbol, t)
-        hi = g if end_ms is None else min(g, (end_ms - sr.T0) // SECOND_MS)
+        if end_ms is not None:
+            if end_ms < sr.T0:
+                return []
+            g = min(g, sr.index_at(end_ms))
         if start_ms is None:
-            lo = max(0, hi - limit + 1)
+            lo = max(0, g - limit + 1)
         else:
-            lo = max(0, -((sr.T0 - start_ms) // SECOND_MS))  # ceil((start - T0) / 1000)
-            hi = min(hi, lo + limit - 1)
-        return [self.trade_at_index(symbol, k) for k in range(lo, hi + 1)]
+            lo = sr.first_at_or_after(start_ms)
+            g = min(g, lo + limit - 1)
+        return [sr.trade(k) for k in range(lo, g + 1)]
 
     # -- book --------------------------------------------------------------------------------------
     def book_ticker(self, symbol: str, t: int) -> BookTicker:
-        """Best bid/ask at replay time ``t``: bid = current trade price, ask = bid + spread."""
+        """Best bid/ask at replay time ``t``: bid = the last trade price at the start of the
+        current replay second, ask = bid + spread."""
         sr = self._sym(symbol)
-        g = self.trade_index(symbol, t)
-        bid = sr.price_at(g)
+        s = self.book_index(symbol, t)
+        bid = sr.bid_at_second(s)
         return BookTicker(
             symbol=symbol,
             bid_price_e8=bid * sr.tick,
-            bid_qty_e8=sr.shape.bid_sizes_e8[0],
+            bid_qty_e8=sr.bid_sizes[0],
             ask_price_e8=(bid + sr.spread_ticks) * sr.tick,
-            ask_qty_e8=sr.shape.ask_sizes_e8[0],
-            update_id=UPDATE_ID_BASE + g,
-            time=sr.T0 + g * SECOND_MS,
+            ask_qty_e8=sr.ask_sizes[0],
+            update_id=UPDATE_ID_BASE + s,
+            time=sr.T0 + s * SECOND_MS,
         )
 
-    def depth_at_index(self, symbol: str, index: int, limit: int = 100) -> Depth:
-        """Order book at global index ``index`` with up to ``limit`` levels a side."""
+    def depth_at_second(self, symbol: str, index: int, limit: int = 100) -> Depth:
+        """Order book of replay second ``index`` (see :meth:`book_index`), up to ``limit`` levels a
+        side (at most :data:`MAX_DEPTH_LEVELS`)."""
         sr = self._sym(symbol)
         bids, asks = sr.book(index)
-        tick, shape = sr.tick, sr.shape
+        tick = sr.tick
         n = max(0, limit)
         return Depth(
             symbol=symbol,
             last_update_id=UPDATE_ID_BASE + index,
             time=sr.T0 + index * SECOND_MS,
-            bid_levels=tuple((p * tick, q) for p, q in zip(bids[:n], shape.bid_sizes_e8)),
-            ask_levels=tuple((p * tick, q) for p, q in zip(asks[:n], shape.ask_sizes_e8)),
+            bid_levels=tuple((p * tick, q) for p, q in zip(bids[:n], sr.bid_sizes)),
+            ask_levels=tuple((p * tick, q) for p, q in zip(asks[:n], sr.ask_sizes)),
         )
 
     def depth(self, symbol: str, t: int, limit: int = 100) -> Depth:
-        """Order book at replay time ``t`` (``GET /api/v3/depth``), up to ``limit`` levels a side
-        (at most the recorded 1000)."""
-        return self.depth_at_index(symbol, self.trade_index(symbol, t), limit)
+        """Order book at replay time ``t`` (``GET /api/v3/depth``), up to ``limit`` levels a side."""
+        return self.depth_at_second(symbol, self.book_index(symbol, t), limit)
+
+    def depth_at_index(self, symbol: str, index: int, limit: int = 100) -> Depth:
+        """The order book the trade with global index ``index`` met (the book of its second)."""
+        sr = self._sym(symbol)
+        return self.depth_at_second(symbol, (sr.trade(index).time - sr.T0) // SECOND_MS, limit)
 
     def depth_update(self, symbol: str, index: int) -> DepthUpdate:
-        """Diff between the books at indices ``index - 1`` and ``index`` (``depthUpdate``); empty
-        when the price did not move. ``U`` (``first_update_id``) is one past the last second whose
-        book changed, so the events that are sent chain ``U = previous u + 1`` as on Binance."""
+        """Diff between the books of replay seconds ``index - 1`` and ``index`` (``depthUpdate``);
+        empty when the price did not move. ``U`` (``first_update_id``) is one past the last second
+        whose book changed, so the events that are sent chain ``U = previous u + 1`` as on Binance."""
         sr = self._sym(symbol)
-        tick, shape = sr.tick, sr.shape
+        tick = sr.tick
         cur_b, cur_a = sr.book(index)
         if index > 0:
             prev_b, prev_a = sr.book(index - 1)
@@ -775,6 +852,9 @@ class ReplayModel:
             prev_b, prev_a = [], []
 
         def diff(cur, prev, sizes, reverse):
+            n = sr.near
+            if len(cur) > n and cur[n:] == prev[n:]:  # the levels beyond the recorded ones held
+                cur, prev = cur[:n], prev[:n]
             old = dict(zip(prev, sizes))
             new = dict(zip(cur, sizes))
             get = old.get
@@ -786,7 +866,7 @@ class ReplayModel:
         # Seconds whose price did not move leave the book as it was: no event is sent for them
         # (streams.py), so this event's first update id follows the previous event's last one.
         first = index
-        while first > 1 and index - first < 3600 and sr.price_at(first - 1) == sr.price_at(first - 2):
+        while first > 1 and index - first < 3600 and sr.bid_at_second(first - 1) == sr.bid_at_second(first - 2):
             first -= 1
         uid = UPDATE_ID_BASE + index
         return DepthUpdate(
@@ -794,15 +874,15 @@ class ReplayModel:
             first_update_id=UPDATE_ID_BASE + first,
             final_update_id=uid,
             time=sr.T0 + index * SECOND_MS,
-            bid_changes=diff(cur_b, prev_b, shape.bid_sizes_e8, True),
-            ask_changes=diff(cur_a, prev_a, shape.ask_sizes_e8, False),
+            bid_changes=diff(cur_b, prev_b, sr.bid_sizes, True),
+            ask_changes=diff(cur_a, prev_a, sr.ask_sizes, False),
         )
 
     # -- klines ------------------------------------------------------------------------------------
     def _kline(self, sr: _Sym, interval: str, b0: int, g_end: int, closed_at: int, tz_ms: int) -> Kline:
         b1 = bucket_next(interval, b0, tz_ms)
-        g0 = (max(b0, sr.T0) - sr.T0) // SECOND_MS
-        g1 = min((b1 - sr.T0) // SECOND_MS - 1, g_end)
+        g0 = sr.minute_first((max(b0, sr.T0) - sr.T0) // MINUTE_MS)
+        g1 = min(sr.minute_first((b1 - sr.T0) // MINUTE_MS) - 1, g_end)
         o, h, lo, c, v, q, n, tbb, tbq = sr.agg(g0, g1)
         return Kline(
             interval=interval,
@@ -817,31 +897,25 @@ class ReplayModel:
         )
 
     def kline(self, symbol: str, interval: str, t: int, tz_ms: int = 0) -> Kline:
-        """The ``interval`` kline containing replay time ``t``, as it stands at ``t``."""
+        """The ``interval`` kline containing replay time ``t``, as it stands at ``t``: the trades
+        printed at or before ``t``."""
         sr = self._sym(symbol)
         g = self.trade_index(symbol, t)
         return self._kline(sr, interval, bucket_open(interval, t, tz_ms), g, t, tz_ms)
 
-    def kline_at_index(self, symbol: str, interval: str, index: int, tz_ms: int = 0) -> Kline:
-        """The ``interval`` kline as of the trade with global index ``index`` (stream updates).
-
-        ``closed`` is true when ``index`` is the last trade second of the bucket; the stream sends
-        that update at the bucket's close time (see :meth:`kline_event_time`).
-        """
-        sr = self._sym(symbol)
-        tg = sr.T0 + index * SECOND_MS
-        b0 = bucket_open(interval, tg, tz_ms)
-        b1 = bucket_next(interval, b0, tz_ms)
-        last = (b1 - sr.T0) // SECOND_MS - 1
-        return self._kline(sr, interval, b0, index, b1 - 1 if index >= last else tg, tz_ms)
-
     def kline_event_time(self, symbol: str, interval: str, index: int, tz_ms: int = 0) -> int:
-        """Event time of the kline update for trade ``index``: the trade's time, or the bucket's
-        close time (open + interval - 1) for the bucket's last second (the ``x: true`` update)."""
+        """Event time of the kline stream's update for replay second ``index``: the second's start,
+        or the bucket's close time (open + interval - 1) for the bucket's last second (the
+        ``x: true`` update)."""
         sr = self._sym(symbol)
-        tg = sr.T0 + index * SECOND_MS
-        b1 = bucket_next(interval, bucket_open(interval, tg, tz_ms), tz_ms)
-        return b1 - 1 if tg + SECOND_MS >= b1 else tg
+        ts = sr.T0 + index * SECOND_MS
+        b1 = bucket_next(interval, bucket_open(interval, ts, tz_ms), tz_ms)
+        return b1 - 1 if ts + SECOND_MS >= b1 else ts
+
+    def kline_at_index(self, symbol: str, interval: str, index: int, tz_ms: int = 0) -> Kline:
+        """The kline stream's update for replay second ``index``: :meth:`kline` at
+        :meth:`kline_event_time`."""
+        return self.kline(symbol, interval, self.kline_event_time(symbol, interval, index, tz_ms), tz_ms)
 
     def klines(
         self,
@@ -890,32 +964,33 @@ class ReplayModel:
         return out
 
     def recorded_kline(self, symbol: str, minute_open_ms: int) -> Kline:
-        """The recorded 1m candle replayed at ``minute_open_ms`` (replay time), verbatim: what a
-        closed 1m kline must equal. Independent of the aggregation code (reads the tape row)."""
+        """The recorded 1m candle replayed at ``minute_open_ms`` (replay time), verbatim from the
+        tape row (independent of the trade derivation), with the replay's trade ids
+        (``first_trade_id``/``last_trade_id`` of the minute's trades). A closed replayed 1m kline
+        has its open, high, low, close and trade count; its volumes are the sums of its trades (see
+        ``trades.py``: volumes on today's step, quote volumes at the replayed prices)."""
         sr = self._sym(symbol)
         if minute_open_ms < sr.T0 or (minute_open_ms - sr.T0) % MINUTE_MS:
             raise NoData(f"{minute_open_ms} is not a replayed minute open of {symbol}")
         m = (minute_open_ms - sr.T0) // MINUTE_MS
-        cd = sr.tape.candles[m % sr.L]
         t = sr.tape
         i = m % sr.L
+        first = sr.minute_first(m)
         return Kline(
             interval="1m",
             open_time=minute_open_ms,
             close_time=minute_open_ms + MINUTE_MS - 1,
             open_e8=t.o[i], high_e8=t.h[i], low_e8=t.l[i], close_e8=t.c[i],
-            volume_e8=t.v[i], quote_volume_e8=t.q[i], trades=cd.trades,
+            volume_e8=t.v[i], quote_volume_e8=t.q[i], trades=t.n[i],
             taker_buy_base_e8=t.tbb[i], taker_buy_quote_e8=t.tbq[i],
-            first_trade_id=TRADE_ID_BASE + m * 60,
-            last_trade_id=TRADE_ID_BASE + m * 60 + 59,
+            first_trade_id=TRADE_ID_BASE + first,
+            last_trade_id=TRADE_ID_BASE + first + sr.tt.N[i] - 1,
             closed=True,
         )
 
     # -- tickers -------------------------------------------------------------------------------------
     def _window(self, sr: _Sym, g_end: int, t: int, span_ms: int) -> tuple[int, list[int]]:
-        start = t - span_ms
-        g0 = 0 if start <= sr.T0 else -((sr.T0 - start) // SECOND_MS)
-        g0 = min(g0, g_end)
+        g0 = min(sr.first_at_or_after(t - span_ms), g_end)
         return g0, sr.agg(g0, g_end)
 
     def ticker_24h(self, symbol: str, t: int) -> Ticker24h:
@@ -928,7 +1003,6 @@ class ReplayModel:
         change = c - o
         pct = (Decimal(change) * 100 / Decimal(o)).quantize(Decimal("0.001"), ROUND_HALF_UP) if o else Decimal("0.000")
         wavg = q * E8 // v if v else 0
-        m, s = divmod(g, 60)
         return Ticker24h(
             symbol=symbol,
             price_change_e8=change,
@@ -936,7 +1010,7 @@ class ReplayModel:
             weighted_avg_price_e8=wavg,
             prev_close_price_e8=prev,
             last_price_e8=c,
-            last_qty_e8=sr.qty(m % sr.L, s),
+            last_qty_e8=sr.trade(g).qty_e8,
             bid_price_e8=bt.bid_price_e8,
             bid_qty_e8=bt.bid_qty_e8,
             ask_price_e8=bt.ask_price_e8,
@@ -961,12 +1035,13 @@ class ReplayModel:
         _g0, agg = self._window(sr, g, t, mins * MINUTE_MS)
         v, q = agg[4], agg[5]
         price = q * E8 // v if v else agg[3]
-        return AvgPrice(mins=mins, price_e8=price, close_time=sr.T0 + g * SECOND_MS)
+        return AvgPrice(mins=mins, price_e8=price, close_time=sr.trade(g).time)
 
 
 __all__ = [
     "KLINE_INTERVALS",
     "INTERVAL_MS",
+    "MAX_DEPTH_LEVELS",
     "ORDER_ID_BASE",
     "TRADE_ID_BASE",
     "UPDATE_ID_BASE",

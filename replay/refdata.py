@@ -10,6 +10,10 @@
   Only their *shape* is used (Binance does not publish historical books): each level's distance
   from the best price as a fraction of the snapshot's mid, each level's size, the best-bid/ask
   spread in ticks, and the top-of-book sizes. See ``model.py`` for how the shape is re-centred.
+* ``aggTrades/<SYMBOL>-aggTrades-from-ws_2021-04-04.csv``: ~90 s of real aggregate trades (the
+  ``@aggTrade`` stream, data.binance.vision aggTrades CSV columns). The recording does not overlap
+  any replayed tape's dates, so only its *flow* is used (:class:`TradeFlow`): the taker-buy and
+  taker-sell order sizes in the order they came, and the times between trades.
 
 All prices are parsed as exact decimals (kept as E8 integers, units of 1e-8 of the quote asset);
 sizes are in the base asset.
@@ -17,11 +21,13 @@ sizes are in the base asset.
 from __future__ import annotations
 
 import copy
+import csv
 import gzip
 import json
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
+from math import gcd
 from pathlib import Path
 
 from .tape import DATA_DIR, E8, to_e8
@@ -35,6 +41,14 @@ DEPTH_FILES: dict[str, str] = {
 }
 #: snapshot used for a replayed symbol that has no snapshot of its own.
 FALLBACK_DEPTH_SYMBOL = "BTCUSDT"
+
+#: symbol -> recorded aggTrades (relative to DATA_DIR) whose flow shapes the replayed trades.
+AGG_TRADE_FILES: dict[str, str] = {
+    "BTCUSDT": "aggTrades/BTCUSDT-aggTrades-from-ws_2021-04-04.csv",
+    "ETHUSDT": "aggTrades/ETHUSDT-aggTrades-from-ws_2021-04-04.csv",
+}
+#: aggTrades used for a replayed symbol that has no recording of its own.
+FALLBACK_FLOW_SYMBOL = "BTCUSDT"
 
 
 @lru_cache(maxsize=None)
@@ -211,8 +225,55 @@ def book_shape(symbol: str, data_dir: str | None = None) -> BookShape:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TradeFlow:
+    """The order flow of a recorded ``@aggTrade`` session, independent of its price level.
+
+    ``buy_weights``/``sell_weights``: the sizes of the recorded taker-buy (``m`` false) and
+    taker-sell (``m`` true) aggregate trades in the order they came, as positive integers (the
+    recorded quantities divided by their greatest common divisor: only their ratios matter).
+    ``gaps_ms``: one per recorded trade (``l - f + 1`` per aggregate), the milliseconds from that
+    trade to the next: 0 inside an aggregate (one taker order filling several makers), then the
+    time to the next aggregate (the last one wraps to 0). ``source``: the file it came from.
+    """
+
+    source: str
+    buy_weights: tuple[int, ...]
+    sell_weights: tuple[int, ...]
+    gaps_ms: tuple[int, ...]
+
+
+@lru_cache(maxsize=None)
+def trade_flow(symbol: str, data_dir: str | None = None) -> TradeFlow:
+    """Load the :class:`TradeFlow` for ``symbol`` (its own aggTrades, else the fallback's)."""
+    rel = AGG_TRADE_FILES.get(symbol) or AGG_TRADE_FILES[FALLBACK_FLOW_SYMBOL]
+    path = Path(data_dir or DATA_DIR) / rel
+    rows = []
+    with open(path, newline="", encoding="ascii") as fh:
+        for r in csv.reader(fh):  # agg_id, price, qty, first_id, last_id, time_ms, is_buyer_maker, best
+            rows.append((to_e8(r[2]), int(r[4]) - int(r[3]) + 1, int(r[5]), r[6].strip().lower() == "true"))
+    rows.sort(key=lambda x: x[2])
+    g = 0
+    for q, *_ in rows:
+        g = gcd(g, q)
+    g = g or 1
+    buys = tuple(q // g for q, _, _, maker in rows if not maker and q > 0)
+    sells = tuple(q // g for q, _, _, maker in rows if maker and q > 0)
+    gaps: list[int] = []
+    for j, (_, count, t, _) in enumerate(rows):
+        nxt = rows[j + 1][2] if j + 1 < len(rows) else t
+        gaps.extend([0] * (count - 1))
+        gaps.append(max(0, nxt - t))
+    if not buys or not sells or not any(gaps):
+        raise ValueError(f"{path}: needs taker buys, taker sells and trades at different times")
+    return TradeFlow(source=rel, buy_weights=buys, sell_weights=sells, gaps_ms=tuple(gaps))
+
+
 __all__ = [
+    "AGG_TRADE_FILES",
     "DEPTH_FILES",
+    "TradeFlow",
+    "trade_flow",
     "E8",
     "BookShape",
     "SymbolSpec",

@@ -206,6 +206,7 @@ class _Conn:
     last_t: int
     peer: str
     streams: dict[str, tuple[StreamSpec, int]] = field(default_factory=dict)
+    micros: bool = False  # timeUnit=MICROSECOND: time fields in µs
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_pong: float = field(default_factory=time.monotonic)
     sent: int = 0
@@ -334,9 +335,12 @@ class ReplayApp:
             body = await handler(request)
         except BinanceError as e:
             return json_response(e.body(), e.status, {**wh, **e.headers})
+        headers = wh
         if isinstance(body, Reply):
-            return json_response(body.body, 200, {**wh, **body.headers})
-        return json_response(body, 200, wh)
+            body, headers = body.body, {**wh, **body.headers}
+        if wire.is_microsecond(request.headers.get("X-MBX-TIME-UNIT")):
+            body = wire.rest_micros(body, klines=path.endswith(("/klines", "/uiKlines")))
+        return json_response(body, 200, headers)
 
     def _failure(self, rule: FailRule) -> BinanceError:
         ra = rule.retry_after
@@ -543,7 +547,8 @@ class ReplayApp:
             return json_response({"code": 2, "msg": "Invalid request: expected a WebSocket upgrade"}, 400)
         await ws.prepare(request)
         now = self._now()
-        conn = _Conn(ws=ws, combined=combined, last_t=now, peer=request.remote or "unknown")
+        conn = _Conn(ws=ws, combined=combined, last_t=now, peer=request.remote or "unknown",
+                     micros=wire.is_microsecond(request.query.get("timeUnit")))
         for spec in specs:
             conn.streams.setdefault(spec.name, (spec, now))
         self.conns.add(conn)
@@ -590,6 +595,8 @@ class ReplayApp:
                 for _et, _o, name, payload in batch:
                     if ws.closed:
                         return
+                    if conn.micros:
+                        payload = wire.event_micros(payload)
                     await conn.send(dumps({"stream": name, "data": payload} if conn.combined else payload))
         except (ConnectionError, asyncio.CancelledError):
             return

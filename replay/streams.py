@@ -4,16 +4,17 @@ Stream names follow Binance's "WebSocket Streams" documentation (lowercase symbo
 the stream type):
 
 =============================== ==============================================================
-``<s>@trade``                    one event per replay trade (one per replay second)
+``<s>@trade``                    one event per replay trade (``E`` = ``T`` = its print time)
 ``<s>@aggTrade``                 one event per replay trade (an aggregate of one trade)
-``<s>@kline_<interval>[@+08:00]`` one update per replay second (each trade); the update for the
-                                 bucket's last second is sent at the bucket's close time with
-                                 ``x: true`` and equals the recorded candle(s)
+``<s>@kline_<interval>[@+08:00]`` one update per replay second (the trades printed by then); the
+                                 update for the bucket's last second is sent at the bucket's
+                                 close time with ``x: true``
 ``<s>@bookTicker``               one event per replay second (the book changes once a second)
 ``<s>@depth<5|10|20>[@100ms]``   partial book, one per replay second (the book only changes on
                                  whole seconds, so the 100 ms variant has nothing more to say)
-``<s>@depth[@100ms]``            ``depthUpdate`` diffs, ``U = u``, for each replay second whose
-                                 book differs from the previous second's (none when nothing changed)
+``<s>@depth[@100ms]``            ``depthUpdate`` diffs for each replay second whose book differs
+                                 from the previous second's (none when nothing changed; ``U`` is
+                                 the previous event's ``u`` + 1)
 ``<s>@ticker``, ``@miniTicker``  rolling 24 h statistics, one per replay second
 ``<s>@avgPrice``                 the 5-minute average price, one per replay second
 =============================== ==============================================================
@@ -105,12 +106,18 @@ def parse_stream(name: str) -> StreamSpec | None:
     return StreamSpec(name, sym, "depthDiff")
 
 
-def _index_range(model: ReplayModel, symbol: str, t0: int, t1: int) -> range:
-    """Global trade indices whose trade time lies in ``(t0, t1]``."""
+def _second_range(model: ReplayModel, symbol: str, t0: int, t1: int) -> range:
+    """Replay seconds (counted from ``T0``) whose start lies in ``(t0, t1]``."""
     base = model.tape_start_ms(symbol)
     lo = max(0, (t0 - base) // 1000 + 1)
     hi = (t1 - base) // 1000
     return range(lo, hi + 1)
+
+
+def _trade_range(model: ReplayModel, symbol: str, t0: int, t1: int) -> range:
+    """Global indices of the trades printed in ``(t0, t1]``."""
+    lo = model.trade_index(symbol, t0) + 1 if t0 >= model.tape_start_ms(symbol) else 0
+    return range(lo, model.trade_index(symbol, t1) + 1)
 
 
 def stream_events(model: ReplayModel, spec: StreamSpec, t0: int, t1: int) -> list[tuple[int, dict]]:
@@ -122,15 +129,15 @@ def stream_events(model: ReplayModel, spec: StreamSpec, t0: int, t1: int) -> lis
     sym = spec.symbol
     if spec.kind == "silent" or not model.has_symbol(sym) or t1 <= t0:
         return []
+    kind = spec.kind
     try:
-        idx = _index_range(model, sym, t0, t1)
+        if kind in ("trade", "aggTrade"):
+            fmt_trade = wire.trade_event if kind == "trade" else wire.agg_trade_event
+            return [(tr.time, fmt_trade(sym, tr))
+                    for tr in map(lambda g: model.trade_at_index(sym, g), _trade_range(model, sym, t0, t1))]
+        idx = _second_range(model, sym, t0, t1)
     except NoData:
         return []
-    kind = spec.kind
-    if kind == "trade":
-        return [(tr.time, wire.trade_event(sym, tr)) for tr in map(lambda g: model.trade_at_index(sym, g), idx)]
-    if kind == "aggTrade":
-        return [(tr.time, wire.agg_trade_event(sym, tr)) for tr in map(lambda g: model.trade_at_index(sym, g), idx)]
     if kind == "bookTicker":
         base = model.tape_start_ms(sym)
         return [(base + g * 1000, wire.book_ticker_event(model.book_ticker(sym, base + g * 1000))) for g in idx]
@@ -153,7 +160,7 @@ def stream_events(model: ReplayModel, spec: StreamSpec, t0: int, t1: int) -> lis
     if kind == "depthPartial":
         out = []
         for g in idx:
-            d = model.depth_at_index(sym, g, spec.levels)
+            d = model.depth_at_second(sym, g, spec.levels)
             out.append((d.time, wire.depth_rest(d)))
         return out
     if kind == "avgPrice":

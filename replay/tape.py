@@ -153,7 +153,7 @@ def read_kline_file(path: Path) -> list[Candle]:
         return parse_kline_rows(csv.reader(fh), str(path))
 
 
-def _sparse_table(values: list[int], pick) -> list[list[int]]:
+def sparse_table(values: list[int], pick) -> list[list[int]]:
     table = [values]
     span = 1
     while span * 2 <= len(values):
@@ -163,7 +163,7 @@ def _sparse_table(values: list[int], pick) -> list[list[int]]:
     return table
 
 
-def _prefix(values: list[int]) -> list[int]:
+def prefix_sums(values: list[int]) -> list[int]:
     out = [0] * (len(values) + 1)
     acc = 0
     for i, v in enumerate(values):
@@ -206,13 +206,13 @@ class Tape:
         self.tbq = [to_e8(c.taker_buy_quote) for c in candles]
         self.n = [c.trades for c in candles]
         self._validate()
-        self.P_v = _prefix(self.v)
-        self.P_q = _prefix(self.q)
-        self.P_n = _prefix(self.n)
-        self.P_tbb = _prefix(self.tbb)
-        self.P_tbq = _prefix(self.tbq)
-        self._hi = _sparse_table(self.h, max)
-        self._lo = _sparse_table(self.l, min)
+        self.P_v = prefix_sums(self.v)
+        self.P_q = prefix_sums(self.q)
+        self.P_n = prefix_sums(self.n)
+        self.P_tbb = prefix_sums(self.tbb)
+        self.P_tbq = prefix_sums(self.tbq)
+        self._hi = sparse_table(self.h, max)
+        self._lo = sparse_table(self.l, min)
         self.max_high = max(self.h)
         self.min_low = min(self.l)
 

@@ -237,3 +237,67 @@ def mini_ticker_event(tk: Ticker24h, event_time: int) -> dict:
         "c": f8(tk.last_price_e8), "o": f8(tk.open_price_e8), "h": f8(tk.high_price_e8),
         "l": f8(tk.low_price_e8), "v": f8(tk.volume_e8), "q": f8(tk.quote_volume_e8),
     }
+
+
+# -- timeUnit=MICROSECOND ------------------------------------------------------------------------
+#: Binance "General API Information": "All time and timestamp related fields in the JSON responses
+#: are in milliseconds by default. To receive the information in microseconds, please add the
+#: header X-MBX-TIME-UNIT:MICROSECOND or X-MBX-TIME-UNIT:microsecond" (REST), or the parameter
+#: ``timeUnit=MICROSECOND`` / ``timeUnit=microsecond`` in the URL (WebSocket Streams, WebSocket API).
+MICROSECOND_UNITS = frozenset({"MICROSECOND", "microsecond"})
+
+#: Time fields of REST answers and WebSocket API results (ms since epoch).
+REST_TIME_KEYS = frozenset({
+    "serverTime", "time", "transactTime", "transactionTime", "updateTime", "workingTime", "openTime",
+    "closeTime", "T", "authorizedSince", "connectedSince",
+})
+#: Time fields of stream and user-data events, by event type ``e`` (``E`` always). In ``@trade``
+#: and ``executionReport`` ``t`` is a trade id; in a kline's ``k`` object ``t``/``T`` are times.
+EVENT_TIME_KEYS: dict[str, tuple[str, ...]] = {
+    "trade": ("E", "T"), "aggTrade": ("E", "T"), "kline": ("E",), "depthUpdate": ("E",),
+    "24hrTicker": ("E", "O", "C"), "24hrMiniTicker": ("E",), "avgPrice": ("E", "T"),
+    "executionReport": ("E", "O", "T", "W"), "outboundAccountPosition": ("E", "u"),
+    "balanceUpdate": ("E", "T"), "listStatus": ("E", "T"), "externalLockUpdate": ("E", "T"),
+    "eventStreamTerminated": ("E",),
+}
+
+
+def is_microsecond(unit: str | None) -> bool:
+    """True when a ``X-MBX-TIME-UNIT`` header or ``timeUnit`` parameter asks for microseconds
+    (any other value, or none, keeps milliseconds)."""
+    return unit in MICROSECOND_UNITS
+
+
+def _us(v):
+    return v * 1000 if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else v
+
+
+def _us_end(v):
+    """A kline's close time: the last µs before the next open (Binance's µs kline dumps have
+    close_time = open_time + interval - 1 µs), not the last ms scaled."""
+    return (v + 1) * 1000 - 1 if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else v
+
+
+def rest_micros(body, klines: bool = False):
+    """A REST answer (or WebSocket API ``result``) with its time fields in µs (a new object).
+    ``klines``: the body is ``GET /api/v3/klines`` rows (open and close time at 0 and 6)."""
+    if klines and isinstance(body, list):
+        return [[_us(r[0]), *r[1:6], _us_end(r[6]), *r[7:]] if isinstance(r, list) and len(r) > 6 else r for r in body]
+    if isinstance(body, list):
+        return [rest_micros(x) for x in body]
+    if isinstance(body, dict):
+        return {k: (_us(v) if k in REST_TIME_KEYS else rest_micros(v)) for k, v in body.items()}
+    return body
+
+
+def event_micros(event):
+    """A stream payload or user-data event with its time fields in µs (a new object; payloads
+    without times, like ``@bookTicker`` and partial depth, come back unchanged)."""
+    if not isinstance(event, dict) or "e" not in event:
+        return event
+    keys = EVENT_TIME_KEYS.get(event["e"], ("E",))
+    out = {k: (_us(v) if k in keys else v) for k, v in event.items()}
+    if event["e"] == "kline" and isinstance(event.get("k"), dict):
+        k = event["k"]
+        out["k"] = {**k, "t": _us(k.get("t")), "T": _us_end(k.get("T"))}
+    return out

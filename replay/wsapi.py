@@ -38,6 +38,7 @@ from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
+from . import wire
 from .account import RAccount, ReplayAccounts
 from .errors import BinanceError, mandatory_missing, too_much_weight
 from .params import Params, dumps
@@ -98,8 +99,9 @@ class Subscription:
 class Session:
     """One ``/ws-api/v3`` connection: its logged-on key, its subscriptions, a send lock."""
 
-    def __init__(self, ws: web.WebSocketResponse, peer: str, clock):
+    def __init__(self, ws: web.WebSocketResponse, peer: str, clock, micros: bool = False):
         self.ws, self.peer, self.clock = ws, peer, clock
+        self.micros = micros  # timeUnit=MICROSECOND in the URL: time fields in µs
         self.connected_since = clock.wall_ms()
         self.acct: RAccount | None = None
         self.authorized_since: int | None = None
@@ -108,6 +110,11 @@ class Session:
         self.lock = asyncio.Lock()
 
     async def send(self, body: dict) -> None:
+        if self.micros:
+            if "event" in body:
+                body = {**body, "event": wire.event_micros(body["event"])}
+            elif "result" in body:
+                body = {**body, "result": wire.rest_micros(body["result"])}
         async with self.lock:
             await self.ws.send_str(dumps(body))
 
@@ -128,7 +135,8 @@ class WsApi:
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade")
         await ws.prepare(request)
-        session = Session(ws, request.remote or "unknown", self.accounts.clock)
+        session = Session(ws, request.remote or "unknown", self.accounts.clock,
+                          wire.is_microsecond(request.query.get("timeUnit")))
         self.sessions.add(session)
         try:
             async for msg in ws:

@@ -38,6 +38,21 @@ def fast_replay():
     srv.stop()
 
 
+def first_print_through(m, now: int, bid: Decimal, ask: Decimal, qty=Decimal("0.002")):
+    """``(side, price, index)``: the first print after trade ``now`` through a price outside the
+    quote, either way, big enough to fill ``qty`` whole: a resting BUY under the bid or SELL over
+    the ask that this print (and no earlier one) trades through. A smaller print through a level
+    moves that level on to its price (replayed trade sizes vary like the recorded ones)."""
+    below, above = bid - TICK, ask + TICK
+    for j in range(now + 1, now + 50_000):
+        tr = m.trade_at_index("BTCUSDT", j)
+        if tr.price < below or tr.price > above:
+            if tr.qty >= qty:
+                return ("BUY", below, j) if tr.price < below else ("SELL", above, j)
+            below, above = min(below, tr.price), max(above, tr.price)
+    raise AssertionError("no print big enough through a level outside the quote")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_resting_limit_fills_on_a_replayed_print_through_it(fast_replay, trader):
     user, account, _ = trader
@@ -47,13 +62,7 @@ def test_resting_limit_fills_on_a_replayed_print_through_it(fast_replay, trader)
     bid, ask = Decimal(book["bidPrice"]), Decimal(book["askPrice"])
     Balance.objects.update_or_create(account=account, asset="BTC", defaults={"free": Decimal("1")})
     m = fast_replay.model
-    start = m.trade_index("BTCUSDT", fast_replay.clock.now_ms()) + 1
-    prices = [m.trade_at_index("BTCUSDT", j).price for j in range(start, start + 240)]
-    if min(prices) + TICK < bid:
-        side, price = "BUY", min(prices) + TICK
-    else:
-        assert max(prices) - TICK > ask, "the recording moves in 4 replay minutes"
-        side, price = "SELL", max(prices) - TICK
+    side, price, _ = first_print_through(m, m.trade_index("BTCUSDT", fast_replay.clock.now_ms()), bid, ask)
     order = order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT", side=side,
                         order_type="LIMIT", quantity="0.002", price=str(price), time_in_force="GTC").order
     assert order["status"] == "NEW"
@@ -126,11 +135,7 @@ def test_prints_missed_while_no_matcher_ran_are_matched_on_restart(fast_replay, 
     bid, ask = Decimal(book["bidPrice"]), Decimal(book["askPrice"])
     Balance.objects.update_or_create(account=account, asset="BTC", defaults={"free": Decimal("1")})
     now = m.trade_index("BTCUSDT", fast_replay.clock.now_ms())
-    # The first later print through a price one tick outside the quote, either way: a resting
-    # BUY under the bid or SELL over the ask that this print (and no earlier one) trades through.
-    cross = next(j for j in range(now + 1, now + 20_000)
-                 if not bid - TICK <= m.trade_at_index("BTCUSDT", j).price <= ask + TICK)
-    side, price = ("BUY", bid - TICK) if m.trade_at_index("BTCUSDT", cross).price < bid else ("SELL", ask + TICK)
+    side, price, cross = first_print_through(m, now, bid, ask)
     order = order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT", side=side,
                         order_type="LIMIT", quantity="0.002", price=str(price), time_in_force="GTC").order
     assert order["status"] == "NEW"

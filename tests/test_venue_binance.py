@@ -114,7 +114,9 @@ def now_index(c: Ctx, symbol="BTCUSDT") -> int:
 
 
 def book(c: Ctx, index=None, symbol="BTCUSDT"):
-    return c.ex.model.depth_at_index(symbol, now_index(c, symbol) if index is None else index, 1000)
+    if index is None:  # the book GET /api/v3/depth shows now (it changes on whole replay seconds)
+        return c.ex.model.depth(symbol, c.ex.clock.now_ms(), 1000)
+    return c.ex.model.depth_at_index(symbol, index, 1000)
 
 
 def expected_walk(levels, qty, limit=None, buy=True):
@@ -161,19 +163,23 @@ def future_trade(c: Ctx, pred, *, min_qty=Decimal("0"), symbol="BTCUSDT", horizo
 
 
 def target(c: Ctx, direction: int, *, min_qty=Decimal("0.002"), symbol="BTCUSDT"):
-    """``(level, trade)``: a price ``level`` strictly below (direction -1) or above (+1) the last
-    trade price, as far from it as the next two replay hours allow (up to 4 USDT), and the first
-    later trade at or through it (``<= level`` / ``>= level``)."""
+    """``(level, trade)``: a price ``level`` below the bid (direction -1) or above the ask (+1), as
+    far from it as the next two replay hours allow (up to 4 USDT), and the first later trade
+    strictly through it, at least ``min_qty`` large: a level a smaller print goes through first
+    moves on to that print's price (replayed trade sizes vary like the recorded ones)."""
     m = c.ex.model
     i = now_index(c, symbol)
-    last = m.trade_at_index(symbol, i).price
-    path = [m.trade_at_index(symbol, j) for j in range(i + 1, i + 7200)]
+    bt = m.book_ticker(symbol, c.ex.clock.now_ms())
+    start = bt.bid_price if direction < 0 else bt.ask_price
+    horizon = m.trade_index(symbol, c.ex.clock.now_ms() + 7_200_000)  # two replay hours of prints
+    path = [m.trade_at_index(symbol, j) for j in range(i + 1, horizon + 1)]
     for d in (Decimal("4"), Decimal("1"), Decimal("0.3"), Decimal("0.1"), Decimal("0.02")):
-        level = last + direction * d
-        hit = next((t for t in path if (t.price <= level - TICK if direction < 0 else t.price >= level + TICK)), None)
-        if hit is not None:
-            assert hit.qty >= min_qty
-            return level, hit
+        level = start + direction * d
+        for t in path:
+            if t.price <= level - TICK if direction < 0 else t.price >= level + TICK:
+                if t.qty >= min_qty:
+                    return level, t
+                level = t.price
     raise AssertionError("the next two replay hours never move a tick that way")
 
 
@@ -608,12 +614,19 @@ def _exchange_account(exchange: ReplayServer, *, user, name: str, venue: str, ed
 def _resting_buy(exchange: ReplayServer, account: Account, user, cid: str):
     """A BUY LIMIT below the last print that a later replayed print fills; returns (order, trade)."""
     m = exchange.model
-    i = m.trade_index("BTCUSDT", exchange.clock.now_ms())
-    last = m.trade_at_index("BTCUSDT", i).price
-    tr = next(m.trade_at_index("BTCUSDT", j) for j in range(i + 1, i + 7200)
-              if m.trade_at_index("BTCUSDT", j).price < last - TICK and m.trade_at_index("BTCUSDT", j).qty >= Decimal("0.002"))
+    now = exchange.clock.now_ms()
+    i = m.trade_index("BTCUSDT", now)
+    level = min(m.trade_at_index("BTCUSDT", i).price, m.book_ticker("BTCUSDT", now).bid_price) - TICK
+    for j in range(i + 1, m.trade_index("BTCUSDT", now + 7_200_000)):
+        tr = m.trade_at_index("BTCUSDT", j)  # the first print through the level fills it whole (or moves it)
+        if tr.price < level:
+            if tr.qty >= Decimal("0.002"):
+                break
+            level = tr.price
+    else:
+        raise AssertionError("no print through a level below the book in two replay hours")
     order = services.order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT", side="BUY",
-                                 order_type="LIMIT", quantity="0.002", price=str(last - TICK), client_order_id=cid).order
+                                 order_type="LIMIT", quantity="0.002", price=str(level), client_order_id=cid).order
     return order, tr
 
 

@@ -93,10 +93,12 @@ def resting_level(replay, after_s: int, symbol="BTCUSDT"):
     """``(side, price)`` of a resting LIMIT no print reaches in the next ``after_s`` replay seconds,
     at the edge the recording breaks through first after that (from the replay model)."""
     m = replay.model
-    i = m.trade_index(symbol, replay.clock.now_ms())
-    before = [m.trade_at_index(symbol, j).price for j in range(i - 2, i + after_s)]
+    now = replay.clock.now_ms()
+    i = m.trade_index(symbol, now)
+    edge = m.trade_index(symbol, now + after_s * 1000) + 1  # the first print after after_s seconds
+    before = [m.trade_at_index(symbol, j).price for j in range(i - 2, edge)]
     lo, hi = min(before), max(before)
-    for j in range(i + after_s, i + after_s + 3600):
+    for j in range(edge, m.trade_index(symbol, now + (after_s + 3600) * 1000) + 1):
         p = m.trade_at_index(symbol, j).price
         if p < lo - TICK:
             return "BUY", lo - TICK

@@ -148,10 +148,17 @@ def test_market_and_limit_orders_match_the_model_book(srv, client):
 
 def test_resting_orders_share_a_print_in_price_time_priority_and_the_ws_api_user_stream_reports_it(srv, client):
     m = srv.model
-    i = m.trade_index("BTCUSDT", srv.clock.now_ms())
-    last = m.trade_at_index("BTCUSDT", i).price
-    tr = next(m.trade_at_index("BTCUSDT", j) for j in range(i + 1, i + 20000) if m.trade_at_index("BTCUSDT", j).price < last)
-    assert all(m.trade_at_index("BTCUSDT", j).price >= last for j in range(i + 1, tr.index))
+    now = srv.clock.now_ms()
+    i = m.trade_index("BTCUSDT", now)
+    # the limit price: at or below the bid (it rests) and every later print until the first one
+    # through it, which is big enough for 3/4 of it to pass the NOTIONAL filter
+    last = m.book_ticker("BTCUSDT", now).bid_price
+    for j in range(i + 1, i + 20000):
+        tr = m.trade_at_index("BTCUSDT", j)
+        if tr.price < last and tr.qty * 3 / 4 * last >= 11:
+            break
+        last = min(last, tr.price)
+    assert all(m.trade_at_index("BTCUSDT", j).price >= last for j in range(i + 1, tr.index)) and tr.price < last
     qty = (tr.qty * 3 / 4).quantize(Decimal("0.00001"))
     events = []
 

@@ -17,6 +17,7 @@ from replay.model import (
     bucket_open,
 )
 from replay.tape import Tape, TapeError, load_tape, parse_kline_rows
+from replay.wire import f8, kline_row
 
 START = 1_800_000_012_345  # 2027-01-15T08:00:12.345Z
 
@@ -112,17 +113,29 @@ def test_time_shift_puts_candle_600_at_the_start_minute(model):
     assert model.offset_ms("BTCUSDT") == t0 - 1577836800000
 
 
-def test_closed_1m_klines_are_exactly_the_recording(model):
-    rows = rt.recorded_rows("ETHUSDT")
-    t0 = model.tape_start_ms("ETHUSDT")
-    ks = model.klines("ETHUSDT", "1m", START, start_time=t0, limit=600)
+@pytest.mark.parametrize("symbol", ["ETHUSDT", "BTCUSDT"])
+def test_closed_1m_klines_are_the_recording_on_todays_step(model, symbol):
+    """Open, high, low, close and trade count are the recording's; volume and taker-buy volume the
+    recorded ones rounded to the served stepSize (ETHUSDT's are on it already, BTCUSDT's 2020 ones
+    have 6 decimals); quote volumes are the sums over the replayed trades, within 0.5 % of the
+    recorded ones."""
+    rows = rt.recorded_rows(symbol)
+    step = model.spec(symbol).step_size
+    t0 = model.tape_start_ms(symbol)
+    ks = model.klines(symbol, "1m", START, start_time=t0, limit=600)
     assert len(ks) == 600 and all(k.closed for k in ks)
     shift = t0 - int(rows[0][0])
+    on_step = 0
     for k, r in zip(ks, rows):
         assert k.open_time == int(r[0]) + shift and k.close_time == int(r[6]) + shift
-        assert [f"{x:.8f}" for x in (k.open, k.high, k.low, k.close, k.volume, k.quote_volume)] == [
-            r[1], r[2], r[3], r[4], r[5], r[7]]
-        assert k.trades == int(r[8])
+        assert [f"{x:.8f}" for x in (k.open, k.high, k.low, k.close)] == [r[1], r[2], r[3], r[4]]
+        assert k.trades == int(r[8]) == k.last_trade_id - k.first_trade_id + 1
+        for got, rec in ((k.volume, Decimal(r[5])), (k.taker_buy_base, Decimal(r[9]))):
+            assert got % step == 0 and abs(got - rec) <= step / 2
+        on_step += k.volume == Decimal(r[5])
+        for got, rec in ((k.quote_volume, Decimal(r[7])), (k.taker_buy_quote, Decimal(r[10]))):
+            assert abs(got - rec) <= rec / 200
+    assert on_step == 600 if symbol == "ETHUSDT" else on_step < 600
 
 
 @pytest.mark.parametrize("interval,minutes", [("5m", 5), ("1h", 60), ("4h", 240)])
@@ -138,23 +151,37 @@ def test_aggregated_klines_match_an_independent_aggregation(model, interval, min
         expected = rt.aggregate_rows(rows[first:first + minutes])
         expected[0] += shift
         expected[6] += shift
-        from replay.wire import kline_row
-
-        assert kline_row(k) == expected
+        ones = model.klines("BTCUSDT", "1m", START + 4000 * 60_000, start_time=k.open_time, limit=minutes)
+        row = kline_row(k)
+        assert row[:5] + row[6:7] + row[8:9] == expected[:5] + expected[6:7] + expected[8:9]  # OHLC, times, n
+        assert row[5] == f8(sum(x.volume_e8 for x in ones)) and row[7] == f8(sum(x.quote_volume_e8 for x in ones))
+        assert row[9] == f8(sum(x.taker_buy_base_e8 for x in ones))
+        assert row[10] == f8(sum(x.taker_buy_quote_e8 for x in ones))
+        assert (k.first_trade_id, k.last_trade_id) == (ones[0].first_trade_id, ones[-1].last_trade_id)
 
 
 def test_forming_kline_is_the_trades_printed_so_far(model):
     minute = START - START % 60_000 + 5 * 60_000
+    g0 = model.trade_index("BTCUSDT", minute)
+    assert model.trade_at_index("BTCUSDT", g0).time == minute  # a minute's first trade prints at its open
     for s in (0, 7, 20, 33, 58):
         t = minute + s * 1000 + 500
         k = model.kline("BTCUSDT", "1m", t)
-        trades = [model.trade_at_index("BTCUSDT", model.trade_index("BTCUSDT", minute) + i) for i in range(s + 1)]
+        trades = [model.trade_at_index("BTCUSDT", g) for g in range(g0, model.trade_index("BTCUSDT", t) + 1)]
+        assert all(tr.time <= t for tr in trades) and model.trade_at_index("BTCUSDT", trades[-1].index + 1).time > t
         assert k.volume == sum(tr.qty for tr in trades)
+        assert k.quote_volume == sum(tr.quote_qty for tr in trades)
+        assert k.taker_buy_base == sum(tr.qty for tr in trades if not tr.is_buyer_maker)
+        assert k.taker_buy_quote == sum(tr.quote_qty for tr in trades if not tr.is_buyer_maker)
+        assert k.trades == len(trades) == k.last_trade_id - k.first_trade_id + 1
         assert k.high == max(tr.price for tr in trades) and k.low == min(tr.price for tr in trades)
         assert k.close == trades[-1].price and k.open == trades[0].price and not k.closed
-        assert k.last_trade_id == trades[-1].id
+        assert k.first_trade_id == trades[0].id and k.last_trade_id == trades[-1].id
     final = model.kline("BTCUSDT", "1m", minute + 59_999)
-    assert final.closed and final == model.recorded_kline("BTCUSDT", minute)
+    rec = model.recorded_kline("BTCUSDT", minute)
+    assert final.closed and (final.open, final.high, final.low, final.close, final.trades) == (
+        rec.open, rec.high, rec.low, rec.close, rec.trades)
+    assert (final.first_trade_id, final.last_trade_id) == (rec.first_trade_id, rec.last_trade_id)
 
 
 def test_kline_buckets_follow_binance_alignment():
@@ -181,25 +208,27 @@ def test_klines_endtime_and_limit(model):
 
 
 # -- trades --------------------------------------------------------------------------------------------
-def test_trades_of_a_minute_sum_exactly_to_the_recorded_volume(model):
+def test_trades_of_a_minute_are_the_recorded_count_on_the_step_summing_to_the_volume(model):
     spec = model.spec("BTCUSDT")
-    for m in (0, 1, 599, 4319):
-        g0 = m * 60
-        trades = [model.trade_at_index("BTCUSDT", g0 + s) for s in range(60)]
-        rec = load_tape("BTCUSDT").candles[m]
-        assert sum(t.qty for t in trades) == rec.volume
-        assert all(t.qty % spec.step_size == 0 for t in trades[:59])
-        assert all(t.price % spec.tick_size == 0 for t in trades)
-        assert [t.id for t in trades] == list(range(TRADE_ID_BASE + g0, TRADE_ID_BASE + g0 + 60))
-        prices = [t.price for t in trades]
-        assert prices[0] == rec.open and prices[59] == rec.close
-        nearer_high = rec.high - rec.open < rec.open - rec.low
-        assert (prices[20], prices[40]) == ((rec.high, rec.low) if nearer_high else (rec.low, rec.high)) or (
-            rec.high - rec.open == rec.open - rec.low)
-        assert max(prices) == rec.high and min(prices) == rec.low
-        for a, b in zip(trades, trades[1:]):
-            assert b.is_buyer_maker == (b.price < a.price)
-            assert b.time - a.time == 1000
+    tape = load_tape("BTCUSDT")
+    t0 = model.tape_start_ms("BTCUSDT")
+    g0 = 0
+    for m in range(4320):
+        rec = tape.candles[m]
+        if m in (0, 1, 599, 4319):
+            trades = [model.trade_at_index("BTCUSDT", g0 + k) for k in range(rec.trades)]
+            assert abs(sum(t.qty for t in trades) - rec.volume) <= spec.step_size / 2
+            assert abs(sum(t.qty for t in trades if not t.is_buyer_maker) - rec.taker_buy_base) <= spec.step_size / 2
+            assert all(t.qty % spec.step_size == 0 and t.qty > 0 for t in trades)
+            assert all(t.price % spec.tick_size == 0 for t in trades)
+            assert [t.id for t in trades] == list(range(TRADE_ID_BASE + g0, TRADE_ID_BASE + g0 + rec.trades))
+            assert all(t0 + m * 60_000 <= t.time < t0 + (m + 1) * 60_000 for t in trades)
+            assert all(a.time <= b.time for a, b in zip(trades, trades[1:]))
+            prices = [t.price for t in trades]
+            assert prices[0] == rec.open and prices[-1] == rec.close
+            assert max(prices) == rec.high and min(prices) == rec.low
+            assert model.trade_at_index("BTCUSDT", g0 + rec.trades).time == t0 + (m + 1) * 60_000
+        g0 += rec.trades
 
 
 def test_tape_loops_with_shifted_time_and_continuing_ids(model):
@@ -208,7 +237,7 @@ def test_tape_loops_with_shifted_time_and_continuing_ids(model):
     lap1 = t0 + tape.length_ms
     k = model.recorded_kline("ETHUSDT", lap1)
     assert k.open == tape.candles[0].open and k.volume == tape.candles[0].volume
-    assert k.first_trade_id == TRADE_ID_BASE + tape.length * 60
+    assert k.first_trade_id == TRADE_ID_BASE + sum(c.trades for c in tape.candles)
     # the aggregated view agrees across the boundary
     both = model.klines("ETHUSDT", "1m", lap1 + 90_000, start_time=lap1 - 60_000, limit=2)
     assert both[0].close == tape.candles[-1].close and both[1].open == tape.candles[0].open
@@ -219,14 +248,15 @@ def test_tape_loops_with_shifted_time_and_continuing_ids(model):
 def test_book_ticker_and_depth_follow_the_trade_price(model):
     for symbol in model.symbols:
         tick = model.spec(symbol).tick_size
+        t0 = model.tape_start_ms(symbol)
         for dt in (0, 1234, 61_000, 3_600_000):
             t = START + dt
             bt = model.book_ticker(symbol, t)
-            assert bt.bid_price == model.last_trade(symbol, t).price
+            assert bt.bid_price == model.last_trade(symbol, t - t % 1000).price  # the book of the second
             assert bt.ask_price - bt.bid_price == tick * model.spread_ticks(symbol) == tick  # 1 tick recorded
-            assert bt.update_id == UPDATE_ID_BASE + model.trade_index(symbol, t)
-            d = model.depth(symbol, t, 1000)
-            assert len(d.bids) == len(d.asks) == 1000
+            assert bt.update_id == UPDATE_ID_BASE + model.book_index(symbol, t) == UPDATE_ID_BASE + (t - t0) // 1000
+            d = model.depth(symbol, t, 5000)
+            assert len(d.bids) == len(d.asks) == 5000
             assert d.bids[0][0] == bt.bid_price and d.asks[0][0] == bt.ask_price
             assert d.bids[0][1] == bt.bid_qty and d.asks[0][1] == bt.ask_qty
             assert all(a[0] > b[0] for a, b in zip(d.bids, d.bids[1:]))
@@ -238,8 +268,8 @@ def test_book_ticker_and_depth_follow_the_trade_price(model):
 def test_depth_diffs_rebuild_the_book_with_binance_algorithm(model):
     """Binance "How to manage a local order book correctly", driven by the model's events."""
     symbol = "BTCUSDT"
-    g = model.trade_index(symbol, START)
-    snap = model.depth_at_index(symbol, g, 1000)
+    g = model.book_index(symbol, START)
+    snap = model.depth_at_second(symbol, g, 5000)
     bids = dict(snap.bid_levels)
     asks = dict(snap.ask_levels)
     last_u = snap.last_update_id
@@ -260,7 +290,7 @@ def test_depth_diffs_rebuild_the_book_with_binance_algorithm(model):
         last_u = e.final_update_id
         moved += bool(e.bid_changes)
     assert moved > 5  # the price moved during those 90 seconds
-    expected = model.depth_at_index(symbol, g + 89, 1000)
+    expected = model.depth_at_second(symbol, g + 89, 5000)
     assert sorted(bids.items(), reverse=True) == list(expected.bid_levels)
     assert sorted(asks.items()) == list(expected.ask_levels)
 
@@ -281,7 +311,9 @@ def test_ticker_24h_over_the_available_window(model):
     # a day later the window is a full, rolling 24 h
     later = t + 2 * 86_400_000 + 12_000
     tk2 = model.ticker_24h("BTCUSDT", later)
-    assert tk2.open_time == later - 86_400_000 and tk2.count == 86_400  # whole replay seconds in [t - 24h, t]
+    assert tk2.open_time == later - 86_400_000
+    assert model.trade_at_index("BTCUSDT", tk2.first_id - TRADE_ID_BASE - 1).time < tk2.open_time
+    assert model.trade_at_index("BTCUSDT", tk2.first_id - TRADE_ID_BASE).time >= tk2.open_time
     assert tk2.open_price == model.trade_at_index("BTCUSDT", tk2.first_id - TRADE_ID_BASE).price
     ap = model.avg_price("BTCUSDT", t)
     window = model.trades_between("BTCUSDT", t, t - 300_000, t, 1000)

@@ -40,9 +40,14 @@ def test_python_binance_klines_are_the_recorded_rows(replay_paused):
             await client.close_connection()
 
     got = rt.run(go())
-    expected = [[int(r[0]) + shift, *r[1:6], int(r[6]) + shift, r[7], int(r[8]), r[9], r[10], r[11]] for r in rows]
-    assert got == expected
-    assert got[0][1:6] == ["7195.24000000", "7196.25000000", "7183.14000000", "7186.68000000", "51.64281200"]
+    # OHLC, times, trade count as recorded; volumes on today's stepSize 0.00001 (the recording has 6
+    # decimals), quote volumes the sums of the replayed trades
+    expected = [[int(r[0]) + shift, *r[1:5], int(r[6]) + shift, int(r[8]), r[11]] for r in rows]
+    assert [g[:5] + [g[6], g[8], g[11]] for g in got] == expected
+    assert got[0][1:6] == ["7195.24000000", "7196.25000000", "7183.14000000", "7186.68000000", "51.64281000"]
+    for g, r in zip(got, rows):
+        for i in (5, 9):
+            assert abs(Decimal(g[i]) - Decimal(r[i])) <= Decimal("0.000005") and Decimal(g[i]) % Decimal("0.00001") == 0
 
 
 def test_aggregated_1h_kline_equals_independent_aggregation(replay_paused):
@@ -66,7 +71,10 @@ def test_aggregated_1h_kline_equals_independent_aggregation(replay_paused):
     expected = rt.aggregate_rows(rows[first:first + 60])
     expected[0] += shift
     expected[6] += shift
-    assert k == expected == ui
+    ones = srv.model.klines("BTCUSDT", "1m", srv.clock.now_ms(), start_time=hour, limit=60)
+    assert k == ui and k[:5] + [k[6], k[8]] == expected[:5] + [expected[6], expected[8]]
+    assert [Decimal(k[i]) for i in (5, 7, 9, 10)] == [
+        sum(getattr(x, f) for x in ones) for f in ("volume", "quote_volume", "taker_buy_base", "taker_buy_quote")]
     assert k[0] == hour and k[6] == hour + 3_599_999
 
 
@@ -134,9 +142,11 @@ def test_trades_of_a_closed_minute_sum_to_the_recorded_volume(replay_paused):
             await client.close_connection()
 
     aggs = rt.run(go())
-    assert len(aggs) == 60 and aggs[0]["T"] == minute and aggs[-1]["T"] == minute + 59_000
     rec = srv.model.recorded_kline("ETHUSDT", minute)
-    assert sum(Decimal(a["q"]) for a in aggs) == rec.volume
+    assert len(aggs) == rec.trades and aggs[0]["T"] == minute and aggs[-1]["T"] <= minute + 59_999
+    assert [a["a"] for a in aggs] == list(range(rec.first_trade_id, rec.last_trade_id + 1))
+    assert sum(Decimal(a["q"]) for a in aggs) == rec.volume  # ETHUSDT's recorded volumes are on the step
+    assert sum(Decimal(a["q"]) for a in aggs if not a["m"]) == rec.taker_buy_base
     assert max(Decimal(a["p"]) for a in aggs) == rec.high and Decimal(aggs[-1]["p"]) == rec.close
 
 

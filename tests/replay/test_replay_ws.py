@@ -63,10 +63,14 @@ def test_kline_socket_delivers_a_closed_candle_equal_to_the_recording(replay_liv
     assert set(k) == set("tTsifLochlvnxqVQB")
     assert final["E"] == k["T"] == k["t"] + 59_999 and k["i"] == "1m"
     rec = srv.model.recorded_kline("BTCUSDT", k["t"])
-    assert (k["o"], k["h"], k["l"], k["c"], k["v"], k["q"], k["n"], k["V"], k["Q"]) == (
-        f"{rec.open:.8f}", f"{rec.high:.8f}", f"{rec.low:.8f}", f"{rec.close:.8f}", f"{rec.volume:.8f}",
-        f"{rec.quote_volume:.8f}", rec.trades, f"{rec.taker_buy_base:.8f}", f"{rec.taker_buy_quote:.8f}")
-    assert (k["f"], k["L"]) == (rec.first_trade_id, rec.last_trade_id)
+    assert (k["o"], k["h"], k["l"], k["c"], k["n"]) == (
+        f"{rec.open:.8f}", f"{rec.high:.8f}", f"{rec.low:.8f}", f"{rec.close:.8f}", rec.trades)
+    assert (k["f"], k["L"]) == (rec.first_trade_id, rec.last_trade_id) and k["n"] == k["L"] - k["f"] + 1
+    trades = [srv.model.trade("BTCUSDT", i) for i in range(k["f"], k["L"] + 1)]
+    assert (k["v"], k["q"], k["V"], k["Q"]) == (
+        f"{sum(t.qty for t in trades):.8f}", f"{sum(t.quote_qty for t in trades):.8f}",
+        f"{sum(t.qty for t in trades if not t.is_buyer_maker):.8f}",
+        f"{sum(t.quote_qty for t in trades if not t.is_buyer_maker):.8f}")
     forming = [m for m in seen if m["k"]["t"] == k["t"] and not m["k"]["x"]]
     assert forming, "expected forming updates before the close"
     # one update per replay second, in time order, volume growing to the recorded one
@@ -105,7 +109,7 @@ def test_trade_and_book_ticker_sockets(replay_live):
     assert set(tickers[0]) == {"u", "s", "b", "B", "a", "A"}
     for bt in tickers:
         assert Decimal(bt["a"]) - Decimal(bt["b"]) == Decimal("0.01")
-        t = m.trade_time("BTCUSDT", bt["u"] - UPDATE_ID_BASE)
+        t = m.book_time("BTCUSDT", bt["u"] - UPDATE_ID_BASE)
         assert Decimal(bt["b"]) == m.last_trade("BTCUSDT", t).price
     us = [bt["u"] for bt in tickers]
     assert us == sorted(us) and len(set(us)) == len(us)
@@ -220,10 +224,11 @@ def test_depth_diff_stream_lines_up_with_the_rest_snapshot(replay_depth):
         last = e["u"]
         applied += 1
     assert applied >= 20
-    t = srv.model.trade_time("BTCUSDT", last - UPDATE_ID_BASE)
+    t = srv.model.book_time("BTCUSDT", last - UPDATE_ID_BASE)
     expected = srv.model.depth("BTCUSDT", t, 1000)
-    assert sorted(((Decimal(p), Decimal(q)) for p, q in bids.items()), reverse=True) == expected.bids
-    assert sorted((Decimal(p), Decimal(q)) for p, q in asks.items()) == expected.asks
+    # the diffs also carry levels beyond the snapshot's 1000 (the book holds 5000): compare the top
+    assert sorted(((Decimal(p), Decimal(q)) for p, q in bids.items()), reverse=True)[:1000] == expected.bids
+    assert sorted((Decimal(p), Decimal(q)) for p, q in asks.items())[:1000] == expected.asks
 
 
 def test_drop_closes_sockets_and_python_binance_reconnects():
@@ -348,7 +353,11 @@ def test_clock_jump_sends_a_bounded_burst_then_stays_current():
 
         got, state = rt.run(go())
         now = srv.clock.now_ms()
-        assert 55 <= len(got) <= 60  # one replay minute of trades, not ten
+        m = srv.model
+        # one replay minute of trades, not ten
+        assert m.trade_index("ETHUSDT", now - 55_000) - m.trade_index("ETHUSDT", now - 60_000) > 10
+        assert m.trade_index("ETHUSDT", now) - m.trade_index("ETHUSDT", now - 55_000) <= len(got)
+        assert len(got) <= m.trade_index("ETHUSDT", now) - m.trade_index("ETHUSDT", now - 60_000)
         assert got[-1]["a"] == srv.model.last_trade("ETHUSDT", now).id
         assert [g["a"] for g in got] == list(range(got[0]["a"], got[-1]["a"] + 1))
         st = srv.state()
