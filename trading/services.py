@@ -8,13 +8,15 @@ order, Cancel all open orders, Cancel an existing order and send a new order, Ne
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from marketdata.selectors import quote_get, symbol_get
@@ -219,7 +221,7 @@ def order_place(
 
     booked: Booked | None = None
     try:
-        with transaction.atomic():
+        with _write_turn(), transaction.atomic():
             lock = _order_lock(account, request, check_duplicate=bool(client_order_id))
             if lock.duplicate_order_id is not None:
                 return duplicate_of(Order.objects.get(pk=lock.duplicate_order_id))
@@ -244,6 +246,24 @@ def order_place(
     if booked.error is not None:
         raise booked.error
     return PlaceResult(order=booked.order)
+
+
+_sqlite_writer = threading.Lock()
+
+
+def _write_turn():
+    """The turn of an order's transaction among this process's orders on SQLite: a lock held from
+    before its BEGIN IMMEDIATE to after its COMMIT, when no transaction is open yet (a no-op
+    context otherwise, and on other databases).
+
+    SQLite admits one writer at a time; a second BEGIN IMMEDIATE waits in SQLite's busy handler,
+    which sleeps 1, 2, 5, 10, ... 100 ms between retries, so concurrent orders (the MCP tool
+    threads) left the database idle between one commit and the next waiter's wake-up. Queued on
+    this lock, the next order starts when the previous one commits. Writers in other processes
+    still meet the busy handler (settings: ``timeout``)."""
+    if connection.vendor == "sqlite" and transaction.get_autocommit():
+        return _sqlite_writer
+    return nullcontext()
 
 
 @dataclass(frozen=True)
