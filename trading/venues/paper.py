@@ -225,23 +225,25 @@ class Ledger:
         (one ``UPDATE`` each: cheaper to build than ``bulk_update``'s ``CASE`` for the two rows an
         order touches); a stored position with one ``UPDATE``.
 
-        On PostgreSQL the statements go in one psycopg pipeline (``write_pipeline``): the
-        ``UPDATE``s travel with the first ``INSERT``, whose returned id is the first answer waited
-        for, so an order's writes cost three round trips instead of five or more."""
+        With two or more ``UPDATE``s the statements go in one psycopg pipeline on PostgreSQL
+        (``write_pipeline``): the ``UPDATE``s travel with the first ``INSERT``, whose returned id
+        is the first answer waited for, and the pipeline's end costs one round trip, so a MARKET
+        order's five writes cost three round trips. With one ``UPDATE`` that would save nothing."""
         now = timezone.now()
-        with write_pipeline():
-            for asset, row in self.rows.items():
-                if row.pk is None:
-                    continue
-                if (row.free, row.locked) != self._read[asset]:
-                    row.updated_at = now  # auto_now, as save() would stamp it
-                    Balance.objects.filter(pk=row.pk).update(free=row.free, locked=row.locked, updated_at=now)
-                    self._read[asset] = (row.free, row.locked)
-            for pos in self._positions.values():
-                if pos.pk is not None:
-                    pos.updated_at = now
-                    Position.objects.filter(pk=pos.pk).update(quantity=pos.quantity, avg_entry_price=pos.avg_entry_price,
-                                                              realized_pnl=pos.realized_pnl, updated_at=now)
+        updates = []
+        for asset, row in self.rows.items():
+            if row.pk is not None and (row.free, row.locked) != self._read[asset]:
+                row.updated_at = now  # auto_now, as save() would stamp it
+                updates.append((Balance, row.pk, {"free": row.free, "locked": row.locked, "updated_at": now}))
+                self._read[asset] = (row.free, row.locked)
+        for pos in self._positions.values():
+            if pos.pk is not None:
+                pos.updated_at = now
+                updates.append((Position, pos.pk, {"quantity": pos.quantity, "avg_entry_price": pos.avg_entry_price,
+                                                   "realized_pnl": pos.realized_pnl, "updated_at": now}))
+        with write_pipeline() if len(updates) > 1 else nullcontext():
+            for model, pk, values in updates:
+                model.objects.filter(pk=pk).update(**values)
             new = [row for row in self.rows.values() if row.pk is None]
             if new:
                 Balance.objects.bulk_create(new)
