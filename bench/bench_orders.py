@@ -74,10 +74,13 @@ def main():
         Balance.objects.create(account=account, asset="BTC", free=Decimal("1000"))
         return account
 
-    def market_loop(account, n, tag):
+    def market_loop(account, n, tag, latencies=None):
         for i in range(n):
+            t = time.perf_counter()
             order_place(account=account, actor_user=user, channel="api", symbol="BTCUSDT",
                         side="BUY" if i % 2 == 0 else "SELL", quantity="0.002", client_order_id=f"{tag}-{i}")
+            if latencies is not None:
+                latencies.append(time.perf_counter() - t)
 
     bid = replay.model.depth("BTCUSDT", replay.clock.now_ms(), 5).bids[0][0]
 
@@ -99,7 +102,11 @@ def main():
               f"this process's CPU {cpu / n * 1000:.2f} ms each)")
 
     a = new_account("one")
-    timed("order_place MARKET, 1 thread", lambda: market_loop(a, args.n, "m1"), args.n)
+    latencies: list[float] = []
+    timed("order_place MARKET, 1 thread", lambda: market_loop(a, args.n, "m1", latencies), args.n)
+    latencies.sort()
+    print(f"  {'order_place MARKET, 1 thread, latency':<58} p50 {latencies[len(latencies) // 2] * 1000:.2f} ms, "
+          f"p90 {latencies[len(latencies) * 9 // 10] * 1000:.2f} ms")
     a = new_account("lim")
     timed("order_place LIMIT + order_cancel (ops), 1 thread", lambda: limit_loop(a, args.n, "l1"), args.n)
 
@@ -142,8 +149,8 @@ def main():
     _, token = agent_token_create(user=mcp_user, name="bench")
     from test_mcp import asgi_request  # the project's ASGI app in-process, as the tests drive it
 
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-               "Authorization": f"Bearer {token}"}
+    headers = {"Host": "127.0.0.1", "Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "Authorization": f"Bearer {token}"}  # a Host in ALLOWED_HOSTS, as a local client sends
     n_mcp = max(200, args.n // 4)
 
     def mcp_loop():

@@ -65,7 +65,7 @@ def num(text: str) -> float:
 
 def parse_mcp(out: str) -> list[dict]:
     rows = []
-    for m in re.finditer(r"^(bare|ours)\s+(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+|nan)\s+([\d.]+|nan)\s+(\d+)\s+([\d.]+|nan)$", out, re.M):
+    for m in re.finditer(r"^(bare|ours)\s+([\w*]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+|nan)\s+([\d.]+|nan)\s+(\d+)\s+([\d.]+|nan)$", out, re.M):
         server, tool, conns, rps, p50, p99, _non2xx, ratio = m.groups()
         rows.append({"metric": f"MCP {tool} ({server}) calls/s", "config": f"{conns} conns, HTTP",
                      "value": num(rps), "unit": "/s", "extra": f"p50 {p50} ms, p99 {p99} ms",

@@ -69,7 +69,7 @@ def _symbol_cached(name: str) -> Symbol | None:
 async def symbol_get_async(symbol: str) -> Symbol:
     """``symbol_get`` for async callers (the MCP endpoint's event loop): answered from the
     in-process cache without leaving the loop; on a miss the DB lookup runs in a worker thread
-    (``project.workers.run_sync``: the caller's thread under ``async_to_sync``, else the MCP tool
+    (``core.workers.run_sync``: the caller's thread under ``async_to_sync``, else the MCP tool
     pool, whose threads manage their DB connections). Same errors as ``symbol_get``."""
     name = _symbol_name(symbol)
     hit = _symbol_cached(name)

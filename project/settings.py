@@ -231,7 +231,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file (not :memory:) so the servers the end-to-end tests start see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.sqlite3")}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Connections persist as on PostgreSQL (CONN_MAX_AGE): opening one (file, WAL index, the
+    # functions Django registers) cost more than a paper order's statements on every MCP call.
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Server-side binding (Django's OPTIONS "server_side_binding", psycopg's ``Cursor``) sends the
     # parameters apart from the SQL, so psycopg can prepare a statement it has run
@@ -430,7 +431,7 @@ TOKEN_RATE_LIMIT_PER_MINUTE = int(os.environ.get("TOKEN_RATE_LIMIT_PER_MINUTE", 
 DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
 # Live stream subscriptions a user (and so each of their agent tokens) may hold (stream_subscribe).
 MAX_STREAM_SUBSCRIPTIONS = int(os.environ.get("MAX_STREAM_SUBSCRIPTIONS", "20"))
-# Worker threads per web process for sync MCP tools (project.workers.run_sync).
+# Worker threads per web process for sync MCP tools (core.workers.run_sync).
 MCP_TOOL_THREADS = max(1, int(os.environ.get("MCP_TOOL_THREADS", "4")))
 # /mcp/ws (mcpapi.ws): seconds to send an 'authenticate' message, market updates queued per
 # connection, unread responses/events before a slow client is cut off, session resume window (s),

@@ -190,7 +190,7 @@ def protections_check(*, account, symbol: str, side: str, now: datetime | None =
     """
     if side != "BUY" or has_protections is False:
         return None
-    protections = list(Protection.objects.filter(account=account))
+    protections = list(Protection.objects.filter(account=account).order_by("id"))  # one account: its Meta ordering
     if not protections:
         return None
     now = now or timezone.now()

@@ -177,11 +177,12 @@ def test_market_order_answer_equals_the_stored_order(quotes, trader):
     assert result.order == stored and len(stored["fills"]) >= 1
 
 
-# The statements of one paper MARKET order (balances and position existing): the account lock with
-# its risk limit, duplicate check, open-order counts and protections flag; its balance rows; its
-# position row; the order INSERT; an UPDATE of each of the two balance rows; the position UPDATE;
-# the fills INSERT; the audit row. bench/bench_orders.py measures what they cost.
-MARKET_ORDER_STATEMENTS = 9
+# The statements of one paper MARKET SELL order (balances and position existing): the account lock
+# with its risk limit; once it is held, the duplicate check and open-order counts; its balance rows;
+# its position row; an UPDATE of each of the two balance rows; the position UPDATE; the order
+# INSERT; the fills INSERT; the audit row (a BUY also reads the account's protections).
+# bench/bench_orders.py measures what they cost.
+MARKET_ORDER_STATEMENTS = 10
 
 
 def _order_statements(captured) -> list[str]:

@@ -425,6 +425,60 @@ def test_notional_percent_by_side_market_lot_and_max_num_orders(quotes, trader, 
     assert Order.objects.count() == 2 and not Order.objects.filter(client_order_id="m3").exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_order_that_waited_for_the_account_lock_counts_the_orders_booked_meanwhile(quotes, trader, replay):
+    """Orders of one account queue on its row lock, and the one that waited sees what the one
+    before it booked: with MAX_NUM_ORDERS 1, a LIMIT placed while another LIMIT's transaction holds
+    the lock is refused once that one commits (on PostgreSQL the open orders are read by a
+    statement that starts after the lock is granted, not in the locking statement's snapshot)."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    user, account, _ = trader
+    bid = book(replay).bids[0][0]
+    set_filters("BTCUSDT", MAX_NUM_ORDERS={"maxNumOrders": 1})
+    holding, release, outcome = threading.Event(), threading.Event(), {}
+
+    def first():
+        try:
+            with transaction.atomic():
+                place(account, user, order_type="LIMIT", quantity="0.002", price=str(bid - 5 * TICK), client_order_id="first")
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def second():
+        try:
+            outcome["second"] = place(account, user, order_type="LIMIT", quantity="0.002", price=str(bid - 6 * TICK),
+                                      client_order_id="second")["status"]
+        except FilterFailure as exc:
+            outcome["second"] = exc.details["filter"]
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert holding.wait(30)
+    threads[1].start()
+    if connection.vendor == "postgresql":  # release once the second order waits for the row lock
+        for _ in range(200):
+            with connection.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.05)
+    else:  # SQLite: the second one's BEGIN IMMEDIATE waits for the first one's write lock
+        time.sleep(0.3)
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert outcome == {"second": "MAX_NUM_ORDERS"}
+    assert list(Order.objects.filter(account=account).values_list("client_order_id", flat=True)) == ["first"]
+
+
 @pytest.mark.parametrize("kwargs, code, text", [
     ({"order_type": "LIMIT", "quantity": "0.002"}, -1102, "Mandatory parameter 'price'"),
     ({"order_type": "STOP_LOSS", "quantity": "0.002"}, -1102, "Mandatory parameter 'stopPrice'"),

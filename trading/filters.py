@@ -165,6 +165,14 @@ def check_percent_price(symbol, *, side: str, price: Decimal, ref_price: Decimal
                         round_step(lo, tick, rounding=ROUND_CEILING), multiplierDown=down)
 
 
+def limits_open_orders(symbol) -> bool:
+    """Whether ``symbol`` limits open orders (a MAX_NUM_ORDERS or MAX_NUM_ALGO_ORDERS filter with
+    a positive limit), so ``check_max_num_orders`` needs the account's open orders on it."""
+    fs = filters_of(symbol)
+    return any(int((fs.get(name) or {}).get(key, 0) or 0) > 0
+               for name, key in (("MAX_NUM_ORDERS", "maxNumOrders"), ("MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders")))
+
+
 def check_max_num_orders(symbol, *, open_orders: int, open_algo_orders: int, order_type: str) -> None:
     """MAX_NUM_ORDERS (all open orders on the symbol) and MAX_NUM_ALGO_ORDERS (open stop orders)."""
     fs = filters_of(symbol)

@@ -7,60 +7,69 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.db.models import FilteredRelation, Q
+
 from core.errors import InvalidInput, NotFound, PermissionDenied
+from risk.models import AgentToken, RiskLimit
+from trading.models import Account, Balance, Fill, Order, OrderList, Position
 
 
 def dstr(value: Decimal | None) -> str | None:
     """A Decimal as Binance writes numbers: plain notation, never exponent ("0.00000000")."""
     return None if value is None else format(value, "f")
-from trading.models import Account, Balance, Fill, Order, OrderList, Position
-from risk.models import AccountGrant, AgentToken, RiskLimit
 
 
-def _may_use(user_id: int, *, trade: bool):
-    """The access rule, as a condition on ``Account`` rows: owned by the user, or granted to them
-    (``risk.models.AccountGrant``) in a role that allows it (``trader`` to trade, ``trader`` or
-    ``viewer`` to read)."""
-    from django.db.models import Exists, OuterRef, Q
-
+def _may_use(queryset, user_id: int, *, trade: bool):
+    """The access rule, applied to a QuerySet of ``Account`` rows: owned by the user, or granted
+    to them (``risk.models.AccountGrant``) in a role that allows it (``trader`` to trade, ``trader``
+    or ``viewer`` to read). The user's grant is joined (``FilteredRelation``: at most one row per
+    account, a grant being unique per account and user), which costs less to build than a
+    correlated ``Exists``."""
     roles = ["trader"] if trade else ["trader", "viewer"]
-    return Q(owner_id=user_id) | Exists(AccountGrant.objects.filter(account=OuterRef("pk"), user_id=user_id, role__in=roles))
+    return queryset.annotate(user_grant=FilteredRelation("grants", condition=Q(grants__user_id=user_id))).filter(
+        Q(owner_id=user_id) | Q(user_grant__role__in=roles))
 
 
-def _token_admits(token_id: int):
-    """The agent token's account restriction, as a condition on ``Account`` rows: a token linked
-    to no account may use all of its user's; one linked to some, only those."""
-    from django.db.models import Exists, OuterRef
+def _token_admits(queryset, token=None, token_accounts=None):
+    """The agent token's account restriction, applied to a QuerySet of ``Account`` rows: a token
+    linked to no account may use all of its user's; one linked to some, only those.
+    ``token_accounts``: the ids it is linked to when the caller knows them
+    (``risk.authentication.Identity.accounts``, kept current by its cache invalidation); else
+    they are read for ``token``."""
+    if token_accounts is None:
+        if token is None or not getattr(token, "pk", None):
+            return queryset
+        token_accounts = list(AgentToken.accounts.through.objects.filter(agenttoken_id=token.pk)
+                              .values_list("account_id", flat=True))
+    return queryset.filter(pk__in=sorted(token_accounts)) if token_accounts else queryset
 
-    links = AgentToken.accounts.through.objects.filter(agenttoken_id=token_id)
-    return ~Exists(links) | Exists(links.filter(account_id=OuterRef("pk")))
 
-
-def accounts_for_user(user, *, need: str = "read", token=None):
+def accounts_for_user(user, *, need: str = "read", token=None, token_accounts=None):
     """QuerySet of the accounts ``user`` may use: their own, plus accounts granted to them
     (``risk.models.AccountGrant``: a ``viewer`` grant for ``need="read"``, a ``trader`` grant for
-    ``need="trade"``). With an agent ``token`` restricted to some accounts, only those.
+    ``need="trade"``). With an agent ``token`` restricted to some accounts (``token_accounts``:
+    their ids, when the caller knows them), only those.
 
     The rules are ``_may_use`` and ``_token_admits``; ``account_get`` runs the same two."""
     if not getattr(user, "is_authenticated", False):
         return Account.objects.none()
-    qs = Account.objects.filter(_may_use(user.pk, trade=need == "trade"))
-    if token is not None and getattr(token, "pk", None):
-        qs = qs.filter(_token_admits(token.pk))
-    return qs
+    return _token_admits(_may_use(Account.objects.all(), user.pk, trade=need == "trade"), token, token_accounts)
 
 
-def account_get(*, user, account_id: int | None = None, need: str = "read", token=None) -> Account:
+def account_get(*, user, account_id: int | None = None, need: str = "read", token=None, token_accounts=None) -> Account:
     """The account ``account_id`` the user may use (see ``accounts_for_user``), or their first
     such account when None. ``need``: "read" or "trade" (a viewer grant does not allow trading).
+    ``token`` / ``token_accounts``: as in ``accounts_for_user`` (the MCP tools pass the identity's
+    account ids, so no statement reads the token's links).
 
     Raises ``NotFound`` for an id the user may not use (or that does not exist; we do not say
     which) and when the user has no account at all; ``PermissionDenied`` when the user may read but
     not trade it; ``InvalidInput`` for a non-integer id.
 
-    One statement when the account may be used for ``need`` (every MCP trading call resolves its
-    account here): ``accounts_for_user``'s QuerySet, so the rules are written once; a second one
-    only to tell a viewer grant (``PermissionDenied``) from an unknown id.
+    One statement when the account may be used for ``need`` and the token's accounts are known
+    (every MCP trading call resolves its account here): ``accounts_for_user``'s QuerySet, so the
+    rules are written once; a second one only to tell a viewer grant (``PermissionDenied``) from
+    an unknown id.
     """
     if account_id is not None and (isinstance(account_id, bool) or not isinstance(account_id, int)):
         try:
@@ -72,7 +81,7 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
     if not getattr(user, "is_authenticated", False):
         raise NotFound("You have no trading account yet: create one in the dashboard or ask an admin."
                        if account_id is None else f"Account {account_id} not found among your accounts.")
-    usable = accounts_for_user(user, need=need, token=token)
+    usable = accounts_for_user(user, need=need, token=token, token_accounts=token_accounts)
     if account_id is None:
         account = usable.order_by("pk").first()
         if account is None:
@@ -81,7 +90,8 @@ def account_get(*, user, account_id: int | None = None, need: str = "read", toke
     account = usable.filter(pk=account_id).first()
     if account is not None:
         return account
-    if need == "trade" and accounts_for_user(user, need="read", token=token).filter(pk=account_id).exists():
+    if need == "trade" and accounts_for_user(user, need="read", token=token, token_accounts=token_accounts).filter(
+            pk=account_id).exists():
         raise PermissionDenied(f"You may view account {account_id} but not trade on it (viewer grant).")
     raise NotFound(f"Account {account_id} not found among your accounts.")
 

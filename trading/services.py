@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import contextvars
 import re
+import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, Func, IntegerField, OuterRef, Subquery, Value
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 
 from core.errors import InvalidInput, NotFound, OrderRejected, PermissionDenied, RiskRejected, TradingError
 from core.events import publish_account_event, publish_account_events
 from marketdata.selectors import quote_get, symbol_get
 from risk.audit import audit_event_payload, audit_record
-from risk.models import AuditEvent, OrderApproval, Outcome, Protection, RiskLimit
+from risk.models import AuditEvent, OrderApproval, Outcome, RiskLimit
 from risk.services import RiskDecision, risk_check
 from trading import filters
 from trading.market import depth_get
@@ -221,7 +222,7 @@ def order_place(
 
     booked: Booked | None = None
     try:
-        with transaction.atomic():
+        with _write_turn(), transaction.atomic():
             lock = _order_lock(account, request, check_duplicate=bool(client_order_id))
             if lock.duplicate_order_id is not None:
                 return duplicate_of(Order.objects.get(pk=lock.duplicate_order_id))
@@ -248,6 +249,24 @@ def order_place(
     return PlaceResult(order=booked.order)
 
 
+_sqlite_writer = threading.Lock()
+
+
+def _write_turn():
+    """The turn of an order's transaction among this process's orders on SQLite: a lock held from
+    before its BEGIN IMMEDIATE to after its COMMIT, when no transaction is open yet (a no-op
+    context otherwise, and on other databases).
+
+    SQLite admits one writer at a time; a second BEGIN IMMEDIATE waits in SQLite's busy handler,
+    which sleeps 1, 2, 5, 10, ... 100 ms between retries, so concurrent orders (the MCP tool
+    threads) left the database idle between one commit and the next waiter's wake-up. Queued on
+    this lock, the next order starts when the previous one commits. Writers in other processes
+    still meet the busy handler (settings: ``timeout``)."""
+    if connection.vendor == "sqlite" and transaction.get_autocommit():
+        return _sqlite_writer
+    return nullcontext()
+
+
 @dataclass(frozen=True)
 class OrderLock:
     """What ``_order_lock`` read with the account row lock, for one order.
@@ -256,16 +275,14 @@ class OrderLock:
     when it has none); ``duplicate_order_id``: the id of an order already placed on it with the
     request's clientOrderId, else None; ``open_orders`` / ``open_algo_orders``: its open orders,
     and open stop orders, on the request's symbol (Binance MAX_NUM_ORDERS and MAX_NUM_ALGO_ORDERS
-    count per symbol; the latter only counted for a stop request, else 0); ``has_protections``:
-    whether it has any ``risk.models.Protection`` row (None: not read, for a SELL, which
-    protections never refuse)."""
+    count per symbol, 0 when the symbol has neither filter; the latter only counted for a stop
+    request, else 0). The risk check reads the account's protections itself (BUYs only)."""
 
     account: Account
     limits: RiskLimit
     duplicate_order_id: int | None
     open_orders: int
     open_algo_orders: int
-    has_protections: bool | None
 
 
 @dataclass(frozen=True)
@@ -295,42 +312,58 @@ def _order_price(account: Account, request: OrderRequest) -> MarketView:
 
 
 def _order_lock(account: Account, request: OrderRequest, *, check_duplicate: bool = True) -> OrderLock:
-    """Step 3 of ``order_place`` (and of an exchange OCO): lock ``account``'s row
-    (``select_for_update``, of the account table only) and read, in the same statement, its
-    ``RiskLimit`` (``select_related``) and, as subquery annotations: the id of an order already
-    placed with ``request.client_order_id`` (``check_duplicate``: False when the id was generated
-    here, so no earlier order can have it), the open (and, for a stop request, open stop) orders on
-    the symbol and, for a BUY (only BUYs consult protections), whether it has any ``Protection``.
+    """Step 3 of ``order_place`` (and of an exchange OCO): lock ``account``'s row and read what the
+    checks need, in two statements:
+
+    1. the lock: ``select_for_update`` of the account table only, with its ``RiskLimit``
+       (``select_related``);
+    2. once the lock is held, the account's orders that matter (``_order_facts``): an order
+       already placed with ``request.client_order_id`` (``check_duplicate``: False when the id
+       was generated here, so no earlier order can have it) and its open (and open stop) orders
+       on the symbol. A statement of its own, so on PostgreSQL it sees every order committed
+       before the lock was granted (a statement's snapshot is taken when it starts, and the lock
+       statement may have waited for another order of this account).
     Returns them as an ``OrderLock``.
 
     The row lock serializes orders of one account, which makes check-then-book atomic (on SQLite,
     whose ``select_for_update`` is a no-op, the write transaction's database lock does: settings
     begin it IMMEDIATE). Raises ``Account.DoesNotExist`` if the account was deleted.
     """
-    orders = Order.objects.filter(account=OuterRef("pk")).order_by()
-    open_on_symbol = orders.filter(symbol=request.symbol.symbol, status__in=Order.OPEN_STATUSES)
-    facts = {"order_lock_open_orders": _count(open_on_symbol)}
-    if request.type in STOP_TYPES:
-        facts["order_lock_open_algo_orders"] = _count(open_on_symbol.filter(type__in=sorted(STOP_TYPES)))
-    if check_duplicate:
-        facts["order_lock_duplicate_id"] = Subquery(orders.filter(client_order_id=request.client_order_id).values("pk")[:1])
-    if request.side == OrderSide.BUY:
-        facts["order_lock_has_protections"] = Exists(Protection.objects.filter(account=OuterRef("pk")))
-    locked = Account.objects.select_for_update(of=("self",)).select_related("risk_limit").annotate(**facts).get(pk=account.pk)
-    read = {name: getattr(locked, name) for name in facts}
+    locked = Account.objects.select_for_update(of=("self",)).select_related("risk_limit").get(pk=account.pk)
     try:
         limits = locked.risk_limit
     except RiskLimit.DoesNotExist:
         limits = RiskLimit(account=locked)
-    has_protections = read.get("order_lock_has_protections")
-    return OrderLock(account=locked, limits=limits, duplicate_order_id=read.get("order_lock_duplicate_id"),
-                     open_orders=read["order_lock_open_orders"], open_algo_orders=read.get("order_lock_open_algo_orders", 0),
-                     has_protections=None if has_protections is None else bool(has_protections))
+    duplicate_id, open_orders, open_algo_orders = _order_facts(locked.pk, request, check_duplicate=check_duplicate)
+    return OrderLock(account=locked, limits=limits, duplicate_order_id=duplicate_id, open_orders=open_orders,
+                     open_algo_orders=open_algo_orders)
 
 
-def _count(queryset) -> Subquery:
-    """``SELECT COUNT(*)`` of ``queryset`` (rows of one table, unordered) as a scalar subquery."""
-    return Subquery(queryset.annotate(n=Func(Value(1), function="COUNT")).values("n"), output_field=IntegerField())
+def _order_facts(account_id: int, request: OrderRequest, *, check_duplicate: bool) -> tuple[int | None, int, int]:
+    """(id of the account's order with ``request.client_order_id`` or None, its open orders on
+    the request's symbol, of which stop orders: counted only for a stop request, else 0), read
+    in one statement: the rows of the account that have that clientOrderId or are open on the
+    symbol (at most MAX_NUM_ORDERS of the latter), classified here. No statement when neither is
+    wanted (a generated id on a symbol without MAX_NUM_ORDERS / MAX_NUM_ALGO_ORDERS)."""
+    symbol = request.symbol.symbol
+    count_open = filters.limits_open_orders(request.symbol)
+    wanted = Q(symbol=symbol, status__in=Order.OPEN_STATUSES) if count_open else Q()
+    if check_duplicate:
+        wanted |= Q(client_order_id=request.client_order_id)
+    if not wanted:
+        return None, 0, 0
+    rows = Order.objects.filter(wanted, account_id=account_id).order_by().values_list(
+        "pk", "client_order_id", "symbol", "status", "type")
+    duplicate_id, open_orders, open_algo_orders = None, 0, 0
+    count_algo = request.type in STOP_TYPES
+    for pk, client_order_id, row_symbol, status, order_type in rows:
+        if check_duplicate and client_order_id == request.client_order_id:
+            duplicate_id = pk
+        if count_open and row_symbol == symbol and status in Order.OPEN_STATUSES:
+            open_orders += 1
+            if count_algo and order_type in STOP_TYPES:
+                open_algo_orders += 1
+    return duplicate_id, open_orders, open_algo_orders
 
 
 def _order_risk(lock: OrderLock, request: OrderRequest, market: MarketView) -> RiskDecision:
@@ -342,7 +375,7 @@ def _order_risk(lock: OrderLock, request: OrderRequest, market: MarketView) -> R
     risk_price, risk_qty = _risk_terms(request, market.quote)
     return risk_check(account=lock.account, symbol=request.symbol.symbol, side=request.side, quantity=risk_qty,
                       price=risk_price, order_type=request.type, reference_price=market.last_price,
-                      limits=lock.limits, has_protections=lock.has_protections)
+                      limits=lock.limits)
 
 
 def _order_submit(lock: OrderLock, request: OrderRequest, market: MarketView) -> Execution:
@@ -807,8 +840,7 @@ def _oco_place_exchange(*, account: Account, actor_user, actor_token, channel: s
                                          order_type=OrderType.LIMIT_MAKER)
             value_at = max(px, slp or sp) if side == OrderSide.BUY else px
             decision = risk_check(account=locked, symbol=legs[0].symbol.symbol, side=side, quantity=qty, price=value_at,
-                                  order_type=OrderType.LIMIT_MAKER, reference_price=ref, limits=lock.limits,
-                                  has_protections=lock.has_protections)
+                                  order_type=OrderType.LIMIT_MAKER, reference_price=ref, limits=lock.limits)
             if not decision.allowed:
                 raise RiskRejected(f"Order rejected by risk check: {decision.reason}.", details={"riskDecision": decision.as_dict()})
             olist = BinanceVenue().submit_oco(account=locked, list_client_order_id=list_id, legs=legs)

@@ -41,7 +41,9 @@ def _account(account_id):
     the ``trade`` scope also need an owner or trader role on it."""
     call = current_call()
     need = "trade" if TOOL_SCOPES.get(call.tool) == Scope.TRADE else "read"
-    call.account = selectors.account_get(user=call.user, account_id=account_id, need=need, token=call.token)
+    known = getattr(call.identity, "accounts", None)  # an Identity's: the token's account ids, cached with it
+    call.account = selectors.account_get(user=call.user, account_id=account_id, need=need, token=call.token,
+                                         token_accounts=known if isinstance(known, frozenset) else None)
     return call
 
 
