@@ -52,6 +52,7 @@ from mcp_server.djangomcp import global_mcp_server
 
 from ops.context import bind_call
 from project.workers import run_sync
+from risk import access
 from risk.audit import audit_enqueue_async
 from risk.authentication import requested_symbols
 from risk.models import Channel, Outcome, Scope
@@ -171,17 +172,9 @@ def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: b
 
 
 def _check(name: str, identity, kwargs: dict) -> None:
-    """The identity's scope and symbol restriction (``PermissionDenied``)."""
-    if not tool_allowed(name, identity):
-        raise PermissionDenied(
-            f"This token lacks the '{TOOL_SCOPES[name]}' scope needed by {name}; "
-            "ask the account owner for a token with that scope."
-        )
-    allowed = getattr(identity, "symbols", None)
-    if allowed:
-        for symbol in requested_symbols(kwargs):
-            if symbol not in allowed:
-                raise PermissionDenied(f"This token may trade and read only {', '.join(allowed)}, not {symbol!r}.")
+    """The identity's scope and symbol restriction, through the one access check of every
+    transport (``risk.access.require``: ``ScopeMissing`` / ``PermissionDenied``)."""
+    access.require(identity, scope=TOOL_SCOPES.get(name, Scope.TRADE), symbols=requested_symbols(kwargs), what=name)
 
 
 def _failure(name, ctx, params, exc, audit, t0):

@@ -68,6 +68,7 @@ from marketdata.cache import read_ahead, read_ahead_keys
 from trading.events import BATCH_TYPE
 from project.hostcheck import host_allowed, origin_allowed
 from mcpapi.endpoint import MCPEndpoint, parse_message
+from risk import access
 from risk.authentication import Identity, authenticate_bearer_async
 from risk.signals import ACCESS_CHANGED, access_group
 from risk.trust import envelope, error_text
@@ -549,7 +550,7 @@ class Connection:
             return
         elif kind == "account.event":
             account = message.get("account")
-            if account in self.account_ids:
+            if account in self.account_ids and access.event_visible(self.identity, message.get("data")):
                 params = envelope(PUSH, {"uri": f"tradingmcp://account/{account}/{message.get('kind')}", "account": account,
                                          "kind": message.get("kind"), "data": message.get("data")})
                 self.outbox.put_priority(orjson.dumps(
