@@ -27,7 +27,9 @@ stateless JSON mode: POST only (GET/DELETE answer 405), ``Accept`` must include
 ``application/json`` (406), ``Content-Type`` must be ``application/json`` (415), a bad
 ``MCP-Protocol-Version`` header answers 400, notifications answer 202 with no body, a request
 answers 200 with its JSON-RPC response; a missing or bad token answers 401 with
-``WWW-Authenticate: Bearer``; a token over its rate limit answers 429 with ``Retry-After``; a
+``WWW-Authenticate: Bearer``; a ``tools/call`` an OAuth access token lacks the scope of answers
+403 ``insufficient_scope`` naming the scopes to ask for (step-up; static tokens get the tool
+error, docs/adr/0007-step-up-for-oauth-tokens-only.md); a token over its rate limit answers 429 with ``Retry-After``; a
 client IP sending more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without a valid token
 answers 429; a body not received within ``MCP_BODY_TIMEOUT_S`` answers 408. Batches are not
 supported (as in the SDK).
@@ -49,7 +51,7 @@ from marketdata.cache import async_redis_shared, read_ahead, read_ahead_keys
 from oauth.selectors import www_authenticate
 from project.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
-from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for
+from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for, scope_missing
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,28 @@ async def unauthenticated_count(ip: str) -> None:
         log.warning("MCP: unauthenticated-request count failed: %s", exc)
 
 
+def _step_up(root: types.JSONRPCRequest, identity: Identity) -> bytes | None:
+    """The ``WWW-Authenticate`` value of a 403 ``insufficient_scope`` for a ``tools/call`` an OAuth
+    access token lacks the scope of (MCP authorization spec 2025-11-25, "Scope Challenge
+    Handling"; RFC 6750 §3.1): the scopes it has plus the one needed. None otherwise: a static
+    bearer token keeps the tool error, docs/adr/0007-step-up-for-oauth-tokens-only.md."""
+    if root.method != "tools/call" or identity.kind != "oauth" or not isinstance(root.params, dict):
+        return None
+    needed = scope_missing(str(root.params.get("name")), identity)
+    if needed is None:
+        return None
+    return www_authenticate(" ".join(sorted({*identity.scopes, needed})), error="insufficient_scope").encode()
+
+
+def _step_up_error(request_id, response: dict) -> dict:
+    """The JSON-RPC body of a step-up 403: the guard's refusal text as the error message."""
+    try:
+        message = response["result"]["content"][0]["text"]
+    except (KeyError, IndexError, TypeError):
+        message = "This token lacks the scope this tool needs."
+    return _rpc_error(request_id, types.INVALID_REQUEST, f"Forbidden (insufficient_scope): {message}")
+
+
 def _result(request_id, result) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "result": result.model_dump(by_alias=True, mode="json", exclude_none=True)}
 
@@ -277,6 +301,10 @@ class MCPEndpoint:
         meta = {"REMOTE_ADDR": ip, "MCP_TRANSPORT": "streamable-http"}
         with read_ahead(auth.values):
             response = await self.handle_request(root, auth.identity, meta)
+        challenge = _step_up(root, auth.identity)
+        if challenge is not None:  # refused (and audited) by the guard; the OAuth client may step up
+            await _send(send, 403, orjson.dumps(_step_up_error(root.id, response)), [(b"www-authenticate", challenge)])
+            return
         await _send(send, 200, orjson.dumps(response))
 
     async def handle_request(self, root: types.JSONRPCRequest, identity: Identity, meta: dict | None = None) -> dict:

@@ -115,6 +115,14 @@ def tool_allowed(name: str, identity) -> bool:
     return identity is not None and identity.has_scope(TOOL_SCOPES.get(name, Scope.TRADE))
 
 
+def scope_missing(name: str, identity) -> str | None:
+    """The scope tool ``name`` needs when ``identity`` lacks it (None when it has it or no tool of
+    that name is declared): what ``/mcp`` names in its 403 ``insufficient_scope`` step-up."""
+    if name not in TOOL_SCOPES or identity is None or tool_allowed(name, identity):
+        return None
+    return TOOL_SCOPES[name]
+
+
 def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: bool = False,
              title: str | None = None, annotations: types.ToolAnnotations | None = None, server=None):
     """Declare ``fn`` (sync or ``async def``) as an MCP tool on ``server`` (default ``SERVER``),

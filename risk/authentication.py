@@ -46,7 +46,9 @@ class Identity:
     - ``confirm_orders``: its orders wait for a person's approval (confirm mode).
     - ``rate_limit_per_minute``: its own limit (None: the server default; 0: unlimited).
     - ``expires_at``: seconds since the epoch UTC, or None.
-    - ``kind``: the credential kind (``"agent_token"``).
+    - ``kind``: the credential kind: ``"agent_token"`` (a static bearer token pasted from the
+      tokens page) or ``"oauth"`` (an OAuth access token; its client can re-authorize for more
+      scopes, docs/adr/0007-step-up-for-oauth-tokens-only.md).
     """
 
     user: object
@@ -124,13 +126,13 @@ def _key_hash(key: str) -> str:
 def _load_fields(key: str):
     """Database lookup of a plain credential → (the cacheable fields of its identity, its token
     row), or (None, None)."""
-    from risk.services import agent_token_authenticate
+    from risk.services import TOKEN_PREFIX, agent_token_authenticate
 
     token = agent_token_authenticate(key=key)
     if token is None:
         return None, None
     return {
-        "kind": "agent_token",
+        "kind": "agent_token" if key.startswith(TOKEN_PREFIX) else "oauth",
         "token_id": token.pk,
         "user_id": token.user_id,
         "name": token.name,
