@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import orjson
 from django.conf import settings
@@ -47,10 +46,11 @@ from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from marketdata.cache import async_redis_shared, read_ahead, read_ahead_keys
+from marketdata.cache import read_ahead, read_ahead_keys
 from oauth.selectors import www_authenticate
 from project.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
+from risk.ratelimit import unauthenticated_blocked, unauthenticated_count
 from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for, scope_missing
 
 log = logging.getLogger(__name__)
@@ -157,34 +157,6 @@ async def _read_body_within(receive, timeout: float) -> bytes | None:
         return await asyncio.wait_for(_read_body(receive), timeout)
     except asyncio.TimeoutError:
         raise _BodyTimeout() from None
-
-
-def unauthenticated_key(ip: str, now: float) -> str:
-    """Redis key counting one client IP's requests without a valid token in the minute of ``now``."""
-    return f"{settings.REDIS_KEY_PREFIX}mcp:unauth:{ip}:{int(now // 60)}"
-
-
-async def unauthenticated_blocked(ip: str) -> bool:
-    """Has ``ip`` sent more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without a valid token
-    this minute? (0 = no limit.) Redis errors allow the request."""
-    limit = settings.MCP_UNAUTHENTICATED_PER_MINUTE
-    if not limit:
-        return False
-    try:
-        count = await async_redis_shared().get(unauthenticated_key(ip, time.time()))
-    except RedisError:
-        return False
-    return count is not None and int(count) > limit
-
-
-async def unauthenticated_count(ip: str) -> None:
-    """Count one request of ``ip`` that carried no valid token."""
-    key = unauthenticated_key(ip, time.time())
-    try:
-        async with async_redis_shared().pipeline(transaction=False) as pipe:
-            await pipe.incr(key).expire(key, 61).execute()
-    except RedisError as exc:
-        log.warning("MCP: unauthenticated-request count failed: %s", exc)
 
 
 def _step_up(root: types.JSONRPCRequest, identity: Identity) -> bytes | None:
