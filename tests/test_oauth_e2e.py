@@ -211,8 +211,8 @@ def test_mcp_client_signs_in_with_oauth_and_gets_exactly_what_was_granted(live, 
                 await page.wait_for_url("**/tokens/?grant_revoked=1")
                 await page.screenshot(path=str(ARTIFACTS / "oauth-tokens-page.png"))
                 out["revoked_status"] = await asyncio.to_thread(raw_status, base, storage2.tokens.access_token)
-                await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
-                try:
+                try:  # the revocation may close the socket before this request goes out
+                    await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
                     out["ws_after"] = json.loads(await asyncio.wait_for(ws.recv(), 15))
                     await asyncio.wait_for(ws.recv(), 15)
                 except websockets.ConnectionClosed as closed:
