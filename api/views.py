@@ -27,8 +27,9 @@ from rest_framework_csv.renderers import PaginatedCSVRenderer
 from api import exceptions
 from api import serializers as s
 from api.fields import Integer, Text
-from core.errors import NotFound, PermissionDenied
+from core.errors import NotFound
 from marketdata import selectors as md
+from risk import access
 from risk import selectors as risk_selectors
 from risk import services as risk_services
 from risk.audit import audit_enqueue
@@ -90,17 +91,10 @@ class ApiView(APIView):
         if token is None:
             return
         scope = self.scopes.get("GET" if request.method == "HEAD" else request.method)
-        if scope is not None and not token.has_scope(scope):
-            raise PermissionDenied(f"This token lacks the '{scope}' scope needed here; ask the account owner for a "
-                                   "token with that scope.")
-        allowed = token.symbols or []
-        if allowed:
-            named = requested_symbols(kwargs) + requested_symbols(request.query_params.dict())
-            if request.method in ("POST", "PUT", "PATCH") and isinstance(request.data, dict):
-                named += requested_symbols(request.data)
-            for symbol in named:
-                if symbol not in allowed:
-                    raise PermissionDenied(f"This token may trade and read only {', '.join(allowed)}, not {symbol!r}.")
+        named = requested_symbols(kwargs) + requested_symbols(request.query_params.dict())
+        if request.method in ("POST", "PUT", "PATCH") and isinstance(request.data, dict):
+            named += requested_symbols(request.data)
+        access.require(token, scope=scope, symbols=named, what=f"{request.method} {request.path}")
 
     def finalize_response(self, request, response, *args, **kwargs):
         """As the MCP guard audits every tool call: an agent token's reads (``api.<endpoint>``,
@@ -131,13 +125,12 @@ class ApiView(APIView):
         return Channel.API if self.token is not None else Channel.DASHBOARD
 
     def visible(self, rows: list[dict], key: str = "symbol") -> list[dict]:
-        """``rows`` a token restricted to some symbols may see (all of them for others)."""
-        allowed = getattr(self.token, "symbols", None)
-        return [r for r in rows if r.get(key) in allowed] if allowed else rows
+        """``rows`` a token restricted to some symbols may see (all of them for others): ``risk.access.visible``."""
+        return access.visible(self.token, rows, key)
 
     def symbols_default(self) -> list[str] | None:
         """The symbols a read with no ``symbols`` covers: a restricted token's, else None (all)."""
-        return list(self.token.symbols) if self.token is not None and self.token.symbols else None
+        return access.symbols_default(self.token)
 
     def account(self, need: str = "read"):
         """The ``account_id`` of the URL, if the caller (and its token) may use it for ``need``."""
@@ -167,9 +160,7 @@ class ApiView(APIView):
 
     def order_visible(self, order: dict) -> dict:
         """``order`` if the token may see its symbol, else ``NotFound`` (as if it did not exist)."""
-        if not self.visible([order]):
-            raise NotFound("Order does not exist.")
-        return order
+        return access.order_visible(self.token, order)
 
 
 @api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -398,7 +389,7 @@ class OrderListView(ApiView):
     def get(self, request, accountId: int):
         q = self.query(s.OrderQuery)
         account = self.account()
-        orders = selectors.orders_list(account=account, symbol=q.get("symbol"), limit=q["limit"])
+        orders = selectors.orders_list(account=account, symbol=q.get("symbol"), limit=q["limit"], symbols=self.symbols_default())
         return Response({"accountId": account.pk, "orders": self.visible(orders)})
 
     @extend_schema(tags=["orders"], operation_id="order_place", parameters=[ACCOUNT_ID], request=s.OrderInput,
@@ -550,7 +541,8 @@ class FillListView(ApiView):
     def get(self, request, accountId: int):
         q = self.query(s.FillQuery)
         account = self.account()
-        trades = selectors.trades_list(account=account, symbol=q.get("symbol"), limit=q["limit"], from_id=q.get("fromId"))
+        trades = selectors.trades_list(account=account, symbol=q.get("symbol"), limit=q["limit"], from_id=q.get("fromId"),
+                                       symbols=self.symbols_default())
         return Response({"accountId": account.pk, "trades": self.visible(trades)})
 
 

@@ -27,7 +27,9 @@ stateless JSON mode: POST only (GET/DELETE answer 405), ``Accept`` must include
 ``application/json`` (406), ``Content-Type`` must be ``application/json`` (415), a bad
 ``MCP-Protocol-Version`` header answers 400, notifications answer 202 with no body, a request
 answers 200 with its JSON-RPC response; a missing or bad token answers 401 with
-``WWW-Authenticate: Bearer``; a token over its rate limit answers 429 with ``Retry-After``; a
+``WWW-Authenticate: Bearer``; a ``tools/call`` an OAuth access token lacks the scope of answers
+403 ``insufficient_scope`` naming the scopes to ask for (step-up; static tokens get the tool
+error, docs/adr/0007-step-up-for-oauth-tokens-only.md); a token over its rate limit answers 429 with ``Retry-After``; a
 client IP sending more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without a valid token
 answers 429; a body not received within ``MCP_BODY_TIMEOUT_S`` answers 408. Batches are not
 supported (as in the SDK).
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import orjson
 from django.conf import settings
@@ -45,12 +46,12 @@ from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from core.redis import async_redis_shared
 from marketdata.cache import read_ahead, read_ahead_keys
 from oauth.selectors import www_authenticate
 from core.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
-from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for
+from risk.ratelimit import unauthenticated_blocked, unauthenticated_count
+from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for, scope_missing
 
 log = logging.getLogger(__name__)
 
@@ -158,32 +159,26 @@ async def _read_body_within(receive, timeout: float) -> bytes | None:
         raise _BodyTimeout() from None
 
 
-def unauthenticated_key(ip: str, now: float) -> str:
-    """Redis key counting one client IP's requests without a valid token in the minute of ``now``."""
-    return f"{settings.REDIS_KEY_PREFIX}mcp:unauth:{ip}:{int(now // 60)}"
+def _step_up(root: types.JSONRPCRequest, identity: Identity) -> bytes | None:
+    """The ``WWW-Authenticate`` value of a 403 ``insufficient_scope`` for a ``tools/call`` an OAuth
+    access token lacks the scope of (MCP authorization spec 2025-11-25, "Scope Challenge
+    Handling"; RFC 6750 §3.1): the scopes it has plus the one needed. None otherwise: a static
+    bearer token keeps the tool error, docs/adr/0007-step-up-for-oauth-tokens-only.md."""
+    if root.method != "tools/call" or identity.kind != "oauth" or not isinstance(root.params, dict):
+        return None
+    needed = scope_missing(str(root.params.get("name")), identity)
+    if needed is None:
+        return None
+    return www_authenticate(" ".join(sorted({*identity.scopes, needed})), error="insufficient_scope").encode()
 
 
-async def unauthenticated_blocked(ip: str) -> bool:
-    """Has ``ip`` sent more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without a valid token
-    this minute? (0 = no limit.) Redis errors allow the request."""
-    limit = settings.MCP_UNAUTHENTICATED_PER_MINUTE
-    if not limit:
-        return False
+def _step_up_error(request_id, response: dict) -> dict:
+    """The JSON-RPC body of a step-up 403: the guard's refusal text as the error message."""
     try:
-        count = await async_redis_shared().get(unauthenticated_key(ip, time.time()))
-    except RedisError:
-        return False
-    return count is not None and int(count) > limit
-
-
-async def unauthenticated_count(ip: str) -> None:
-    """Count one request of ``ip`` that carried no valid token."""
-    key = unauthenticated_key(ip, time.time())
-    try:
-        async with async_redis_shared().pipeline(transaction=False) as pipe:
-            await pipe.incr(key).expire(key, 61).execute()
-    except RedisError as exc:
-        log.warning("MCP: unauthenticated-request count failed: %s", exc)
+        message = response["result"]["content"][0]["text"]
+    except (KeyError, IndexError, TypeError):
+        message = "This token lacks the scope this tool needs."
+    return _rpc_error(request_id, types.INVALID_REQUEST, f"Forbidden (insufficient_scope): {message}")
 
 
 def _result(request_id, result) -> dict:
@@ -278,6 +273,10 @@ class MCPEndpoint:
         meta = {"REMOTE_ADDR": ip, "MCP_TRANSPORT": "streamable-http"}
         with read_ahead(auth.values):
             response = await self.handle_request(root, auth.identity, meta)
+        challenge = _step_up(root, auth.identity)
+        if challenge is not None:  # refused (and audited) by the guard; the OAuth client may step up
+            await _send(send, 403, orjson.dumps(_step_up_error(root.id, response)), [(b"www-authenticate", challenge)])
+            return
         await _send(send, 200, orjson.dumps(response))
 
     async def handle_request(self, root: types.JSONRPCRequest, identity: Identity, meta: dict | None = None) -> dict:

@@ -52,6 +52,7 @@ from mcp_server.djangomcp import global_mcp_server
 
 from core.context import bind_call
 from core.workers import run_sync
+from risk import access
 from risk.audit import audit_enqueue_async
 from risk.authentication import requested_symbols
 from risk.models import Channel, Outcome, Scope
@@ -114,6 +115,14 @@ def tool_allowed(name: str, identity) -> bool:
     return identity is not None and identity.has_scope(TOOL_SCOPES.get(name, Scope.TRADE))
 
 
+def scope_missing(name: str, identity) -> str | None:
+    """The scope tool ``name`` needs when ``identity`` lacks it (None when it has it or no tool of
+    that name is declared): what ``/mcp`` names in its 403 ``insufficient_scope`` step-up."""
+    if name not in TOOL_SCOPES or identity is None or tool_allowed(name, identity):
+        return None
+    return TOOL_SCOPES[name]
+
+
 def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: bool = False,
              title: str | None = None, annotations: types.ToolAnnotations | None = None, server=None):
     """Declare ``fn`` (sync or ``async def``) as an MCP tool on ``server`` (default ``SERVER``),
@@ -171,17 +180,9 @@ def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: b
 
 
 def _check(name: str, identity, kwargs: dict) -> None:
-    """The identity's scope and symbol restriction (``PermissionDenied``)."""
-    if not tool_allowed(name, identity):
-        raise PermissionDenied(
-            f"This token lacks the '{TOOL_SCOPES[name]}' scope needed by {name}; "
-            "ask the account owner for a token with that scope."
-        )
-    allowed = getattr(identity, "symbols", None)
-    if allowed:
-        for symbol in requested_symbols(kwargs):
-            if symbol not in allowed:
-                raise PermissionDenied(f"This token may trade and read only {', '.join(allowed)}, not {symbol!r}.")
+    """The identity's scope and symbol restriction, through the one access check of every
+    transport (``risk.access.require``: ``ScopeMissing`` / ``PermissionDenied``)."""
+    access.require(identity, scope=TOOL_SCOPES.get(name, Scope.TRADE), symbols=requested_symbols(kwargs), what=name)
 
 
 def _failure(name, ctx, params, exc, audit, t0):

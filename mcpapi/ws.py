@@ -8,7 +8,10 @@ guard of ``mcpapi.guard.mcp_tool`` with its scope checks, typed errors and audit
 ``ping``, resources and prompts answered by the SDK). Nothing here implements a tool.
 
 The handshake is refused (HTTP 403) when ``Host`` is not in ``ALLOWED_HOSTS`` or ``Origin`` names
-another site (``core.hostcheck``). Every message to the agent (responses, pushes, errors) goes
+another site (``core.hostcheck``), and (HTTP 429, or close 4429 on a server without the ASGI
+denial-response extension) when its client IP made more than ``MCP_UNAUTHENTICATED_PER_MINUTE``
+requests or handshakes without a valid token this minute (``risk.ratelimit``, the counter
+``/mcp`` uses); a handshake whose token fails, or that never authenticates, counts one. Every message to the agent (responses, pushes, errors) goes
 through the trust envelope (``risk.trust``).
 
 Authentication (same tokens, same Redis-cached identity as ``/mcp``):
@@ -68,7 +71,8 @@ from marketdata.cache import read_ahead, read_ahead_keys
 from core.events import BATCH_TYPE
 from core.hostcheck import host_allowed, origin_allowed
 from mcpapi.endpoint import MCPEndpoint, parse_message
-from risk.authentication import Identity, authenticate_bearer_async
+from risk import access, ratelimit
+from risk.authentication import Identity, authenticate_bearer_async, known_credential
 from risk.signals import ACCESS_CHANGED, access_group
 from risk.trust import envelope, error_text
 
@@ -84,6 +88,7 @@ PUSH = "notifications/resources/updated"  # the trust envelope's tool_name of a 
 RATE_LIMITED = -32029
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
+CLOSE_TOO_MANY = 4429
 
 
 def stream_uri(stream: str) -> str:
@@ -241,6 +246,10 @@ class Connection:
         if offered:
             accept["subprotocol"] = SUBPROTOCOL
         raw_auth = headers.get(b"authorization", b"")
+        self.ip = (self.scope.get("client") or ("", 0))[0] or ""
+        if not known_credential(raw_auth) and await ratelimit.unauthenticated_blocked(self.ip):
+            await self._refuse_too_many()
+            return
         if raw_auth:
             self.identity = (await authenticate_bearer_async(raw_auth)).identity
             if self.identity is not None:
@@ -249,9 +258,11 @@ class Connection:
         accept["headers"].append((b"mcp-session-id", self.session_id.encode()))
         await self._send(accept)
         if raw_auth and self.identity is None:
+            await ratelimit.unauthenticated_count(self.ip)
             await self.close(CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token.")
             return
         if self.identity is None and not await self._first_message_auth(wanted_session):
+            await ratelimit.unauthenticated_count(self.ip)
             return
         await self._start()
         while True:
@@ -264,6 +275,21 @@ class Connection:
                 task = asyncio.create_task(self._handle_frame(text))
                 self.inflight.add(task)
                 task.add_done_callback(self._request_done)
+
+    async def _refuse_too_many(self) -> None:
+        """Refuse the handshake of a client IP over ``MCP_UNAUTHENTICATED_PER_MINUTE`` (as ``/mcp``
+        does its requests): HTTP 429 with ``Retry-After`` where the server supports the ASGI
+        WebSocket Denial Response extension (uvicorn), else accept and close with 4429."""
+        self.closed = True
+        if "websocket.http.response" in (self.scope.get("extensions") or {}):
+            body = b'{"detail": "Too Many Requests: too many connections without a valid token from this address; retry in 60 s."}'
+            await self._send({"type": "websocket.http.response.start", "status": 429, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", b"60")]})
+            await self._send({"type": "websocket.http.response.body", "body": body})
+            return
+        await self._send({"type": "websocket.accept"})
+        await self._send({"type": "websocket.close", "code": CLOSE_TOO_MANY,
+                          "reason": "Too many connections without a valid token from this address; retry in 60 s."})
 
     def _request_done(self, task: asyncio.Task) -> None:
         self.inflight.discard(task)
@@ -549,7 +575,7 @@ class Connection:
             return
         elif kind == "account.event":
             account = message.get("account")
-            if account in self.account_ids:
+            if account in self.account_ids and access.event_visible(self.identity, message.get("data")):
                 params = envelope(PUSH, {"uri": f"tradingmcp://account/{account}/{message.get('kind')}", "account": account,
                                          "kind": message.get("kind"), "data": message.get("data")})
                 self.outbox.put_priority(orjson.dumps(

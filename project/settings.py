@@ -442,7 +442,8 @@ MCP_WS_PRIORITY_LIMIT = int(os.environ.get("MCP_WS_PRIORITY_LIMIT", "10000"))
 MCP_WS_SESSION_TTL_S = int(os.environ.get("MCP_WS_SESSION_TTL_S", "3600"))
 MCP_WS_MAX_CONCURRENT = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
 # /mcp before authentication: requests per minute per client IP that carry no valid token (then
-# HTTP 429), and seconds allowed to receive a request body (then HTTP 408).
+# HTTP 429; /mcp/ws handshakes without a valid token count too, and are then refused with HTTP 429),
+# and seconds allowed to receive a request body (then HTTP 408).
 MCP_UNAUTHENTICATED_PER_MINUTE = int(os.environ.get("MCP_UNAUTHENTICATED_PER_MINUTE", "60"))
 MCP_BODY_TIMEOUT_S = float(os.environ.get("MCP_BODY_TIMEOUT_S", "10"))
 # Connections per event loop of the asyncio Redis client (core.redis.async_redis_shared):

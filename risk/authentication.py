@@ -30,7 +30,7 @@ from core.workers import run_sync
 from risk import ratelimit
 from risk.models import AgentToken
 from risk.ratelimit import check
-from risk.services import agent_token_authenticate
+from risk.services import TOKEN_PREFIX, agent_token_authenticate
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class Identity:
     - ``confirm_orders``: its orders wait for a person's approval (confirm mode).
     - ``rate_limit_per_minute``: its own limit (None: the server default; 0: unlimited).
     - ``expires_at``: seconds since the epoch UTC, or None.
-    - ``kind``: the credential kind (``"agent_token"``).
+    - ``kind``: the credential kind: ``"agent_token"`` (a static bearer token pasted from the
+      tokens page) or ``"oauth"`` (an OAuth access token; its client can re-authorize for more
+      scopes, docs/adr/0007-step-up-for-oauth-tokens-only.md).
     """
 
     user: object
@@ -134,7 +136,7 @@ def _load_fields(key: str):
     if token is None:
         return None, None
     return {
-        "kind": "agent_token",
+        "kind": "agent_token" if key.startswith(TOKEN_PREFIX) else "oauth",
         "token_id": token.pk,
         "user_id": token.user_id,
         "name": token.name,

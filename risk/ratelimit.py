@@ -64,3 +64,39 @@ def check(token) -> int:
         log.warning("rate limit not enforced (Redis: %s)", exc)
         return 0
     return 0 if count <= limit else max(1, retry)
+
+
+# --- per client IP, before authentication ------------------------------------------------------------
+
+def unauthenticated_key(ip: str, now: float) -> str:
+    """Redis key counting one client IP's requests (``/mcp``) and WebSocket handshakes
+    (``/mcp/ws``) without a valid token in the minute of ``now``."""
+    return f"{settings.REDIS_KEY_PREFIX}mcp:unauth:{ip}:{int(now // 60)}"
+
+
+async def unauthenticated_blocked(ip: str) -> bool:
+    """Has ``ip`` sent more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests or handshakes without a
+    valid token this minute? (0 = no limit.) Redis errors allow the request (logged)."""
+    limit = settings.MCP_UNAUTHENTICATED_PER_MINUTE
+    if not limit:
+        return False
+    from marketdata.cache import async_redis_shared
+
+    try:
+        count = await async_redis_shared().get(unauthenticated_key(ip, time.time()))
+    except Exception as exc:
+        log.warning("per-IP limit not enforced (Redis: %s)", exc)
+        return False
+    return count is not None and int(count) > limit
+
+
+async def unauthenticated_count(ip: str) -> None:
+    """Count one request or handshake of ``ip`` that carried no valid token (or failed to authenticate)."""
+    from marketdata.cache import async_redis_shared
+
+    key = unauthenticated_key(ip, time.time())
+    try:
+        async with async_redis_shared().pipeline(transaction=False) as pipe:
+            await pipe.incr(key).expire(key, 61).execute()
+    except Exception as exc:
+        log.warning("per-IP unauthenticated count failed: %s", exc)

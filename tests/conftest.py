@@ -244,3 +244,14 @@ def stack(django_db_setup, django_db_blocker, replay):
     s = Stack(replay, db_url).start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def live_stack(stack, symbols):
+    """The running stack with exchangeInfo stored and live BTCUSDT and ETHUSDT quotes cached by its
+    ingester (for tests that place orders through it). Needs ``transactional_db``."""
+    from marketdata.cache import book_key, get_redis
+
+    for name in ("BTCUSDT", "ETHUSDT"):
+        wait_until(lambda: get_redis().get(book_key(name)), timeout=30, what=f"a {name} quote on the stack")
+    return stack

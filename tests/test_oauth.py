@@ -5,6 +5,7 @@ permission record the consent created (scopes, accounts, confirm mode)."""
 from __future__ import annotations
 
 import base64
+import json
 import hashlib
 import secrets
 from datetime import timedelta
@@ -220,8 +221,8 @@ def test_read_only_grant_on_one_account_works_at_mcp_and_cannot_trade(person, ap
     assert "get_ticker" in names and "get_account" in names and "place_order" not in names
     is_error, ticker = call(access, "get_ticker", symbol="BTCUSDT")
     assert not is_error and ticker["symbol"] == "BTCUSDT"
-    is_error, message = call(access, "place_order", symbol="BTCUSDT", side="BUY", quantity="0.002")
-    assert is_error and "trade" in message
+    refused = rpc(access, "tools/call", {"name": "place_order", "arguments": {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}})
+    assert refused.status_code == 403 and "trade" in refused.json()["error"]["message"]  # step-up, see below
     is_error, message = call(access, "get_account", account_id=second.pk)
     assert is_error
     from risk.audit import audit_drain
@@ -373,8 +374,8 @@ def test_client_cannot_get_scopes_the_person_did_not_grant(person, app_client, q
     assert tokens["scope"] == "market:read"
     wider = refresh(Client(), app_client, tokens["refresh_token"], scope="market:read trade")
     assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
-    is_error, message = call(tokens["access_token"], "get_account")
-    assert is_error and "account:read" in message
+    refused = rpc(tokens["access_token"], "tools/call", {"name": "get_account", "arguments": {}})
+    assert refused.status_code == 403 and "account:read" in refused.json()["error"]["message"]
     # a tampered consent granting more than the client asked for is refused
     _, challenge = pkce()
     page = browser.get("/oauth/authorize/?" + urlencode(authorize_params(app_client, challenge, scope="market:read")))
@@ -594,3 +595,79 @@ def test_tampered_consent_for_an_unknown_client_is_a_form_error(person, app_clie
     resp = browser.post("/oauth/authorize/", data)
     assert resp.status_code == 200 and b"Unknown client" in resp.content
     assert not OAuthGrant.objects.exists()
+
+
+# --- step-up: a scope the access token lacks (MCP authorization spec 2025-11-25, "Scope Challenge Handling") ---
+
+def _challenge_params(header: str) -> dict:
+    """The auth-params of a ``Bearer`` challenge (RFC 6750 §3), quoted values unquoted."""
+    import re
+
+    assert header.startswith("Bearer ")
+    return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+
+def test_a_tool_call_needing_a_scope_the_oauth_token_lacks_is_a_403_step_up(person, app_client, quotes):
+    """403 with ``WWW-Authenticate: Bearer error="insufficient_scope", scope=<granted + needed>,
+    resource_metadata=…``; the refusal is audited as before and nothing is booked; what the token
+    may do still answers 200; an unknown tool stays a tool error."""
+    from risk.audit import audit_drain
+    from trading.models import Order
+
+    tokens = signed_in(person, app_client, granted=("market:read",))
+    access = tokens["access_token"]
+    record = OAuthGrant.objects.get().agent_token
+    for tool, args, needed in (("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}, "trade"),
+                               ("get_account", {}, "account:read")):
+        resp = rpc(access, "tools/call", {"name": tool, "arguments": args}, id=7)
+        assert resp.status_code == 403, resp.content
+        challenge = _challenge_params(resp.headers["www-authenticate"])
+        assert challenge["error"] == "insufficient_scope"
+        assert challenge["scope"].split() == sorted({"market:read", needed})
+        assert challenge["resource_metadata"] == f"{settings.PUBLIC_BASE_URL}/.well-known/oauth-protected-resource/mcp"
+        body = resp.json()
+        assert body["id"] == 7 and f"'{needed}' scope" in body["error"]["message"]
+    assert not Order.objects.exists()
+    audit_drain()
+    refusals = AuditEvent.objects.filter(actor_token=record, outcome="rejected", channel="mcp")
+    assert {e.action for e in refusals} == {"mcp.place_order", "mcp.get_account"}
+    assert rpc(access, "tools/call", {"name": "get_ticker", "arguments": {"symbol": "BTCUSDT"}}).status_code == 200
+    unknown = rpc(access, "tools/call", {"name": "no_such_tool", "arguments": {}})
+    assert unknown.status_code == 200 and unknown.json()["result"]["isError"]
+
+
+@pytest.mark.django_db(transaction=True)  # /mcp/ws authenticates in its worker threads: they must see the rows
+def test_a_static_token_lacking_a_scope_keeps_the_tool_error_and_mcp_ws_never_answers_403(person, app_client, quotes):
+    """A pasted ``tmcp_`` token cannot step up (docs/adr/0007): HTTP 200 with a tool error naming the
+    scope. Over /mcp/ws an OAuth token lacking the scope gets the tool error too, and stays connected."""
+    import asyncio
+
+    from risk.services import agent_token_create
+    from test_revocation import WsClient, _run
+
+    _, user, _, _ = person
+    _, static = agent_token_create(user=user, name="static-reader", scopes=["market:read"])
+    resp = rpc(static, "tools/call", {"name": "place_order", "arguments": {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}})
+    assert resp.status_code == 200 and "www-authenticate" not in resp.headers
+    result = resp.json()["result"]
+    assert result["isError"] and "'trade' scope" in result["content"][0]["text"]
+
+    access = signed_in(person, app_client, granted=("market:read",))["access_token"]
+
+    async def scenario():
+        client = WsClient(access)
+        await client.start()
+        await client.inbox.put({"type": "websocket.receive", "text": json.dumps({
+            "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "place_order", "arguments": {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"}}})})
+        for _ in range(500):
+            if any(f.get("id") == 3 for f in client.frames):
+                break
+            await asyncio.sleep(0.02)
+        closed = client.closed
+        await client.stop()
+        return next(f for f in client.frames if f.get("id") == 3), closed
+
+    frame, closed = _run(scenario())
+    assert closed is None
+    assert frame["result"]["isError"] and "'trade' scope" in frame["result"]["content"][0]["text"]

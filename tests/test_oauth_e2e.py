@@ -66,6 +66,7 @@ class Person:
         self.callback = callback
         self.choices: dict = {}
         self.redirected: asyncio.Future | None = None
+        self.authorize_urls: list[str] = []
 
     async def start(self):
         async def intercept(route):
@@ -77,6 +78,7 @@ class Person:
 
     async def redirect_handler(self, url: str) -> None:
         self.redirected = asyncio.get_running_loop().create_future()
+        self.authorize_urls.append(url)
         page = self.page
         await page.goto(url)
         if "/login/" in page.url:
@@ -168,12 +170,22 @@ def test_mcp_client_signs_in_with_oauth_and_gets_exactly_what_was_granted(live, 
             async def read_calls(session):
                 tools = await session.list_tools()
                 ticker = await session.call_tool("get_ticker", {"symbol": "BTCUSDT"})
-                trade = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002"})
+                out["read_only_tokens"] = storage.tokens
+                out["first_consent_html"] = person.consent_html
+                # step-up: the read-only token's place_order answers 403 insufficient_scope; the SDK
+                # sends the person to the consent page again for the scopes the challenge names
+                # (she grants trade, in confirm mode) and retries the call with the new token
+                person.choices = {"name": "step-up", "scopes": {"market:read", "account:read", "trade"},
+                                  "accounts": [account.pk], "confirm": True}
+                trade = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                                                "client_order_id": "oauth-step-up-1"})
                 foreign = await session.call_tool("get_account", {"account_id": other.pk})
                 return tools, ticker, trade, foreign
 
             out["read"] = await session_calls(base, provider, read_calls)
-            out["consent_html"] = person.consent_html
+            out["consent_html"] = out["first_consent_html"]
+            out["step_up_consent_html"] = person.consent_html
+            out["authorize_urls"] = list(person.authorize_urls)
             out["read_tokens"] = storage.tokens
             # refresh: the access token is made to look expired to the SDK, which refreshes it
             provider.context.token_expiry_time = time.time() - 1
@@ -200,8 +212,8 @@ def test_mcp_client_signs_in_with_oauth_and_gets_exactly_what_was_granted(live, 
                 await page.wait_for_url("**/tokens/?grant_revoked=1")
                 await page.screenshot(path=str(ARTIFACTS / "oauth-tokens-page.png"))
                 out["revoked_status"] = await asyncio.to_thread(raw_status, base, storage2.tokens.access_token)
-                await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
-                try:
+                try:  # the revocation may close the socket before this request goes out
+                    await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
                     out["ws_after"] = json.loads(await asyncio.wait_for(ws.recv(), 15))
                     await asyncio.wait_for(ws.recv(), 15)
                 except websockets.ConnectionClosed as closed:
@@ -215,12 +227,26 @@ def test_mcp_client_signs_in_with_oauth_and_gets_exactly_what_was_granted(live, 
     names = {t.name for t in tools.tools}
     assert "get_ticker" in names and "get_account" in names and "place_order" not in names and "cancel_order" not in names
     assert not ticker.isError and json.loads(ticker.content[0].text)["symbol"] == "BTCUSDT"
-    assert trade.isError and "trade" in trade.content[0].text
     assert foreign.isError
     assert "E2E Reader" in out["consent_html"] and f"127.0.0.1:{urlsplit(callback).port}" in out["consent_html"]
-    reader = OAuthGrant.objects.get(application__name="E2E Reader")
+    reader, stepped_up = OAuthGrant.objects.filter(application__name="E2E Reader").order_by("created_at", "id")
     assert reader.agent_token.scopes == ["market:read", "account:read"]
     assert [a.pk for a in reader.agent_token.accounts.all()] == [account.pk]
+    # the step-up: a second authorization asking for the challenge's scopes, a second consent, the
+    # retried call held in confirm mode under the new grant's permission record
+    assert len(out["authorize_urls"]) == 2
+    asked = parse_qs(urlsplit(out["authorize_urls"][1]).query)["scope"][0].split()
+    assert sorted(asked) == ["account:read", "market:read", "trade"], asked
+    assert "E2E Reader" in out["step_up_consent_html"]
+    assert stepped_up.agent_token.scopes == ["market:read", "account:read", "trade"] and stepped_up.agent_token.confirm_orders
+    stepped = json.loads(trade.content[0].text)
+    assert not trade.isError and stepped["status"] == "PENDING_APPROVAL", stepped
+    assert OrderApproval.objects.get(client_order_id="oauth-step-up-1").token_id == stepped_up.agent_token_id
+    from risk.audit import audit_drain
+
+    audit_drain()  # the refusal went through the audit write-ahead log (the stack runs no drainer)
+    assert AuditEvent.objects.filter(action="mcp.place_order", outcome="rejected", actor_token=reader.agent_token).exists()
+    assert raw_status(live.base_url, out["read_only_tokens"].access_token).status_code == 200  # the first grant lives on
     assert not out["after_refresh"].isError
     assert out["refreshed_tokens"].access_token != out["read_tokens"].access_token
     assert out["refreshed_tokens"].refresh_token != out["read_tokens"].refresh_token
@@ -230,7 +256,7 @@ def test_mcp_client_signs_in_with_oauth_and_gets_exactly_what_was_granted(live, 
     held = json.loads(out["held"].content[0].text)
     assert not out["held"].isError and held["status"] == "PENDING_APPROVAL", held
     trader_grant = OAuthGrant.objects.get(application__name="E2E Trader")
-    approval = OrderApproval.objects.get()
+    approval = OrderApproval.objects.get(client_order_id="oauth-e2e-1")
     assert approval.account_id == account.pk and not Order.objects.exists()
     assert AuditEvent.objects.filter(action="order.hold", actor_token=trader_grant.agent_token).exists()
 

@@ -179,11 +179,18 @@ def account_state(*, account: Account) -> dict:
     }
 
 
-def orders_list(*, account: Account, symbol: str | None = None, limit: int = 50) -> list[dict]:
-    """The account's most recent orders, newest first (``limit`` 1..500)."""
+def _only(qs, symbols):
+    """``qs`` narrowed to ``symbols`` (a token's symbol restriction, ``risk.access.symbols_default``;
+    None: every symbol)."""
+    return qs if symbols is None else qs.filter(symbol__in=[str(s).upper() for s in symbols])
+
+
+def orders_list(*, account: Account, symbol: str | None = None, limit: int = 50, symbols=None) -> list[dict]:
+    """The account's most recent orders, newest first (``limit`` 1..500); ``symbols``: only these
+    (None: all)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
         raise InvalidInput(f"limit must be an integer from 1 to 500, got {limit!r}.")
-    qs = Order.objects.filter(account=account).prefetch_related("fills")
+    qs = _only(Order.objects.filter(account=account).prefetch_related("fills"), symbols)
     if symbol:
         qs = qs.filter(symbol=symbol.upper())
     return [order_as_dict(o) for o in qs.order_by("-created_at", "-id")[:limit]]
@@ -234,20 +241,22 @@ def orders_matching(*, account: Account, symbol: str | None, order_id, client_or
     return qs
 
 
-def open_orders_list(*, account: Account, symbol: str | None = None) -> list[dict]:
-    """The account's open orders (NEW, PARTIALLY_FILLED), oldest first (Binance "Current open orders")."""
-    qs = Order.objects.filter(account=account, status__in=OPEN_STATUSES).prefetch_related("fills")
+def open_orders_list(*, account: Account, symbol: str | None = None, symbols=None) -> list[dict]:
+    """The account's open orders (NEW, PARTIALLY_FILLED), oldest first (Binance "Current open
+    orders"); ``symbols``: only these (None: all)."""
+    qs = _only(Order.objects.filter(account=account, status__in=OPEN_STATUSES).prefetch_related("fills"), symbols)
     if symbol:
         qs = qs.filter(symbol=str(symbol).strip().upper())
     return [order_as_dict(o) for o in qs.order_by("created_at", "id")]
 
 
-def trades_list(*, account: Account, symbol: str | None = None, limit: int = 100, from_id: int | None = None) -> list[dict]:
+def trades_list(*, account: Account, symbol: str | None = None, limit: int = 100, from_id: int | None = None,
+                symbols=None) -> list[dict]:
     """The account's fills, newest first (Binance "Account trade list", ``myTrades``); ``limit``
-    1..1000; ``from_id``: only fills with id >= it, oldest first."""
+    1..1000; ``from_id``: only fills with id >= it, oldest first; ``symbols``: only these (None: all)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise InvalidInput(f"limit must be an integer from 1 to 1000, got {limit!r}.")
-    qs = Fill.objects.filter(account=account)
+    qs = _only(Fill.objects.filter(account=account), symbols)
     if symbol:
         qs = qs.filter(symbol=str(symbol).strip().upper())
     if from_id is not None:

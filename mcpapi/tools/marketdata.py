@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 from marketdata import cache, selectors, services
 from mcpapi.guard import current_call, mcp_tool
+from risk import access
 from risk.models import Scope
 
 
@@ -62,7 +63,9 @@ def list_markets(quote_asset: Optional[str] = None, status: Optional[str] = None
     orderTypes, permissions, filters (Binance's list), lastPrice and volume (base asset, 24 h) /
     quoteVolume when known (else null). total, nextPage and hint say how to get the next page.
     """
-    return selectors.markets_list(quote_asset=quote_asset, status=status, page=page, page_size=page_size)
+    out = selectors.markets_list(quote_asset=quote_asset, status=status, page=page, page_size=page_size)
+    out["markets"] = access.visible(current_call().identity, out["markets"])
+    return out
 
 @mcp_tool(scope=Scope.MARKET_READ)
 async def get_market_data(symbols: Union[list[str], str]) -> dict:
@@ -86,7 +89,8 @@ def get_ticker_24h(symbols: Optional[Union[list[str], str]] = None) -> dict:
     volume (base asset), quoteVolume (quote asset), openTime/closeTime (ms UTC), firstId,
     lastId, count (trades).
     """
-    names = None if symbols is None else [s.symbol for s in selectors.symbols_check(symbols)]
+    names = access.symbols_default(current_call().identity) if symbols is None else \
+        [s.symbol for s in selectors.symbols_check(symbols)]
     return selectors.ticker_24h_list(names)
 
 @mcp_tool(scope=Scope.MARKET_READ)
@@ -128,7 +132,8 @@ def get_fees(symbols: Optional[Union[list[str], str]] = None) -> dict:
     makerCommission, takerCommission, source: "venue" | "default"}] and accounts: your accounts'
     own rates (the ones your fills are charged).
     """
-    names = None if symbols is None else [s.symbol for s in selectors.symbols_check(symbols)]
+    names = access.symbols_default(current_call().identity) if symbols is None else \
+        [s.symbol for s in selectors.symbols_check(symbols)]
     return selectors.fees_list(names=names, user=current_call().user)
 
 @mcp_tool(scope=Scope.MARKET_READ)

@@ -2,6 +2,7 @@
 from typing import Optional
 
 from mcpapi.guard import current_call, mcp_tool
+from risk import access
 from risk.models import Scope
 
 
@@ -19,4 +20,4 @@ def list_pending_orders(account_id: Optional[int] = None) -> dict:
 
     call = current_call()
     call.account = selectors.account_get(user=call.user, account_id=account_id, need="read", token=call.token)
-    return {"accountId": call.account.pk, "approvals": approvals.pending_list(account=call.account)}
+    return {"accountId": call.account.pk, "approvals": access.visible(call.identity, approvals.pending_list(account=call.account))}

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator
 
 from marketdata import cache
 from mcpapi.guard import TOOL_SCOPES, current_call, mcp_tool
+from risk import access
 from risk.models import Channel, Scope
 from trading import portfolio, selectors, services
 from trading.money import money_input
@@ -54,7 +55,9 @@ def get_account(account_id: Optional[int] = None) -> dict:
     Args: account_id: one of your accounts (default: your first account).
     """
     call = _account(account_id)
-    return selectors.account_state(account=call.account)
+    state = selectors.account_state(account=call.account)
+    state["positions"] = access.visible(call.identity, state["positions"])
+    return state
 
 @mcp_tool(audit=False)
 def place_order(symbol: str, side: str, type: str = "MARKET", quantity: Number = None,
@@ -145,13 +148,15 @@ def get_order(order_id: Optional[int] = None, client_order_id: Optional[str] = N
               symbol: Optional[str] = None, account_id: Optional[int] = None) -> dict:
     """One of your orders, by order_id or client_order_id, with its fills (Binance names)."""
     call = _account(account_id)
-    return selectors.order_get(account=call.account, order_id=order_id, client_order_id=client_order_id, symbol=symbol)
+    return access.order_visible(call.identity, selectors.order_get(account=call.account, order_id=order_id,
+                                                                   client_order_id=client_order_id, symbol=symbol))
 
 @mcp_tool(scope=Scope.ACCOUNT_READ)
 def list_open_orders(symbol: Optional[str] = None, account_id: Optional[int] = None) -> dict:
     """Your open orders (NEW, PARTIALLY_FILLED), oldest first; stops show isWorking false until triggered."""
     call = _account(account_id)
-    return {"accountId": call.account.pk, "orders": selectors.open_orders_list(account=call.account, symbol=symbol)}
+    return {"accountId": call.account.pk, "orders": selectors.open_orders_list(
+        account=call.account, symbol=symbol, symbols=access.symbols_default(call.identity))}
 
 @mcp_tool(scope=Scope.ACCOUNT_READ)
 def list_orders(symbol: Optional[str] = None, limit: int = 50, account_id: Optional[int] = None) -> dict:
@@ -161,28 +166,32 @@ def list_orders(symbol: Optional[str] = None, limit: int = 50, account_id: Optio
     your accounts (default: your first).
     """
     call = _account(account_id)
-    return {"accountId": call.account.pk, "orders": selectors.orders_list(account=call.account, symbol=symbol, limit=limit)}
+    return {"accountId": call.account.pk, "orders": selectors.orders_list(
+        account=call.account, symbol=symbol, limit=limit, symbols=access.symbols_default(call.identity))}
 
 @mcp_tool(scope=Scope.ACCOUNT_READ)
 def get_trade_history(symbol: Optional[str] = None, limit: int = 100, account_id: Optional[int] = None) -> dict:
     """Your fills (trades), newest first: price, qty, quoteQty, commission, commissionAsset,
     isMaker, realizedPnl (quote asset, before fees). limit 1..1000 (default 100)."""
     call = _account(account_id)
-    return {"accountId": call.account.pk, "trades": selectors.trades_list(account=call.account, symbol=symbol, limit=limit)}
+    return {"accountId": call.account.pk, "trades": selectors.trades_list(
+        account=call.account, symbol=symbol, limit=limit, symbols=access.symbols_default(call.identity))}
 
 @mcp_tool(scope=Scope.ACCOUNT_READ)
 def get_positions(account_id: Optional[int] = None) -> dict:
     """Your positions per symbol: quantity (base), avgEntryPrice, markPrice (best bid),
     unrealizedPnl and realizedPnl (quote asset)."""
     call = _account(account_id)
-    return {"accountId": call.account.pk, "positions": portfolio.positions_list(account=call.account)}
+    return {"accountId": call.account.pk, "positions": access.visible(call.identity, portfolio.positions_list(account=call.account))}
 
 @mcp_tool(scope=Scope.ACCOUNT_READ)
 def get_portfolio(account_id: Optional[int] = None) -> dict:
     """Your account valued in its quote asset (USDT): total value, each asset's free, locked,
     price and value, positions and P&L."""
     call = _account(account_id)
-    return portfolio.portfolio_get(account=call.account)
+    out = portfolio.portfolio_get(account=call.account)
+    out["positions"] = access.visible(call.identity, out["positions"])
+    return out
 
 @mcp_tool(scope=Scope.ACCOUNT_READ)
 def get_pnl(period: str = "1d", account_id: Optional[int] = None) -> dict:
