@@ -217,8 +217,7 @@ def structured(result) -> types.CallToolResult:
     should also return it serialized in a text block)."""
     value = to_jsonable_python(result, fallback=str)
     text = to_json(value, indent=2).decode()
-    return types.CallToolResult.model_construct(
-        content=[types.TextContent.model_construct(type="text", text=text)], structuredContent=value, isError=False)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structuredContent=value, isError=False)
 
 
 def _check(name: str, identity, kwargs: dict) -> None:
