@@ -5,7 +5,10 @@ Tools are plain functions in ``mcpapi/tools/<app>.py`` declared with ``@mcp_tool
 decorator wraps the function (below) and registers the wrapper on the one MCP server object,
 ``SERVER`` (django-mcp-server's ``global_mcp_server``, an ``mcp.server.fastmcp.FastMCP``), through
 FastMCP's public ``tool(name=, title=, description=, annotations=)`` decorator; FastMCP builds the
-tool's input schema from the function's signature and docstring. Transports list and call tools
+tool's input schema from the function's signature and docstring, and its output schema from the
+function's return annotation, a pydantic model of ``mcpapi.results`` (MCP spec 2025-06-18, "Tools →
+Output Schema"). Each tool declares its hints (``annotations=``: one of ``READ_OWN_STORE``,
+``READ_VENUE``, ``ORDER``, ``CANCEL`` below; "Tools → Tool annotations") and a ``title``. Transports list and call tools
 only through FastMCP's public ``list_tools()`` / ``call_tool()`` (``list_tools_for``,
 ``call_tool`` here). Annotations, titles, output schemas, resources, prompts and completions are
 declared on the same ``SERVER`` with the SDK's decorators.
@@ -22,7 +25,11 @@ The wrapper, per call:
   (``risk.audit``), unless the tool's service audits the action in its own transaction
   (``audit=False``, e.g. ``place_order`` → ``order.place``);
 - marks outside text in the result (``risk.trust``: the ``_tradingmcp_security`` block) and in
-  tool errors (fenced exchange text + a note).
+  tool errors (fenced exchange text + a note);
+- answers a tool with an output model with a ``CallToolResult`` whose ``structuredContent`` is the
+  result as JSON values and whose one text content block is that same value as JSON text (for
+  clients that predate structured output); FastMCP validates ``structuredContent`` against the
+  model. Errors carry no ``structuredContent`` (``isError: true``, ``[code] message`` text).
 
 Where a call runs: an ``async def`` tool is awaited on the event loop (its selectors use the
 asyncio Redis client); a sync tool runs in a bounded pool of ``MCP_TOOL_THREADS`` worker threads
@@ -46,9 +53,13 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from typing import Annotated
+
 from mcp import types
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp_server.djangomcp import global_mcp_server
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json, to_jsonable_python
 
 from core.context import bind_call
 from core.workers import run_sync
@@ -107,6 +118,20 @@ def current_call() -> CallContext:
 
 # tool name → the scope a token needs to see and call it (filled by ``mcp_tool``).
 TOOL_SCOPES: dict[str, str] = {}
+# tool name → its result model (``mcpapi.results``), the source of its outputSchema.
+TOOL_MODELS: dict[str, type[BaseModel]] = {}
+
+# Tool hints (MCP spec 2025-06-18, "Tools → Tool annotations"); every tool declares one. Clients
+# use them to decide what to confirm with a person; they are hints, never the permission check
+# (that is the scope). openWorldHint: the call may reach Binance (a venue request, or a stream the
+# ingester opens); false when the answer comes from this server's own store (database, Redis).
+READ_OWN_STORE = types.ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+READ_VENUE = types.ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=True)
+# Orders and closes: a repeat with the same arguments places another order unless the call names
+# its clientOrderId, and the hint cannot say "if", so idempotentHint is false (docs/adr/0007).
+ORDER = types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
+# Cancels: canceling the same order(s) again changes nothing more.
+CANCEL = types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=True)
 
 
 def tool_allowed(name: str, identity) -> bool:
@@ -132,13 +157,22 @@ def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: b
     forgets one is hidden from read-only tokens). ``audit``: file an ``mcp.<tool>`` audit event per
     call (False when the tool's service audits in its own transaction). ``serial``: run this sync
     tool one call at a time per process. ``title``/``annotations``: MCP tool metadata (spec
-    2025-06-18, "Tools"), passed to FastMCP. Returns the guarded coroutine function."""
+    2025-06-18, "Tools"), passed to FastMCP (the title also as ``annotations.title``, where
+    2025-03-26 clients read it). The function's return annotation, a pydantic model
+    (``mcpapi.results``), is the tool's output schema; the function still returns a dict. Returns
+    the guarded coroutine function."""
 
     def decorate(func):
         name = func.__name__
         TOOL_SCOPES[name] = str(scope)
         is_async = inspect.iscoroutinefunction(func)
         is_trade = str(scope) == Scope.TRADE
+        signature = inspect.signature(func, eval_str=True)
+        model = signature.return_annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            model = None
+        else:
+            TOOL_MODELS[name] = model
 
         @functools.wraps(func)
         async def guarded(**kwargs):
@@ -170,13 +204,29 @@ def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: b
                 _current.reset(reset)
             if audit:
                 await _audit_async(name, ctx, kwargs, Outcome.OK, "", {}, t0)
-            return result
+            return result if model is None else structured(result)
 
         guarded.__doc__ = inspect.cleandoc(func.__doc__ or "")
-        (server or SERVER).tool(name=name, title=title, description=guarded.__doc__, annotations=annotations)(guarded)
+        if model is not None:  # FastMCP: a CallToolResult whose structuredContent the model validates
+            guarded.__signature__ = signature.replace(return_annotation=Annotated[types.CallToolResult, model])
+        hints = annotations
+        if hints is not None and title and hints.title is None:
+            hints = hints.model_copy(update={"title": title})
+        (server or SERVER).tool(name=name, title=title, description=guarded.__doc__, annotations=hints)(guarded)
         return guarded
 
     return decorate(fn) if fn is not None else decorate
+
+
+def structured(result) -> types.CallToolResult:
+    """A successful tool result (a dict) as MCP sends it: ``structuredContent`` is the result as
+    JSON values (``Decimal`` and other non-JSON values as strings, as in the text), and the one
+    text content block is that value as JSON text, so ``json.loads(text) == structuredContent``
+    (MCP spec 2025-06-18, "Tools → Structured Content": a tool returning structured content
+    should also return it serialized in a text block)."""
+    value = to_jsonable_python(result, fallback=str)
+    text = to_json(value, indent=2).decode()
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structuredContent=value, isError=False)
 
 
 def _check(name: str, identity, kwargs: dict) -> None:
@@ -229,7 +279,15 @@ async def call_tool(name: str, arguments: dict) -> types.CallToolResult:
     try:
         out = await SERVER.call_tool(name, arguments)
     except Exception as exc:  # ToolError (the guard's typed errors, argument validation, unknown tool)
-        return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], isError=True)
+        text = str(exc)
+        cause = exc.__cause__
+        model = TOOL_MODELS.get(name)
+        if isinstance(cause, ValidationError) and model is not None and cause.title == model.__name__:
+            # The tool ran (and may have acted) but its answer does not fit its outputSchema: a bug here.
+            log.error("tool %s: result does not match its output model %s", name, model.__name__, exc_info=cause)
+            text = (f"Internal error in {name}: its answer did not match its output schema. The call itself may have "
+                    "taken effect; check with a read tool (get_order, list_orders, get_account) before retrying.")
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)
     if isinstance(out, types.CallToolResult):
         return out
     if isinstance(out, tuple) and len(out) == 2:

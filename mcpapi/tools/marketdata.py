@@ -10,7 +10,8 @@ them on the event loop; the others run in its worker-thread pool (see ``mcpapi.g
 from typing import Optional, Union
 
 from marketdata import cache, selectors, services
-from mcpapi.guard import current_call, mcp_tool
+from mcpapi import results
+from mcpapi.guard import READ_OWN_STORE, READ_VENUE, current_call, mcp_tool
 from risk import access
 from risk.models import Scope
 
@@ -24,8 +25,8 @@ def _ticker_read_ahead(args: dict) -> list[str]:
 cache.read_ahead_register("get_ticker", _ticker_read_ahead)
 
 
-@mcp_tool(scope=Scope.MARKET_READ)
-async def get_ticker(symbol: str) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Best bid/ask of a symbol", annotations=READ_OWN_STORE)
+async def get_ticker(symbol: str) -> results.Ticker:
     """Latest best bid/ask of a spot symbol, e.g. get_ticker("BTCUSDT").
 
     Returns {symbol, bidPrice, bidQty, askPrice, askQty, lastPrice, spread, updateId,
@@ -35,9 +36,9 @@ async def get_ticker(symbol: str) -> dict:
     sym = await selectors.symbol_get_async(symbol)
     return (await selectors.quote_get_async(sym.symbol)).as_dict()
 
-@mcp_tool(scope=Scope.MARKET_READ)
+@mcp_tool(scope=Scope.MARKET_READ, title="Candles (klines)", annotations=READ_VENUE)
 def get_klines(symbol: str, interval: str = "1m", limit: int = 100, start_time: Optional[int] = None,
-               end_time: Optional[int] = None) -> dict:
+               end_time: Optional[int] = None) -> results.Klines:
     """Candles (klines) of a symbol, oldest first.
 
     Args: symbol e.g. "BTCUSDT"; interval one of 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M;
@@ -51,9 +52,9 @@ def get_klines(symbol: str, interval: str = "1m", limit: int = 100, start_time: 
     selectors.interval_check(interval)
     return selectors.klines_range(symbol=sym.symbol, interval=interval, limit=limit, start_time=start_time, end_time=end_time)
 
-@mcp_tool(scope=Scope.MARKET_READ)
+@mcp_tool(scope=Scope.MARKET_READ, title="Markets and their trading rules", annotations=READ_OWN_STORE)
 def list_markets(quote_asset: Optional[str] = None, status: Optional[str] = None, page: int = 1,
-                 page_size: int = 100) -> dict:
+                 page_size: int = 100) -> results.Markets:
     """Every spot market of the venue with its trading rules, a page at a time.
 
     Args: quote_asset e.g. "USDT" (optional filter); status e.g. "TRADING" or "BREAK"
@@ -67,8 +68,8 @@ def list_markets(quote_asset: Optional[str] = None, status: Optional[str] = None
     out["markets"] = access.visible(current_call().identity, out["markets"])
     return out
 
-@mcp_tool(scope=Scope.MARKET_READ)
-async def get_market_data(symbols: Union[list[str], str]) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Market overview of several symbols", annotations=READ_VENUE)
+async def get_market_data(symbols: Union[list[str], str]) -> results.MarketData:
     """A trader's view of up to 100 symbols, e.g. get_market_data(["BTCUSDT", "ETHUSDT"]).
 
     Per symbol: lastPrice, bidPrice/askPrice (quote asset) with bidQty/askQty (base asset),
@@ -79,8 +80,8 @@ async def get_market_data(symbols: Union[list[str], str]) -> dict:
     names = [s.symbol for s in await selectors.symbols_check_async(symbols)]
     return {"markets": await selectors.market_data_async(names)}
 
-@mcp_tool(scope=Scope.MARKET_READ)
-def get_ticker_24h(symbols: Optional[Union[list[str], str]] = None) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="24-hour ticker statistics", annotations=READ_VENUE)
+def get_ticker_24h(symbols: Optional[Union[list[str], str]] = None) -> results.Tickers24h:
     """Binance's rolling 24-hour statistics (GET /api/v3/ticker/24hr) for the given symbols
     (up to 100) or, with no argument, for every stored symbol (first 500).
 
@@ -93,8 +94,8 @@ def get_ticker_24h(symbols: Optional[Union[list[str], str]] = None) -> dict:
         [s.symbol for s in selectors.symbols_check(symbols)]
     return selectors.ticker_24h_list(names)
 
-@mcp_tool(scope=Scope.MARKET_READ)
-def get_order_book(symbol: str, limit: int = 100) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Order book", annotations=READ_VENUE)
+def get_order_book(symbol: str, limit: int = 100) -> results.OrderBook:
     """The venue's order book of a symbol (GET /api/v3/depth, at most ~1 s old).
 
     Args: symbol e.g. "BTCUSDT"; limit 1..5000 levels a side (default 100; request weight
@@ -105,9 +106,9 @@ def get_order_book(symbol: str, limit: int = 100) -> dict:
     sym = selectors.symbol_get(symbol)
     return selectors.order_book(symbol=sym.symbol, limit=limit)
 
-@mcp_tool(scope=Scope.MARKET_READ)
+@mcp_tool(scope=Scope.MARKET_READ, title="Technical indicators and signals", annotations=READ_VENUE)
 def get_indicators(symbol: str, interval: str = "1h", indicators: Optional[list[str]] = None,
-                   params: Optional[dict] = None) -> dict:
+                   params: Optional[dict] = None) -> results.Indicators:
     """Technical indicators at the latest closed candle, computed now with TA-Lib, plus seed
     signals (RSI < 30 BUY / > 70 SELL; MACD vs signal; SMA20/SMA50 golden/death cross; close
     outside the Bollinger bands), each with a one-line reason.
@@ -124,8 +125,8 @@ def get_indicators(symbol: str, interval: str = "1h", indicators: Optional[list[
     selectors.interval_check(interval)
     return selectors.indicators_compute(symbol=sym.symbol, interval=interval, indicators=indicators, params=params)
 
-@mcp_tool(scope=Scope.MARKET_READ)
-def get_fees(symbols: Optional[Union[list[str], str]] = None) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Trading fee rates", annotations=READ_OWN_STORE)
+def get_fees(symbols: Optional[Union[list[str], str]] = None) -> results.Fees:
     """Maker/taker commission rates as fractions of the notional ("0.001" = 0.1 %).
 
     Args: symbols (up to 100; default every market, first 500). Returns fees: [{symbol,
@@ -136,8 +137,8 @@ def get_fees(symbols: Optional[Union[list[str], str]] = None) -> dict:
         [s.symbol for s in selectors.symbols_check(symbols)]
     return selectors.fees_list(names=names, user=current_call().user)
 
-@mcp_tool(scope=Scope.MARKET_READ)
-def subscribe_stream(stream: str) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Subscribe to a Binance stream", annotations=READ_VENUE)
+def subscribe_stream(stream: str) -> results.StreamSubscribed:
     """Start collecting a live Binance stream for you; read it with get_stream_messages.
 
     Args: stream "<symbol>@<kind>" (symbol lower case is fine either way), kinds: trade,
@@ -148,22 +149,22 @@ def subscribe_stream(stream: str) -> dict:
     sub, created = services.stream_subscribe(user=current_call().user, stream=stream)
     return {"stream": sub.stream, "subscribed": True, "created": created}
 
-@mcp_tool(scope=Scope.MARKET_READ)
-def unsubscribe_stream(stream: str) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Unsubscribe from a stream", annotations=READ_OWN_STORE)
+def unsubscribe_stream(stream: str) -> results.StreamUnsubscribed:
     """Stop collecting a stream you subscribed to. Returns {stream, unsubscribed (false if you
     were not subscribed)}."""
     name = selectors.stream_check(stream)
     return {"stream": name, "unsubscribed": services.stream_unsubscribe(user=current_call().user, stream=name)}
 
-@mcp_tool(scope=Scope.MARKET_READ)
-def list_streams() -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Your streams", annotations=READ_OWN_STORE)
+def list_streams() -> results.Streams:
     """Your stream subscriptions and the always-on default streams (bookTicker and kline_1m of
     the watched symbols): [{stream, subscribed, default, buffered (messages held),
     lastEventTime (ms UTC or null)}]."""
     return {"streams": selectors.streams_list(user=current_call().user)}
 
-@mcp_tool(scope=Scope.MARKET_READ)
-def get_stream_messages(stream: str, limit: int = 50) -> dict:
+@mcp_tool(scope=Scope.MARKET_READ, title="Messages of a stream", annotations=READ_OWN_STORE)
+def get_stream_messages(stream: str, limit: int = 50) -> results.StreamMessages:
     """The newest messages of a stream you subscribed to (or a default stream), oldest first,
     exactly as Binance sends them (e.g. trade: {e, E, s, t, p, q, T, m}; kline: {e, E, s, k}).
 

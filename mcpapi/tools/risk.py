@@ -1,13 +1,14 @@
 """MCP tools of the risk app (declared with ``mcpapi.guard.mcp_tool``; imported by ``mcpapi.mcp``, which django-mcp-server autodiscovers): orders held in confirm mode."""
 from typing import Optional
 
-from mcpapi.guard import current_call, mcp_tool
+from mcpapi import results
+from mcpapi.guard import READ_OWN_STORE, current_call, mcp_tool
 from risk import access
 from risk.models import Scope
 
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def list_pending_orders(account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Orders waiting for approval", annotations=READ_OWN_STORE)
+def list_pending_orders(account_id: Optional[int] = None) -> results.PendingApprovals:
     """Your orders waiting for a person's approval (placed by a token in confirm mode), oldest first.
 
     A person approves or rejects them in the dashboard or admin; approval places the order then

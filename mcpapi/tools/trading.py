@@ -3,13 +3,19 @@
 Every tool acts only on the calling user's accounts: another user's account id answers "not
 found". Quantities are in the base asset, prices and notionals in the quote asset, times in ms
 since the epoch (UTC), numbers as strings; field names are Binance's.
+
+The order tools (place_order, place_oco, cancel_order, cancel_all_orders, close_position) act on
+the account's venue: a paper account is simulated here; a Binance testnet or live account sends
+the request to Binance (``openWorldHint: true``). The reads answer from this server's store.
+Result shapes: ``mcpapi.results``; hints: ``mcpapi.guard`` (docs/adr/0007).
 """
 from typing import Annotated, Optional, Union
 
 from pydantic import BeforeValidator
 
 from marketdata import cache
-from mcpapi.guard import TOOL_SCOPES, current_call, mcp_tool
+from mcpapi import results
+from mcpapi.guard import CANCEL, ORDER, READ_OWN_STORE, TOOL_SCOPES, current_call, mcp_tool
 from risk import access
 from risk.models import Channel, Scope
 from trading import portfolio, selectors, services
@@ -48,8 +54,8 @@ def _account(account_id):
     return call
 
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def get_account(account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Account balances, positions and limits", annotations=READ_OWN_STORE)
+def get_account(account_id: Optional[int] = None) -> results.Account:
     """Your trading account: balances (free/locked per asset), positions, fee rates and risk limits.
 
     Args: account_id: one of your accounts (default: your first account).
@@ -59,12 +65,17 @@ def get_account(account_id: Optional[int] = None) -> dict:
     state["positions"] = access.visible(call.identity, state["positions"])
     return state
 
-@mcp_tool(audit=False)
+@mcp_tool(audit=False, title="Place an order", annotations=ORDER)
 def place_order(symbol: str, side: str, type: str = "MARKET", quantity: Number = None,
                 quote_order_qty: Number = None, price: Number = None, stop_price: Number = None,
                 time_in_force: Optional[str] = None, client_order_id: Optional[str] = None,
-                account_id: Optional[int] = None) -> dict:
-    """Place a Binance spot order of any type (risk-checked, audited, idempotent).
+                account_id: Optional[int] = None) -> results.PlacedOrder:
+    """Place a Binance spot order of any type (risk-checked, audited, idempotent by client_order_id).
+
+    The order goes to the account's venue: simulated for a paper account, sent to Binance for a
+    Binance testnet or live account. Idempotency: a retry with the same client_order_id returns
+    the first order (duplicate: true) and places nothing; without a client_order_id every call
+    places a new order, so set one whenever you might retry.
 
     Args:
       symbol: e.g. "BTCUSDT". side: "BUY" or "SELL".
@@ -94,13 +105,15 @@ def place_order(symbol: str, side: str, type: str = "MARKET", quantity: Number =
     )
     return {**result.order, "duplicate": result.duplicate}
 
-@mcp_tool(audit=False)
+@mcp_tool(audit=False, title="Place an OCO order pair", annotations=ORDER)
 def place_oco(symbol: str, side: str, quantity: Money, price: Money, stop_price: Money,
               stop_limit_price: Number = None, stop_limit_time_in_force: Optional[str] = None,
-              list_client_order_id: Optional[str] = None, account_id: Optional[int] = None) -> dict:
+              list_client_order_id: Optional[str] = None, account_id: Optional[int] = None) -> results.OrderList:
     """Place an OCO (one-cancels-the-other) pair: a take-profit LIMIT_MAKER at price and a
     stop-loss at stop_price (STOP_LOSS, or STOP_LOSS_LIMIT when stop_limit_price is given);
-    when one leg fills or triggers, the other expires. Risk-checked, audited, idempotent.
+    when one leg fills or triggers, the other expires. Risk-checked, audited, idempotent by
+    list_client_order_id (without one, every call places a new pair). Goes to the account's
+    venue: simulated for a paper account, sent to Binance for a Binance testnet or live account.
 
     Args:
       symbol: e.g. "BTCUSDT". side: "SELL" to protect a long position, "BUY" to enter on a
@@ -123,43 +136,45 @@ def place_oco(symbol: str, side: str, quantity: Money, price: Money, stop_price:
                               stop_limit_price=stop_limit_price, stop_limit_time_in_force=stop_limit_time_in_force,
                               list_client_order_id=list_client_order_id, request_id=call.request_id)
 
-@mcp_tool(audit=False)
+@mcp_tool(audit=False, title="Cancel an order", annotations=CANCEL)
 def cancel_order(symbol: str, order_id: Optional[int] = None, client_order_id: Optional[str] = None,
-                 account_id: Optional[int] = None) -> dict:
+                 account_id: Optional[int] = None) -> results.OrderResult:
     """Cancel one of your open orders by order_id or client_order_id; its locked balance is
     released. Canceling a leg of an OCO cancels both legs. Returns the order (status CANCELED).
-    Errors: -2013 order does not exist, -2011 the order is no longer open.
+    Idempotent: canceling it again changes nothing (error -2011). Sent to Binance for a Binance
+    testnet or live account. Errors: -2013 order does not exist, -2011 the order is no longer open.
     """
     call = _account(account_id)
     return services.order_cancel(account=call.account, actor_user=call.user, actor_token=call.token,
                                  channel=Channel.MCP, symbol=symbol, order_id=order_id,
                                  client_order_id=client_order_id, request_id=call.request_id)
 
-@mcp_tool(audit=False)
-def cancel_all_orders(symbol: str, account_id: Optional[int] = None) -> dict:
-    """Cancel every open order of one symbol. Returns {"accountId", "symbol", "canceled": [orders]}."""
+@mcp_tool(audit=False, title="Cancel all open orders of a symbol", annotations=CANCEL)
+def cancel_all_orders(symbol: str, account_id: Optional[int] = None) -> results.Canceled:
+    """Cancel every open order of one symbol. Returns {"accountId", "symbol", "canceled": [orders]}
+    (empty when none was open). Sent to Binance for a Binance testnet or live account."""
     call = _account(account_id)
     out = services.order_cancel_all(account=call.account, actor_user=call.user, actor_token=call.token,
                                     channel=Channel.MCP, symbol=symbol, request_id=call.request_id)
     return {"accountId": call.account.pk, "symbol": symbol.upper(), "canceled": out}
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="One order", annotations=READ_OWN_STORE)
 def get_order(order_id: Optional[int] = None, client_order_id: Optional[str] = None,
-              symbol: Optional[str] = None, account_id: Optional[int] = None) -> dict:
+              symbol: Optional[str] = None, account_id: Optional[int] = None) -> results.OrderResult:
     """One of your orders, by order_id or client_order_id, with its fills (Binance names)."""
     call = _account(account_id)
     return access.order_visible(call.identity, selectors.order_get(account=call.account, order_id=order_id,
                                                                    client_order_id=client_order_id, symbol=symbol))
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def list_open_orders(symbol: Optional[str] = None, account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Open orders", annotations=READ_OWN_STORE)
+def list_open_orders(symbol: Optional[str] = None, account_id: Optional[int] = None) -> results.Orders:
     """Your open orders (NEW, PARTIALLY_FILLED), oldest first; stops show isWorking false until triggered."""
     call = _account(account_id)
     return {"accountId": call.account.pk, "orders": selectors.open_orders_list(
         account=call.account, symbol=symbol, symbols=access.symbols_default(call.identity))}
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def list_orders(symbol: Optional[str] = None, limit: int = 50, account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Recent orders", annotations=READ_OWN_STORE)
+def list_orders(symbol: Optional[str] = None, limit: int = 50, account_id: Optional[int] = None) -> results.Orders:
     """Your most recent orders, newest first, with their fills.
 
     Args: symbol: only this symbol (optional); limit: 1..500 (default 50); account_id: one of
@@ -169,23 +184,23 @@ def list_orders(symbol: Optional[str] = None, limit: int = 50, account_id: Optio
     return {"accountId": call.account.pk, "orders": selectors.orders_list(
         account=call.account, symbol=symbol, limit=limit, symbols=access.symbols_default(call.identity))}
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def get_trade_history(symbol: Optional[str] = None, limit: int = 100, account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Trade history (fills)", annotations=READ_OWN_STORE)
+def get_trade_history(symbol: Optional[str] = None, limit: int = 100, account_id: Optional[int] = None) -> results.Trades:
     """Your fills (trades), newest first: price, qty, quoteQty, commission, commissionAsset,
     isMaker, realizedPnl (quote asset, before fees). limit 1..1000 (default 100)."""
     call = _account(account_id)
     return {"accountId": call.account.pk, "trades": selectors.trades_list(
         account=call.account, symbol=symbol, limit=limit, symbols=access.symbols_default(call.identity))}
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def get_positions(account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Positions", annotations=READ_OWN_STORE)
+def get_positions(account_id: Optional[int] = None) -> results.Positions:
     """Your positions per symbol: quantity (base), avgEntryPrice, markPrice (best bid),
     unrealizedPnl and realizedPnl (quote asset)."""
     call = _account(account_id)
     return {"accountId": call.account.pk, "positions": access.visible(call.identity, portfolio.positions_list(account=call.account))}
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def get_portfolio(account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Portfolio value", annotations=READ_OWN_STORE)
+def get_portfolio(account_id: Optional[int] = None) -> results.Portfolio:
     """Your account valued in its quote asset (USDT): total value, each asset's free, locked,
     price and value, positions and P&L."""
     call = _account(account_id)
@@ -193,19 +208,20 @@ def get_portfolio(account_id: Optional[int] = None) -> dict:
     out["positions"] = access.visible(call.identity, out["positions"])
     return out
 
-@mcp_tool(scope=Scope.ACCOUNT_READ)
-def get_pnl(period: str = "1d", account_id: Optional[int] = None) -> dict:
+@mcp_tool(scope=Scope.ACCOUNT_READ, title="Profit and loss", annotations=READ_OWN_STORE)
+def get_pnl(period: str = "1d", account_id: Optional[int] = None) -> results.Pnl:
     """Profit and loss over a period: today | 1d | 7d | 30d | all. Realized P&L and fees of the
     period's fills, unrealized P&L now, value change since the period's first snapshot, and daily rollups."""
     call = _account(account_id)
     return portfolio.pnl_get(account=call.account, period=period)
 
-@mcp_tool(audit=False)
-def close_position(symbol: str, client_order_id: Optional[str] = None, account_id: Optional[int] = None) -> dict:
+@mcp_tool(audit=False, title="Close a position", annotations=ORDER)
+def close_position(symbol: str, client_order_id: Optional[str] = None, account_id: Optional[int] = None) -> results.PlacedOrder:
     """Close your position in a symbol: cancel its open orders, then MARKET SELL all free base
     asset (rounded down to the lot step). Returns the sell order. With a confirm-mode token the
     open orders stay and only the free base's sell waits for approval (PENDING_APPROVAL); cancel
-    them first (cancels need no approval) to sell everything."""
+    them first (cancels need no approval) to sell everything. Sent to Binance for a Binance
+    testnet or live account. Idempotent by client_order_id, like place_order."""
     call = _account(account_id)
     result = services.position_close(account=call.account, actor_user=call.user, actor_token=call.token,
                                      channel=Channel.MCP, symbol=symbol, client_order_id=client_order_id,
