@@ -107,6 +107,12 @@ def current_call() -> CallContext:
 # tool name → the scope a token needs to see and call it (filled by ``mcp_tool``).
 TOOL_SCOPES: dict[str, str] = {}
 
+# MCP list methods answered per caller, as ``tools/list`` is (``resources/list``,
+# ``resources/templates/list``, ``prompts/list``): method → ``async fn(identity)`` returning the
+# SDK's result model. Filled by ``mcpapi.resources`` and ``mcpapi.prompts``; the transports call
+# them with the identity bound.
+CALLER_LISTS: dict = {}
+
 
 def tool_allowed(name: str, identity) -> bool:
     """May ``identity`` (an ``Identity`` or an ``AgentToken``) see and call tool ``name``? Tools
@@ -126,55 +132,67 @@ def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: b
     2025-06-18, "Tools"), passed to FastMCP. Returns the guarded coroutine function."""
 
     def decorate(func):
-        name = func.__name__
-        TOOL_SCOPES[name] = str(scope)
-        is_async = inspect.iscoroutinefunction(func)
-        is_trade = str(scope) == Scope.TRADE
-
-        @functools.wraps(func)
-        async def guarded(**kwargs):
-            identity = _identity.get()
-            user, token = getattr(identity, "user", None), getattr(identity, "token", None)
-            ctx = CallContext(identity=identity, user=user, token=token,
-                              request_id=bind_call(uuid.uuid4().hex[:16], user=user, token=token, tool_name=name),
-                              tool=name, meta=_meta.get() or {})
-            t0 = time.perf_counter()
-            reset = _current.set(ctx)
-            try:
-                _check(name, identity, kwargs)
-                if is_async:
-                    result = await func(**kwargs)
-                elif is_trade:
-                    async with _account_queue(ctx.user, kwargs.get("account_id")):
-                        result = await run_sync(func, serial=serial, **kwargs)
-                else:
-                    result = await run_sync(func, serial=serial, **kwargs)
-                result = envelope(name, result)
-            except Exception as exc:
-                error, event = _failure(name, ctx, kwargs, exc, audit, t0)
-                if event is not None:
-                    await _audit_async(*event)
-                if error is None:
-                    raise
-                raise error from None
-            finally:
-                _current.reset(reset)
-            if audit:
-                await _audit_async(name, ctx, kwargs, Outcome.OK, "", {}, t0)
-            return result
-
-        guarded.__doc__ = inspect.cleandoc(func.__doc__ or "")
-        (server or SERVER).tool(name=name, title=title, description=guarded.__doc__, annotations=annotations)(guarded)
+        TOOL_SCOPES[func.__name__] = str(scope)
+        guarded = guard(func, name=func.__name__, scope=scope, audit=audit, serial=serial)
+        (server or SERVER).tool(name=guarded.__name__, title=title, description=guarded.__doc__, annotations=annotations)(guarded)
         return guarded
 
     return decorate(fn) if fn is not None else decorate
 
 
-def _check(name: str, identity, kwargs: dict) -> None:
-    """The identity's scope and symbol restriction (``PermissionDenied``)."""
-    if not tool_allowed(name, identity):
+def guard(func, *, name: str, scope: str, audit: bool = True, serial: bool = False):
+    """``func`` (sync or ``async def``) wrapped in the guard (see module docstring) as the
+    coroutine function ``guarded(**kwargs)``, without declaring it anywhere: ``mcp_tool`` declares
+    the result as a tool; resources and prompts (``mcpapi.resources``, ``mcpapi.prompts``) call
+    theirs from their FastMCP handlers. ``name``: what the call is audited (``mcp.<name>``) and
+    logged as; ``scope``: the ``risk.models.Scope`` the identity needs; ``audit``/``serial``: as
+    ``mcp_tool``'s. Errors: ``ToolError`` with the refusal's or failure's text."""
+    is_async = inspect.iscoroutinefunction(func)
+    is_trade = str(scope) == Scope.TRADE
+
+    @functools.wraps(func)
+    async def guarded(**kwargs):
+        identity = _identity.get()
+        user, token = getattr(identity, "user", None), getattr(identity, "token", None)
+        ctx = CallContext(identity=identity, user=user, token=token,
+                          request_id=bind_call(uuid.uuid4().hex[:16], user=user, token=token, tool_name=name),
+                          tool=name, meta=_meta.get() or {})
+        t0 = time.perf_counter()
+        reset = _current.set(ctx)
+        try:
+            check_access(identity, scope, kwargs, name)
+            if is_async:
+                result = await func(**kwargs)
+            elif is_trade:
+                async with _account_queue(ctx.user, kwargs.get("account_id")):
+                    result = await run_sync(func, serial=serial, **kwargs)
+            else:
+                result = await run_sync(func, serial=serial, **kwargs)
+            result = envelope(name, result)
+        except Exception as exc:
+            error, event = _failure(name, ctx, kwargs, exc, audit, t0)
+            if event is not None:
+                await _audit_async(*event)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            _current.reset(reset)
+        if audit:
+            await _audit_async(name, ctx, kwargs, Outcome.OK, "", {}, t0)
+        return result
+
+    guarded.__doc__ = inspect.cleandoc(func.__doc__ or "")
+    return guarded
+
+
+def check_access(identity, scope: str, kwargs: dict, name: str) -> None:
+    """Refuse (``PermissionDenied``) a call of ``name`` by ``identity`` that lacks ``scope``, or
+    whose arguments (``kwargs``) name a symbol outside the identity's symbol restriction
+    (``risk.authentication.requested_symbols``). The one check behind tools, resources and prompts."""
+    if identity is None or not identity.has_scope(scope):
         raise PermissionDenied(
-            f"This token lacks the '{TOOL_SCOPES[name]}' scope needed by {name}; "
+            f"This token lacks the '{scope}' scope needed by {name}; "
             "ask the account owner for a token with that scope."
         )
     allowed = getattr(identity, "symbols", None)
