@@ -165,3 +165,19 @@ def test_prompts_follow_the_tokens_scopes_accounts_and_symbols(live, trader, mak
     mine, alices = run(as_bob())
     assert f"account {bobs.pk}" in mine and f"account {account.pk}" not in mine
     assert alices.code == INVALID_PARAMS and f"Account {account.pk} not found among your accounts" in alices.message
+
+
+def test_a_prompt_is_audited_under_its_account_like_a_read_tool(quotes, trader):
+    from risk.audit import audit_drain
+    from risk.models import AuditEvent, Outcome
+    from test_mcp import rpc
+
+    _, account, key = trader
+    body = rpc(key, "prompts/get", {"name": "eod_pnl_report", "arguments": {"account_id": str(account.pk)}}).json()
+    assert "fills today: 0" in body["result"]["messages"][0]["content"]["text"]
+    refused = rpc(key, "prompts/get", {"name": "pre_trade_checklist", "arguments": {"symbol": "BTCUSDT", "side": "HOLD"}}).json()
+    assert refused["error"]["code"] == INVALID_PARAMS
+    audit_drain()
+    ok = AuditEvent.objects.get(action="mcp.prompt.eod_pnl_report")
+    assert ok.outcome == Outcome.OK and ok.account_id == account.pk and ok.actor_token.name == "alice-agent"
+    assert AuditEvent.objects.get(action="mcp.prompt.pre_trade_checklist").outcome == Outcome.REJECTED

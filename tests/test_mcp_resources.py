@@ -328,3 +328,12 @@ def test_account_resource_names_every_limit_and_the_trading_state(quotes, trader
     risk = json.loads(body["result"]["contents"][0]["text"])["risk"]
     assert Decimal(risk["maxOrderNotional"]) == 250 and risk["maxOpenOrders"] == 3 and risk["maxDailyLoss"] is None
     assert risk["tradingState"] == "ACTIVE"
+
+
+def test_initialize_advertises_resources_prompts_and_completions(trader):
+    from test_mcp import rpc
+
+    _, _, key = trader
+    result = rpc(key, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                     "clientInfo": {"name": "t", "version": "1"}}).json()["result"]
+    assert {"resources", "prompts", "completions", "tools"} <= set(result["capabilities"])
