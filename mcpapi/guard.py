@@ -8,7 +8,8 @@ FastMCP's public ``tool(name=, title=, description=, annotations=)`` decorator; 
 tool's input schema from the function's signature and docstring. Transports list and call tools
 only through FastMCP's public ``list_tools()`` / ``call_tool()`` (``list_tools_for``,
 ``call_tool`` here). Annotations, titles, output schemas, resources, prompts and completions are
-declared on the same ``SERVER`` with the SDK's decorators.
+declared on the same ``SERVER`` with the SDK's decorators; resource reads and prompts run their
+data gathering through ``guard()``, the same wrapper without the tool declaration.
 
 The wrapper, per call:
 
