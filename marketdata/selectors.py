@@ -85,6 +85,16 @@ async def symbols_check_async(symbols, *, max_count: int = 100) -> list[Symbol]:
     return list({r.symbol: r for r in rows}.values())
 
 
+def symbol_names_matching(prefix: str, *, only=None, limit: int = 100) -> tuple[list[str], int]:
+    """The stored symbols (exchangeInfo) whose names start with ``prefix`` (case-insensitive),
+    alphabetical, the first ``limit`` of them, and how many match in all. ``only``: a collection
+    of names to stay within (a token's symbol restriction); empty or None = every symbol."""
+    qs = Symbol.objects.filter(symbol__startswith=str(prefix or "").strip().upper())
+    if only:
+        qs = qs.filter(symbol__in=list(only))
+    return list(qs.order_by("symbol").values_list("symbol", flat=True)[:limit]), qs.count()
+
+
 def interval_check(interval: str) -> str:
     """Return ``interval`` if Binance supports it, else raise ``InvalidInput`` listing valid ones."""
     if interval not in KLINE_INTERVALS:

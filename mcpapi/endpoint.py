@@ -7,6 +7,9 @@ tool is declared (``mcpapi.guard.mcp_tool``). This module is the transport only,
 - the hot methods are answered here: ``tools/call`` through ``FastMCP.call_tool()`` and
   ``tools/list`` through ``FastMCP.list_tools()`` filtered by the token's scopes
   (``mcpapi.guard.call_tool`` / ``list_tools_for``);
+- ``resources/list``, ``resources/templates/list`` and ``prompts/list`` are answered per caller by
+  the functions ``mcpapi.resources`` / ``mcpapi.prompts`` register in ``mcpapi.guard.CALLER_LISTS``
+  (what the token's scopes, accounts and symbols allow);
 - every other method (``initialize``, ``ping``, ``resources/*``, ``prompts/*``,
   ``completion/complete``, ``logging/setLevel`` ...) is answered by the SDK itself: the request
   goes to a stateless JSON ``StreamableHTTPSessionManager`` over the same server
@@ -51,7 +54,7 @@ from oauth.selectors import www_authenticate
 from core.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
 from risk.ratelimit import unauthenticated_blocked, unauthenticated_count
-from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for, scope_missing
+from mcpapi.guard import CALLER_LISTS, SERVER, call_tool, identity_bound, list_tools_for, scope_missing
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +294,9 @@ class MCPEndpoint:
                 if isinstance(request, types.ListToolsRequest):
                     return _result(root.id, types.ListToolsResult(tools=await list_tools_for(identity)))
                 return _result(root.id, await call_tool(request.params.name, request.params.arguments or {}))
+            listing = CALLER_LISTS.get(root.method)  # resources, templates, prompts: what this caller may use
+            if listing is not None:
+                return _result(root.id, await listing(identity))
             return await self.sdk_answer(root)
 
     async def sdk_answer(self, root: types.JSONRPCRequest) -> dict:

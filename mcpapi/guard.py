@@ -11,7 +11,8 @@ Output Schema"). Each tool declares its hints (``annotations=``: one of ``READ_O
 ``READ_VENUE``, ``ORDER``, ``CANCEL`` below; "Tools → Tool annotations") and a ``title``. Transports list and call tools
 only through FastMCP's public ``list_tools()`` / ``call_tool()`` (``list_tools_for``,
 ``call_tool`` here). Annotations, titles, output schemas, resources, prompts and completions are
-declared on the same ``SERVER`` with the SDK's decorators.
+declared on the same ``SERVER`` with the SDK's decorators; resource reads and prompts run their
+data gathering through ``guard()``, the same wrapper without the tool declaration.
 
 The wrapper, per call:
 
@@ -133,6 +134,12 @@ ORDER = types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempote
 # Cancels: canceling the same order(s) again changes nothing more.
 CANCEL = types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=True)
 
+# MCP list methods answered per caller, as ``tools/list`` is (``resources/list``,
+# ``resources/templates/list``, ``prompts/list``): method → ``async fn(identity)`` returning the
+# SDK's result model. Filled by ``mcpapi.resources`` and ``mcpapi.prompts``; the transports call
+# them with the identity bound.
+CALLER_LISTS: dict = {}
+
 
 def tool_allowed(name: str, identity) -> bool:
     """May ``identity`` (an ``Identity`` or an ``AgentToken``) see and call tool ``name``? Tools
@@ -165,48 +172,13 @@ def mcp_tool(fn=None, *, scope: str = Scope.TRADE, audit: bool = True, serial: b
     def decorate(func):
         name = func.__name__
         TOOL_SCOPES[name] = str(scope)
-        is_async = inspect.iscoroutinefunction(func)
-        is_trade = str(scope) == Scope.TRADE
         signature = inspect.signature(func, eval_str=True)
         model = signature.return_annotation
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             model = None
         else:
             TOOL_MODELS[name] = model
-
-        @functools.wraps(func)
-        async def guarded(**kwargs):
-            identity = _identity.get()
-            user, token = getattr(identity, "user", None), getattr(identity, "token", None)
-            ctx = CallContext(identity=identity, user=user, token=token,
-                              request_id=bind_call(uuid.uuid4().hex[:16], user=user, token=token, tool_name=name),
-                              tool=name, meta=_meta.get() or {})
-            t0 = time.perf_counter()
-            reset = _current.set(ctx)
-            try:
-                _check(name, identity, kwargs)
-                if is_async:
-                    result = await func(**kwargs)
-                elif is_trade:
-                    async with _account_queue(ctx.user, kwargs.get("account_id")):
-                        result = await run_sync(func, serial=serial, **kwargs)
-                else:
-                    result = await run_sync(func, serial=serial, **kwargs)
-                result = envelope(name, result)
-            except Exception as exc:
-                error, event = _failure(name, ctx, kwargs, exc, audit, t0)
-                if event is not None:
-                    await _audit_async(*event)
-                if error is None:
-                    raise
-                raise error from None
-            finally:
-                _current.reset(reset)
-            if audit:
-                await _audit_async(name, ctx, kwargs, Outcome.OK, "", {}, t0)
-            return result if model is None else structured(result)
-
-        guarded.__doc__ = inspect.cleandoc(func.__doc__ or "")
+        guarded = guard(func, name=name, scope=scope, audit=audit, serial=serial, structured_result=model is not None)
         if model is not None:  # FastMCP: a CallToolResult whose structuredContent the model validates
             guarded.__signature__ = signature.replace(return_annotation=Annotated[types.CallToolResult, model])
         hints = annotations
@@ -229,10 +201,58 @@ def structured(result) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structuredContent=value, isError=False)
 
 
-def _check(name: str, identity, kwargs: dict) -> None:
-    """The identity's scope and symbol restriction, through the one access check of every
-    transport (``risk.access.require``: ``ScopeMissing`` / ``PermissionDenied``)."""
-    access.require(identity, scope=TOOL_SCOPES.get(name, Scope.TRADE), symbols=requested_symbols(kwargs), what=name)
+def guard(func, *, name: str, scope: str, audit: bool = True, serial: bool = False, structured_result: bool = False):
+    """``func`` (sync or ``async def``) wrapped in the guard (see module docstring) as the
+    coroutine function ``guarded(**kwargs)``, without declaring it anywhere: ``mcp_tool`` declares
+    the result as a tool; resources and prompts (``mcpapi.resources``, ``mcpapi.prompts``) call
+    theirs from their FastMCP handlers. ``name``: what the call is audited (``mcp.<name>``) and
+    logged as; ``scope``: the ``risk.models.Scope`` the identity needs; ``audit``/``serial``: as
+    ``mcp_tool``'s; ``structured_result``: return the result as a ``CallToolResult`` with
+    ``structuredContent`` (``structured``; tools with an output schema). Errors: ``ToolError`` with the refusal's or failure's text."""
+    is_async = inspect.iscoroutinefunction(func)
+    is_trade = str(scope) == Scope.TRADE
+
+    @functools.wraps(func)
+    async def guarded(**kwargs):
+        identity = _identity.get()
+        user, token = getattr(identity, "user", None), getattr(identity, "token", None)
+        ctx = CallContext(identity=identity, user=user, token=token,
+                          request_id=bind_call(uuid.uuid4().hex[:16], user=user, token=token, tool_name=name),
+                          tool=name, meta=_meta.get() or {})
+        t0 = time.perf_counter()
+        reset = _current.set(ctx)
+        try:
+            check_access(identity, scope, kwargs, name)
+            if is_async:
+                result = await func(**kwargs)
+            elif is_trade:
+                async with _account_queue(ctx.user, kwargs.get("account_id")):
+                    result = await run_sync(func, serial=serial, **kwargs)
+            else:
+                result = await run_sync(func, serial=serial, **kwargs)
+            result = envelope(name, result)
+        except Exception as exc:
+            error, event = _failure(name, ctx, kwargs, exc, audit, t0)
+            if event is not None:
+                await _audit_async(*event)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            _current.reset(reset)
+        if audit:
+            await _audit_async(name, ctx, kwargs, Outcome.OK, "", {}, t0)
+        return structured(result) if structured_result else result
+
+    guarded.__doc__ = inspect.cleandoc(func.__doc__ or "")
+    return guarded
+
+
+def check_access(identity, scope: str, kwargs: dict, name: str) -> None:
+    """The identity's scope and symbol restriction for a call of ``name`` with arguments
+    ``kwargs``, through the one access check of every transport (``risk.access.require``: raises
+    ``ScopeMissing`` / ``PermissionDenied``). The one check behind tools, resources and prompts."""
+    access.require(identity, scope=str(scope), symbols=requested_symbols(kwargs), what=name)
 
 
 def _failure(name, ctx, params, exc, audit, t0):
