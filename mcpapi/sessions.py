@@ -86,6 +86,11 @@ def reply_key(sid: str, request_id) -> str:
     return f"{settings.REDIS_KEY_PREFIX}mcp:session:{sid}:reply:{request_id}"
 
 
+def pump_key(sid: str) -> str:
+    """Redis key naming the pump (``Pump.owner``) feeding session ``sid``, while one runs."""
+    return f"{settings.REDIS_KEY_PREFIX}mcp:session:{sid}:pump"
+
+
 def control_group(sid: str) -> str:
     """Channels group of session ``sid``'s pump (control messages from any worker)."""
     return f"mcp.session.{sid}"
@@ -307,10 +312,13 @@ class SessionPeer(Peer):
     async def request(self, method: str, params: dict, timeout: float) -> dict:
         request_id = f"tmcp-{uuid.uuid4().hex[:16]}"
         await self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        try:
-            answer = await async_redis_shared().blpop([reply_key(self.session.id, request_id)], timeout=max(1, int(timeout)))
-        except RedisTimeout:
-            answer = None
+        key, answer = reply_key(self.session.id, request_id), None
+        deadline = time.monotonic() + timeout
+        while answer is None and time.monotonic() < deadline:  # short pops: the client's socket timeout is 5 s
+            try:
+                answer = await async_redis_shared().blpop([key], timeout=max(1, min(4, int(deadline - time.monotonic()))))
+            except RedisTimeout:
+                answer = None
         if answer is None:
             raise PeerError(f"no answer to {method} within {timeout:.0f} s")
         return _result_of(orjson.loads(answer[1]), method)
@@ -460,8 +468,22 @@ async def subscribe(session: Session, identity, uri: str) -> dict:
         pipe.sadd(subs_key(session.id), topic.uri)
         pipe.expire(subs_key(session.id), settings.MCP_SESSION_TTL_S)
         await pipe.execute()
-    await _control(session.id, {"op": "subscriptions"})
+    await _subscriptions_changed(session.id)
     return {}
+
+
+async def _subscriptions_changed(sid: str) -> None:
+    """Tell the session's pump (on whichever worker) to re-read its subscriptions, and wait (up to
+    2 s) until it listens to them, so updates from the moment the answer is sent are delivered."""
+    redis = async_redis_shared()
+    if not await redis.exists(pump_key(sid)):
+        return  # no GET stream: the pump reads the subscriptions when it starts
+    ack = f"{settings.REDIS_KEY_PREFIX}mcp:session:{sid}:ack:{uuid.uuid4().hex}"
+    await _control(sid, {"op": "subscriptions", "ack": ack})
+    try:
+        await redis.blpop([ack], timeout=2)
+    except RedisTimeout:
+        pass
 
 
 async def unsubscribe(session: Session, uri: str) -> dict:
@@ -471,7 +493,7 @@ async def unsubscribe(session: Session, uri: str) -> dict:
     except Exception:
         topic_uri = str(uri)
     await async_redis_shared().srem(subs_key(session.id), topic_uri)
-    await _control(session.id, {"op": "subscriptions"})
+    await _subscriptions_changed(session.id)
     return {}
 
 
@@ -508,6 +530,7 @@ class Pump:
         self.closed = asyncio.Event()  # the session ended (DELETE, revocation, take-over)
         self.store = event_store()
         self.task: asyncio.Task | None = None
+        self.ready = asyncio.Event()  # listening to every group of the session
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
@@ -527,6 +550,8 @@ class Pump:
             await self._join(access_group(self.session.user_id))
             await self.layer.group_send(control_group(self.session.id), {"type": CONTROL, "op": "takeover", "owner": self.owner})
             await self._reload()
+            await async_redis_shared().set(pump_key(self.session.id), self.owner, ex=settings.MCP_SESSION_TTL_S)
+            self.ready.set()
             backoff = 0.1
             while not self.closed.is_set():
                 try:
@@ -543,11 +568,17 @@ class Pump:
                     continue
                 await self.handle(message)
         finally:
+            self.ready.set()
             for group in list(self.groups):
                 try:
                     await self.layer.group_discard(group, self.channel)
                 except Exception:
                     pass
+            try:
+                if await async_redis_shared().get(pump_key(self.session.id)) == self.owner.encode():
+                    await async_redis_shared().delete(pump_key(self.session.id))
+            except RedisError:
+                pass
 
     async def _join(self, group: str) -> None:
         if group not in self.groups:
@@ -576,6 +607,9 @@ class Pump:
             op = message.get("op")
             if op == "subscriptions":
                 await self._reload()
+                if message.get("ack"):
+                    async with async_redis_shared().pipeline(transaction=False) as pipe:
+                        await pipe.rpush(message["ack"], b"1").expire(message["ack"], 10).execute()
             elif op == "takeover" and message.get("owner") != self.owner:
                 self.closed.set()
             elif op == "closed":
@@ -635,6 +669,10 @@ async def serve_get(scope, receive, send, *, session: Session, identity, token_k
     pump = Pump(session, token_key, identity)
     _pumps[sid] = pump
     pump.start()
+    try:
+        await asyncio.wait_for(pump.ready.wait(), 5)
+    except asyncio.TimeoutError:
+        log.warning("mcp session %s: the pump was not ready within 5 s", sid)
 
     async def events():
         nonlocal after

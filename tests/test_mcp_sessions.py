@@ -21,7 +21,7 @@ from marketdata.cache import book_key, get_redis
 from marketdata.services import exchange_info_sync
 from risk.models import AuditEvent, RiskLimit
 from risk.services import agent_token_create, agent_token_revoke
-from trading.models import Order
+from trading.models import Account, Order
 from trading.services import account_create
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -149,3 +149,111 @@ def test_sdk_client_session_subscribes_to_tickers_and_account_orders(live, trade
     resp = httpx.post(live.base_url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={
         "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", "Mcp-Session-Id": sid})
     assert resp.status_code == 404
+
+
+def rpc(base, token, method, params=None, sid=None, id=1, headers=None):
+    """One JSON-RPC request POSTed to ``base``/mcp; the httpx response."""
+    body = {"jsonrpc": "2.0", "method": method, "params": params or {}}
+    if id is not None:
+        body["id"] = id
+    h = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", **(headers or {})}
+    if sid:
+        h["Mcp-Session-Id"] = sid
+    return httpx.post(base + "/mcp", json=body, headers=h, timeout=30)
+
+
+def open_session(base, token, capabilities=None) -> str:
+    resp = rpc(base, token, "initialize", {"protocolVersion": "2025-06-18", "capabilities": capabilities or {},
+                                           "clientInfo": {"name": "t", "version": "1"}})
+    assert resp.status_code == 200, resp.text
+    sid = resp.headers["mcp-session-id"]
+    assert rpc(base, token, "notifications/initialized", sid=sid, id=None).status_code == 202
+    return sid
+
+
+async def read_events(base, token, sid, until, last_event_id=None, timeout=30):
+    """Open the session's GET stream on ``base`` and collect its SSE events (``(id, message)``)
+    until ``until(events)`` holds; then drop the stream."""
+    from httpx_sse import aconnect_sse
+
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream", "Mcp-Session-Id": sid}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    events = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout)) as http:
+        async with aconnect_sse(http, "GET", base + "/mcp", headers=headers) as source:
+            assert source.response.status_code == 200
+            async for sse in source.aiter_sse():
+                if sse.data:
+                    events.append((sse.id, json.loads(sse.data)))
+                if until(events):
+                    return events
+    return events
+
+
+def order_ids(events):
+    return [m["params"]["value"]["data"].get("clientOrderId") for _, m in events
+            if m.get("method") == "notifications/resources/updated" and m["params"]["value"].get("kind") == "order"]
+
+
+def test_two_workers_and_last_event_id_resume_after_a_dropped_stream(live, second_web, trader):
+    """initialize on one worker; subscribe and call on the other; the GET stream on the first;
+    after it drops, orders placed meanwhile come back on a GET with Last-Event-ID on the second."""
+    _, account, token = trader
+    a, b = live.base_url, second_web
+    sid = open_session(a, token)
+    uri = f"tradingmcp://accounts/{account.pk}/orders/open"
+    assert rpc(b, token, "resources/subscribe", {"uri": uri}, sid=sid).json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+    def place(base, cid):
+        resp = rpc(base, token, "tools/call", {"name": "place_order", "arguments": {
+            "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002", "client_order_id": cid}}, sid=sid)
+        assert resp.status_code == 200 and not resp.json()["result"]["isError"], resp.text
+
+    async def first_stream():
+        reader = asyncio.create_task(read_events(a, token, sid, lambda ev: "two-1" in order_ids(ev)))
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(place, b, "two-1")
+        return await reader
+
+    first = run(first_stream())
+    last_id = [eid for eid, m in first if m.get("method") == "notifications/resources/updated"][-1]
+    assert last_id.startswith(sid + "/")
+    place(b, "two-2")  # the stream is down: the pump on the first worker keeps storing
+    place(a, "two-3")
+    resumed = run(read_events(b, token, sid, lambda ev: {"two-2", "two-3"} <= set(order_ids(ev)), last_event_id=last_id))
+    ids = order_ids(resumed)
+    assert "two-1" not in ids and ids.index("two-2") < ids.index("two-3")
+    assert [eid for eid, _ in resumed] == sorted(eid for eid, _ in resumed)
+
+
+def test_a_session_belongs_to_its_token(live, trader, make_user):
+    _, _, token = trader
+    sid = open_session(live.base_url, token)
+    other = make_user("mallory")
+    account_create(owner=other, name="M")
+    _, other_token = agent_token_create(user=other, name="m")
+    _, same_user_token = agent_token_create(user=trader[0], name="second token")
+    for key in (other_token, same_user_token):
+        assert rpc(live.base_url, key, "ping", sid=sid).status_code == 404
+        assert httpx.get(live.base_url + "/mcp", headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream",
+                                                          "Mcp-Session-Id": sid}).status_code == 404
+        assert httpx.delete(live.base_url + "/mcp", headers={"Authorization": f"Bearer {key}", "Mcp-Session-Id": sid}).status_code == 404
+    # the owner's session is untouched; unknown ids are 404, a GET/DELETE without one 400
+    assert rpc(live.base_url, token, "ping", sid=sid).json()["result"] == {}
+    assert rpc(live.base_url, token, "ping", sid="0" * 32).status_code == 404
+    h = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    assert httpx.get(live.base_url + "/mcp", headers=h).status_code == 400
+    assert httpx.delete(live.base_url + "/mcp", headers=h).status_code == 400
+    # subscribing needs a session; another user's account is not found; stateless calls still work
+    assert rpc(live.base_url, token, "resources/subscribe", {"uri": TICKER}).status_code == 400
+    theirs = Account.objects.filter(owner=other).first()
+    denied = rpc(live.base_url, token, "resources/subscribe", {"uri": f"tradingmcp://accounts/{theirs.pk}"}, sid=sid).json()
+    assert denied["error"]["code"] == -32002 and "not found" in denied["error"]["message"]
+    bad = rpc(live.base_url, token, "resources/subscribe", {"uri": "tradingmcp://markets/NOPE1/ticker"}, sid=sid).json()
+    assert bad["error"]["code"] == -32602 and "NOPE1" in bad["error"]["message"]
+    assert not rpc(live.base_url, token, "tools/call", {"name": "get_ticker", "arguments": {"symbol": "BTCUSDT"}}).json()["result"]["isError"]
+    assert rpc(live.base_url, token, "logging/setLevel", {"level": "info"}).json()["result"] == {}
+    # DELETE ends it
+    assert httpx.delete(live.base_url + "/mcp", headers={**h, "Mcp-Session-Id": sid}).status_code == 200
+    assert rpc(live.base_url, token, "ping", sid=sid).status_code == 404
