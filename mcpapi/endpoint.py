@@ -225,7 +225,7 @@ def _streams_related(root: types.JSONRPCRequest, session, identity: Identity, he
     return bool(identity.confirm_orders and session.elicitation)
 
 
-def _declare_capabilities(result: dict) -> None:
+def declare_capabilities(result: dict) -> None:
     """The ``initialize`` result as the SDK built it, plus what the transports add: ``logging``
     (``logging/setLevel``) and ``resources.subscribe``."""
     capabilities = result.setdefault("capabilities", {})
@@ -353,7 +353,7 @@ class MCPEndpoint:
         extra = []
         if initialize and "result" in response:
             session = await sessions.session_create(auth.identity, root.params)
-            _declare_capabilities(response["result"])
+            declare_capabilities(response["result"])
             extra.append((b"mcp-session-id", session.id.encode()))
         await _send(send, 200, orjson.dumps(response), extra)
 
