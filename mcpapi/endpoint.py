@@ -60,7 +60,7 @@ from marketdata.cache import async_redis_shared, read_ahead, read_ahead_keys
 from oauth.selectors import www_authenticate
 from project.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
-from mcpapi import sessions
+from mcpapi import notices, sessions
 from mcpapi.guard import SERVER, call_tool, identity_bound, list_tools_for
 from trading.errors import NotFound, TradingError
 
@@ -407,7 +407,9 @@ class MCPEndpoint:
                     return _rpc_error(root.id, types.INVALID_PARAMS, f"Invalid request parameters: {exc}")
                 if isinstance(request, types.ListToolsRequest):
                     return _result(root.id, types.ListToolsResult(tools=await list_tools_for(identity)))
-                return _result(root.id, await call_tool(request.params.name, request.params.arguments or {}))
+                result = await call_tool(request.params.name, request.params.arguments or {})
+                await notices.after_call(request.params.name, request.params.arguments or {}, result, identity)
+                return _result(root.id, result)
             if root.method in SESSION_METHODS or root.method == "logging/setLevel":
                 return await self.session_answer(root, identity, session)
             return await self.sdk_answer(root)

@@ -57,6 +57,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from sse_starlette import EventSourceResponse
 
 from marketdata.cache import async_redis_shared
+from marketdata.ingester import VENUE_GROUP
 from mcpapi import subscriptions
 from risk.authentication import authenticate_bearer_async
 from risk.signals import ACCESS_CHANGED, access_group
@@ -94,6 +95,12 @@ def pump_key(sid: str) -> str:
 def control_group(sid: str) -> str:
     """Channels group of session ``sid``'s pump (control messages from any worker)."""
     return f"mcp.session.{sid}"
+
+
+def venue_notice(message: dict) -> dict:
+    """The ``notifications/message`` data of a ``venue.event`` channel-layer message
+    (``marketdata.ingester.VENUE_GROUP``): ``{event, venue, connects}``."""
+    return {"event": message.get("event"), "venue": message.get("venue"), "connects": message.get("connects")}
 
 
 def valid_session_id(sid: str) -> bool:
@@ -455,6 +462,7 @@ async def set_level(session: Session | None, params) -> dict:
     if session is not None:
         session.level = level
         await session_save(session)
+        await _control(session.id, {"op": "level", "level": level})
     return {}
 
 
@@ -594,7 +602,8 @@ class Pump:
                 self.topics[uri] = subscriptions.parse(uri)
             except Exception:
                 continue
-        needed = {t.group for t in self.topics.values()} | {control_group(self.session.id), access_group(self.session.user_id)}
+        needed = {t.group for t in self.topics.values()} | {control_group(self.session.id), access_group(self.session.user_id),
+                                                             VENUE_GROUP}
         for group in sorted(needed - self.groups):
             await self._join(group)
         for group in sorted(self.groups - needed):
@@ -614,6 +623,13 @@ class Pump:
                 self.closed.set()
             elif op == "closed":
                 self.closed.set()
+            elif op == "level":
+                self.session.level = message.get("level")
+            return
+        if kind == "venue.event":
+            if SessionPeer(self.session).wants("warning"):
+                await self.store.append(self.session.id, {"jsonrpc": "2.0", "method": "notifications/message", "params": {
+                    "level": "warning", "logger": "tradingmcp.venue", "data": venue_notice(message)}})
             return
         if kind == ACCESS_CHANGED:
             await self.recheck_access()

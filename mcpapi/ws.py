@@ -77,6 +77,7 @@ from pydantic import ValidationError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
+from marketdata.ingester import VENUE_GROUP
 from trading.events import BATCH_TYPE
 from project.hostcheck import host_allowed, origin_allowed
 from mcpapi import sessions, subscriptions
@@ -366,6 +367,7 @@ class Connection:
         if tool_allowed("get_account", self.identity):
             self.account_ids = set(await sync_to_async(_readable_account_ids)(self.identity))
         await self._join(access_group(self.identity.user.pk))
+        await self._join(VENUE_GROUP)
         for account_id in sorted(self.account_ids):
             await self._join(f"account.{account_id}")
         for stream in sorted(self.streams):
@@ -387,7 +389,7 @@ class Connection:
 
     async def _leave_unused(self) -> None:
         needed = {f"account.{a}" for a in self.account_ids} | {group_for_stream(s) for s in self.streams} | \
-            {access_group(self.identity.user.pk)} | {t.group for t in self.topics.values()}
+            {access_group(self.identity.user.pk), VENUE_GROUP} | {t.group for t in self.topics.values()}
         for group in sorted(self.groups - needed):
             await self.layer.group_discard(group, self.channel)
             self.groups.discard(group)
@@ -625,6 +627,11 @@ class Connection:
             stream = f"{str(message.get('symbol', '')).lower()}@{message.get('stream')}"
         elif kind == "stream.message":
             stream = message.get("stream")
+        elif kind == "venue.event":
+            if self.peer.wants("warning"):
+                self._reply({"jsonrpc": "2.0", "method": "notifications/message", "params": {
+                    "level": "warning", "logger": "tradingmcp.venue", "data": sessions.venue_notice(message)}})
+            return
         elif kind == ACCESS_CHANGED:
             task = asyncio.create_task(self.recheck_access())
             self.inflight.add(task)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import mcp.types as mt
+from asgiref.sync import sync_to_async
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -257,3 +258,85 @@ def test_a_session_belongs_to_its_token(live, trader, make_user):
     # DELETE ends it
     assert httpx.delete(live.base_url + "/mcp", headers={**h, "Mcp-Session-Id": sid}).status_code == 200
     assert rpc(live.base_url, token, "ping", sid=sid).status_code == 404
+
+
+def test_set_level_filters_risk_warnings_and_progress_reaches_the_caller(live, trader):
+    _, account, token = trader
+    RiskLimit.objects.update_or_create(account=account, defaults={"max_orders_per_minute": 3})
+
+    async def scenario():
+        seen, arrived, on_message = updates_collector()
+        progress = []
+
+        async def on_progress(done, total, message):
+            progress.append((done, total, message))
+
+        async with client(token) as http, streamable_http_client(live.base_url + "/mcp", http_client=http) as (read, write, _):
+            async with ClientSession(read, write, message_handler=on_message) as session:
+                await session.initialize()
+                await session.set_logging_level("error")  # risk warnings are "warning": below it
+                for cid in ("lvl-1", "lvl-2", "lvl-3"):
+                    r = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                                                "client_order_id": cid})
+                    assert not r.isError, r
+                await asyncio.sleep(1)
+                quiet = list(seen["log"])
+                await session.set_logging_level("warning")
+                await sync_to_async(lambda: RiskLimit.objects.filter(account=account).update(max_orders_per_minute=4))()
+                r = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                                            "client_order_id": "lvl-4"})
+                assert not r.isError, r
+                await wait_for(arrived, lambda: seen["log"])
+                end = live.replay.clock.now_ms() - 10 * 60_000
+                klines = await session.call_tool("get_klines", {"symbol": "BTCUSDT", "interval": "1m", "limit": 5, "end_time": end},
+                                                 progress_callback=on_progress)
+                assert not klines.isError
+                return quiet, seen["log"], progress
+
+    quiet, logged, progress = run(scenario())
+    assert quiet == []
+    warning = logged[0]
+    assert warning["level"] == "warning" and warning["logger"] == "tradingmcp.risk"
+    assert warning["data"]["limit"] == "max_orders_per_minute" and warning["data"]["account"] == account.pk
+    assert warning["data"]["pct"] >= 80 and warning["data"]["max"].startswith("4")
+    assert progress[0][:2] == (0, 5) and progress[-1][:2] == (5, 5)
+
+
+def test_elicitation_confirms_or_drops_a_confirm_mode_order(live, trader):
+    user, account, _ = trader
+    _, token = agent_token_create(user=user, name="confirming agent", confirm_orders=True)
+    asked = []
+    answers = iter([mt.ElicitResult(action="accept", content={"confirm": True}), mt.ElicitResult(action="decline")])
+
+    async def on_elicit(context, params):
+        asked.append(params.message)
+        return next(answers)
+
+    async def scenario():
+        async with client(token) as http, streamable_http_client(live.base_url + "/mcp", http_client=http) as (read, write, _):
+            async with ClientSession(read, write, elicitation_callback=on_elicit) as session:
+                await session.initialize()
+                yes = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                                              "client_order_id": "chat-yes"})
+                no = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                                             "client_order_id": "chat-no"})
+                return json.loads(yes.content[0].text), json.loads(no.content[0].text)
+
+    yes, no = run(scenario())
+    assert len(asked) == 2 and "BUY" in asked[0] and "0.002" in asked[0] and "estimated notional" in asked[0]
+    assert "passes the risk limits" in asked[0]
+    booked = Order.objects.get(account=account, client_order_id="chat-yes")
+    assert yes["confirmedInChat"] and yes["orderId"] == booked.pk and yes["status"] == booked.status
+    assert no["status"] == "REJECTED" and no["decision"] == "decline"
+    assert not Order.objects.filter(client_order_id="chat-no").exists()
+    from risk.audit import audit_drain
+
+    audit_drain()
+    actions = set(AuditEvent.objects.filter(account=account).values_list("action", flat=True))
+    assert {"order.hold", "order.approve", "order.reject"} <= actions
+    rejected = AuditEvent.objects.get(action="order.reject")
+    assert "decline in the chat" in rejected.params["note"]
+    # A client without the capability keeps the approval queue.
+    plain = rpc(live.base_url, token, "tools/call", {"name": "place_order", "arguments": {
+        "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002", "client_order_id": "queued"}}).json()
+    assert json.loads(plain["result"]["content"][0]["text"])["status"] == "PENDING_APPROVAL"
