@@ -340,3 +340,19 @@ def test_elicitation_confirms_or_drops_a_confirm_mode_order(live, trader):
     plain = rpc(live.base_url, token, "tools/call", {"name": "place_order", "arguments": {
         "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002", "client_order_id": "queued"}}).json()
     assert json.loads(plain["result"]["content"][0]["text"])["status"] == "PENDING_APPROVAL"
+
+
+def test_revoking_the_token_ends_the_session_stream(live, trader):
+    user, account, _ = trader
+    row, token = agent_token_create(user=user, name="to revoke")
+    sid = open_session(live.base_url, token)
+    assert rpc(live.base_url, token, "resources/subscribe", {"uri": f"tradingmcp://accounts/{account.pk}"}, sid=sid).status_code == 200
+
+    async def scenario():
+        reader = asyncio.create_task(read_events(live.base_url, token, sid, lambda ev: False))
+        await asyncio.sleep(1)
+        await sync_to_async(agent_token_revoke)(token=row)
+        return await asyncio.wait_for(reader, 20)  # the server ends the stream
+
+    assert run(scenario()) == []
+    assert rpc(live.base_url, token, "ping", sid=sid).status_code == 401
