@@ -51,6 +51,9 @@ def market_group(symbol: str) -> str:
     return f"market.{symbol}"
 
 
+VENUE_GROUP = "venue.events"  # Channels group told when the ingester reconnects to the venue
+
+
 def stream_group(stream: str) -> str:
     """Channels group of any other stream's messages (``btcusdt@trade`` → ``stream.btcusdt.trade``)."""
     return "stream." + stream.replace("@", ".")
@@ -210,6 +213,8 @@ class Ingester:
             socket.MAX_RECONNECTS = 0
             async with socket:
                 self.connects += 1
+                if self.connects > 1:
+                    await self._venue_event("reconnected")
                 started = time.monotonic()
                 if self.store_klines:
                     # After the socket is up: candles closing from now on arrive on the stream,
@@ -237,6 +242,15 @@ class Ingester:
                             await self._follow_subscriptions(socket)
         finally:
             await client.close_connection()
+
+    async def _venue_event(self, event: str) -> None:
+        """Tell ``VENUE_GROUP`` (MCP sessions and sockets, ``mcpapi.notices``) about a venue
+        connection event: ``{"type": "venue.event", "event", "venue", "connects"}``."""
+        try:
+            await self.layer.group_send(VENUE_GROUP, {"type": "venue.event", "event": event,
+                                                      "venue": settings.BINANCE_VENUE, "connects": self.connects})
+        except Exception as exc:
+            log.warning("ingester: venue event push failed: %s", exc)
 
     async def _follow_subscriptions(self, socket) -> None:
         version = await self.redis.get(cache.streams_version_key())

@@ -27,7 +27,7 @@ from marketdata import selectors as md
 from marketdata.indicators import INDICATORS
 from mcpapi import prompts, resources
 from mcpapi.guard import SERVER, current_identity
-from project.workers import run_sync
+from core.workers import run_sync
 
 MAX_VALUES = 100
 SIDES = ("BUY", "SELL")

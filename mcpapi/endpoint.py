@@ -26,16 +26,27 @@ checked as the SDK's ``StreamableHTTPServerTransport`` does → the call, with t
 (``mcpapi.guard.identity_bound``) → one JSON response.
 
 Behaviour follows the MCP spec (2025-06-18, "Transports → Streamable HTTP") and matches the SDK's
-stateless JSON mode: POST only (GET/DELETE answer 405), ``Accept`` must include
-``application/json`` (406), ``Content-Type`` must be ``application/json`` (415), a bad
-``MCP-Protocol-Version`` header answers 400, notifications answer 202 with no body, a request
-answers 200 with its JSON-RPC response; a missing or bad token answers 401 with
-``WWW-Authenticate: Bearer``; a ``tools/call`` an OAuth access token lacks the scope of answers
-403 ``insufficient_scope`` naming the scopes to ask for (step-up; static tokens get the tool
-error, docs/adr/0007-step-up-for-oauth-tokens-only.md); a token over its rate limit answers 429 with ``Retry-After``; a
-client IP sending more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without a valid token
-answers 429; a body not received within ``MCP_BODY_TIMEOUT_S`` answers 408. Batches are not
-supported (as in the SDK).
+JSON mode: ``Accept`` must include ``application/json`` (406), ``Content-Type`` must be
+``application/json`` (415), a bad ``MCP-Protocol-Version`` header answers 400, notifications answer
+202 with no body, a request answers 200 with its JSON-RPC response; a missing or bad token answers
+401 with ``WWW-Authenticate: Bearer``; a ``tools/call`` an OAuth access token lacks the scope of
+answers 403 ``insufficient_scope`` naming the scopes to ask for (step-up; static tokens get the
+tool error, docs/adr/0010-step-up-for-oauth-tokens-only.md); a token over its rate limit answers 429 with
+``Retry-After``; a client IP sending more than ``MCP_UNAUTHENTICATED_PER_MINUTE`` requests without
+a valid token answers 429; a body not received within ``MCP_BODY_TIMEOUT_S`` answers 408. Batches
+are not supported (as in the SDK). Other methods than GET, POST and DELETE answer 405.
+
+Sessions (``mcpapi.sessions``, state in Redis, any worker serves any request): a successful
+``initialize`` answers with ``Mcp-Session-Id`` (and declares ``logging`` and
+``resources.subscribe``). A request carrying the header is served within that session: its record
+is read in the token check's pipelined round trip; an unknown or expired id, or one of another
+token, answers 404. ``GET /mcp`` (``Accept: text/event-stream``) opens the session's SSE stream
+(``Last-Event-ID`` resumes), ``DELETE /mcp`` ends the session; both answer 400 without the header.
+``resources/subscribe`` / ``unsubscribe`` need a session (400 without); ``logging/setLevel``
+without one answers ``{}``. A session's ``tools/call`` that may message the client first (a
+``_meta.progressToken``; a confirm-mode token whose client declared ``elicitation``) is answered
+as an SSE stream when the client accepts one; every other request is answered as without a
+session. Clients that never send the header are served statelessly, exactly as before.
 """
 from __future__ import annotations
 
@@ -54,6 +65,8 @@ from oauth.selectors import www_authenticate
 from core.hostcheck import host_allowed, origin_allowed
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
 from risk.ratelimit import unauthenticated_blocked, unauthenticated_count
+from core.errors import NotFound, TradingError
+from mcpapi import notices, sessions
 from mcpapi.guard import CALLER_LISTS, SERVER, call_tool, identity_bound, list_tools_for, scope_missing
 
 log = logging.getLogger(__name__)
@@ -192,6 +205,34 @@ def _rpc_error(request_id, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
+SESSION_METHODS = ("resources/subscribe", "resources/unsubscribe")  # need a session (or a socket)
+
+
+def _progress_token(params):
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return meta.get("progressToken") if isinstance(meta, dict) else None
+
+
+def _streams_related(root: types.JSONRPCRequest, session, identity: Identity, headers: dict) -> bool:
+    """Is this request of a session answered as an SSE stream (MCP "Streamable HTTP → Sending
+    Messages to the Server"), because it may send the client messages first: a ``tools/call``
+    with a ``progressToken``, or one a confirm-mode token makes of a client that can elicit?"""
+    if root.method != "tools/call" or not any(m.startswith("text/event-stream") for m in _media_types(headers.get(b"accept", b""))):
+        return False
+    if _progress_token(root.params) is not None:
+        return True
+    return bool(identity.confirm_orders and session.elicitation)
+
+
+def declare_capabilities(result: dict) -> None:
+    """The ``initialize`` result as the SDK built it, plus what the transports add: ``logging``
+    (``logging/setLevel``) and ``resources.subscribe``."""
+    capabilities = result.setdefault("capabilities", {})
+    capabilities.setdefault("logging", {})
+    resources = capabilities.get("resources")
+    capabilities["resources"] = {**(resources or {}), "subscribe": True}
+
+
 class MCPEndpoint:
     """ASGI app answering MCP over streamable HTTP (see module docstring). ``server``: the
     ``FastMCP`` whose tools and handlers answer (default ``mcpapi.guard.SERVER``)."""
@@ -209,9 +250,9 @@ class MCPEndpoint:
         if not origin_allowed(headers):
             await _send(send, 403, _error("Forbidden: requests from this Origin are not allowed."))
             return
-        if scope["method"] != "POST":
-            # Stateless mode keeps no server-to-client stream and no session to delete.
-            await _send(send, 405, _error("Method Not Allowed"), [(b"allow", b"POST")])
+        method = scope["method"]
+        if method not in ("POST", "GET", "DELETE"):
+            await _send(send, 405, _error("Method Not Allowed"), [(b"allow", b"GET, POST, DELETE")])
             return
         ip = (scope.get("client") or ("", 0))[0] or ""
         raw_auth = headers.get(b"authorization")
@@ -219,15 +260,21 @@ class MCPEndpoint:
             await _send(send, 429, _error("Too Many Requests: too many requests without a valid token from this "
                                           "address; retry in 60 s."), [(b"retry-after", b"60")])
             return
-        try:
-            body = await _read_body_within(receive, settings.MCP_BODY_TIMEOUT_S)
-        except _BodyTimeout:
-            await _send(send, 408, _error("Request Timeout: the request body did not arrive in time."))
-            return
-        if body is None:
-            return
-        raw, parse_error = _parse_body(body)
+        if method == "POST":
+            try:
+                body = await _read_body_within(receive, settings.MCP_BODY_TIMEOUT_S)
+            except _BodyTimeout:
+                await _send(send, 408, _error("Request Timeout: the request body did not arrive in time."))
+                return
+            if body is None:
+                return
+            raw, parse_error = _parse_body(body)
+        else:
+            body, raw, parse_error = b"", None, None
         keys = read_ahead_keys(raw.get("method"), raw.get("params")) if isinstance(raw, dict) else []
+        sid = headers.get(b"mcp-session-id", b"").decode("latin-1").strip()
+        if sid and sessions.valid_session_id(sid):
+            keys = [*keys, sessions.session_key(sid)]  # the session record rides on the token check
         try:
             auth = await authenticate_bearer_async(raw_auth, count=True, read_ahead=keys) if credential(raw_auth) else None
         except RedisError as exc:  # Redis down or restarting: a clear, retryable answer, nothing changed
@@ -243,6 +290,9 @@ class MCPEndpoint:
         if auth.retry_after:
             await _send(send, 429, _error(f"Too Many Requests: this token's rate limit is reached; retry in {auth.retry_after} s."),
                         [(b"retry-after", str(auth.retry_after).encode())])
+            return
+        if method != "POST":
+            await self.session_request(scope, receive, send, headers, sid, auth)
             return
         if not any(m.startswith("application/json") for m in _media_types(headers.get(b"accept", b""))):
             await _send(send, 406, _error("Not Acceptable: Client must accept application/json"))
@@ -264,28 +314,95 @@ class MCPEndpoint:
             return
         root = message.root
         version = headers.get(b"mcp-protocol-version", DEFAULT_NEGOTIATED_VERSION.encode()).decode("latin-1")
-        if not (isinstance(root, types.JSONRPCRequest) and root.method == "initialize"):
+        initialize = isinstance(root, types.JSONRPCRequest) and root.method == "initialize"
+        if not initialize:
             if version not in SUPPORTED_PROTOCOL_VERSIONS:
                 await _send(send, 400, _error(
                     f"Bad Request: Unsupported protocol version: {version}. "
                     f"Supported versions: {', '.join(SUPPORTED_PROTOCOL_VERSIONS)}"))
                 return
+        session = None
+        if sid and not initialize:
+            session = await self.session_of(sid, auth)
+            if session is None:
+                await _send(send, 404, _error("Not Found: unknown or expired session; initialize a new one."))
+                return
         if not isinstance(root, types.JSONRPCRequest):
+            if session is not None and isinstance(root, (types.JSONRPCResponse, types.JSONRPCError)):
+                await sessions.deliver_reply(session, raw)  # the answer to one of our requests (elicitation)
             await _send(send, 202)  # notifications and responses: accepted, nothing to answer
             return
+        if session is None and root.method in SESSION_METHODS:
+            await _send(send, 400, _error(f"Bad Request: {root.method} needs a session: send the Mcp-Session-Id "
+                                          "header the initialize response carried."))
+            return
         meta = {"REMOTE_ADDR": ip, "MCP_TRANSPORT": "streamable-http"}
+        if session is not None:
+            await sessions.session_touch(session)
+            if _streams_related(root, session, auth.identity, headers):
+                async def answer(peer):
+                    with read_ahead(auth.values):
+                        return await self.handle_request(root, auth.identity, meta, session=session, peer=peer)
+
+                await sessions.serve_related(scope, receive, send, session=session, handler=answer,
+                                             headers={"mcp-session-id": session.id})
+                return
         with read_ahead(auth.values):
-            response = await self.handle_request(root, auth.identity, meta)
+            response = await self.handle_request(root, auth.identity, meta, session=session)
         challenge = _step_up(root, auth.identity)
         if challenge is not None:  # refused (and audited) by the guard; the OAuth client may step up
             await _send(send, 403, orjson.dumps(_step_up_error(root.id, response)), [(b"www-authenticate", challenge)])
             return
-        await _send(send, 200, orjson.dumps(response))
+        extra = []
+        if initialize and "result" in response:
+            session = await sessions.session_create(auth.identity, root.params)
+            declare_capabilities(response["result"])
+            extra.append((b"mcp-session-id", session.id.encode()))
+        await _send(send, 200, orjson.dumps(response), extra)
 
-    async def handle_request(self, root: types.JSONRPCRequest, identity: Identity, meta: dict | None = None) -> dict:
+    async def session_of(self, sid: str, auth) -> "sessions.Session | None":
+        """The session ``sid`` names when it belongs to the caller's token (read with the token
+        check when it could be), else None."""
+        if not sessions.valid_session_id(sid):
+            return None
+        key = sessions.session_key(sid)
+        session = sessions.Session.from_bytes(auth.values[key]) if key in auth.values else await sessions.session_load(sid)
+        if session is None or session.token_id != auth.identity.token_id:
+            return None
+        return session
+
+    async def session_request(self, scope, receive, send, headers: dict, sid: str, auth) -> None:
+        """``GET /mcp`` (the session's SSE stream) and ``DELETE /mcp`` (end the session), MCP spec
+        "Streamable HTTP → Listening for Messages from the Server" and "Session Management"."""
+        if not sid:
+            await _send(send, 400, _error("Bad Request: Missing Mcp-Session-Id header (initialize first)."))
+            return
+        session = await self.session_of(sid, auth)
+        if session is None:
+            await _send(send, 404, _error("Not Found: unknown or expired session; initialize a new one."))
+            return
+        if scope["method"] == "DELETE":
+            await sessions.session_delete(session)
+            await _send(send, 200)
+            return
+        if not any(m.startswith("text/event-stream") for m in _media_types(headers.get(b"accept", b""))):
+            await _send(send, 406, _error("Not Acceptable: Client must accept text/event-stream"))
+            return
+        await sessions.session_touch(session)
+        last = headers.get(b"last-event-id", b"").decode("latin-1").strip() or None
+        await sessions.serve_get(scope, receive, send, session=session, identity=auth.identity,
+                                 token_key=credential(headers.get(b"authorization")), last_event_id=last)
+
+    async def handle_request(self, root: types.JSONRPCRequest, identity: Identity, meta: dict | None = None, *,
+                             session=None, peer=None) -> dict:
         """Answer one JSON-RPC request of ``identity`` (see module docstring); the JSON-RPC
-        response as a dict. Used by ``/mcp`` and ``/mcp/ws`` alike."""
-        with identity_bound(identity, meta):
+        response as a dict. Used by ``/mcp`` and ``/mcp/ws`` alike. ``session``: the caller's
+        ``mcpapi.sessions.Session`` (None: stateless); ``peer``: where messages to the client go
+        while it runs (default: the session's stream)."""
+        if peer is None and session is not None:
+            peer = sessions.SessionPeer(session)
+        token = _progress_token(root.params)
+        with identity_bound(identity, meta), sessions.peer_bound(peer, token):
             if root.method == "tools/call" or root.method == "tools/list":
                 try:
                     request = parse_client_request(root.method, root.params).root
@@ -293,11 +410,37 @@ class MCPEndpoint:
                     return _rpc_error(root.id, types.INVALID_PARAMS, f"Invalid request parameters: {exc}")
                 if isinstance(request, types.ListToolsRequest):
                     return _result(root.id, types.ListToolsResult(tools=await list_tools_for(identity)))
-                return _result(root.id, await call_tool(request.params.name, request.params.arguments or {}))
+                result = await call_tool(request.params.name, request.params.arguments or {})
+                await notices.after_call(request.params.name, request.params.arguments or {}, result, identity)
+                return _result(root.id, result)
+            if root.method in SESSION_METHODS or root.method == "logging/setLevel":
+                return await self.session_answer(root, identity, session)
             listing = CALLER_LISTS.get(root.method)  # resources, templates, prompts: what this caller may use
             if listing is not None:
                 return _result(root.id, await listing(identity))
             return await self.sdk_answer(root)
+
+    async def session_answer(self, root: types.JSONRPCRequest, identity: Identity, session) -> dict:
+        """``logging/setLevel``, ``resources/subscribe`` and ``resources/unsubscribe``, answered
+        from the session (``mcpapi.sessions``); ``logging/setLevel`` without one answers ``{}``."""
+        params = root.params if isinstance(root.params, dict) else {}
+        try:
+            if root.method == "logging/setLevel":
+                return {"jsonrpc": "2.0", "id": root.id, "result": await sessions.set_level(session, params)}
+            uri = params.get("uri")
+            if not isinstance(uri, str):
+                return _rpc_error(root.id, types.INVALID_PARAMS, "Invalid request parameters: 'uri' (a string) is required.")
+            if root.method == "resources/subscribe":
+                result = await sessions.subscribe(session, identity, uri)
+            else:
+                result = await sessions.unsubscribe(session, uri)
+        except ValueError as exc:
+            return _rpc_error(root.id, types.INVALID_PARAMS, str(exc))
+        except NotFound as exc:
+            return _rpc_error(root.id, RESOURCE_NOT_FOUND, str(exc))
+        except TradingError as exc:
+            return _rpc_error(root.id, types.INVALID_PARAMS, str(exc))
+        return {"jsonrpc": "2.0", "id": root.id, "result": result}
 
     async def sdk_answer(self, root: types.JSONRPCRequest) -> dict:
         """Have the SDK answer ``root``: one request to a stateless JSON

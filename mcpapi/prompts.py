@@ -37,7 +37,7 @@ from risk import selectors as risk_selectors
 from risk.models import Scope
 from risk.trust import SECURITY_KEY
 from trading import portfolio, selectors
-from trading.errors import InvalidInput
+from core.errors import InvalidInput
 
 # prompt name → the scopes a token needs to see and get it.
 PROMPT_SCOPES = {

@@ -31,7 +31,7 @@ from mcp import types
 
 from marketdata import selectors as md
 from mcpapi.guard import CALLER_LISTS, SERVER, current_call, guard
-from project.workers import run_sync
+from core.workers import run_sync
 from risk import selectors as risk_selectors
 from risk.models import Scope
 from trading import selectors

@@ -40,6 +40,18 @@ allowed by the spec's schema, so ``mcp.ClientSession`` passes them to its ``mess
   groups, ``core.events``): ``{"uri": "tradingmcp://account/<id>/<kind>", "account", "kind",
   "data"}``.
 
+- ``resources/subscribe`` of a ``tradingmcp://`` URI (``mcpapi.subscriptions``: market tickers,
+  books and klines, an account, its open orders, its activity), authorized when subscribed and
+  again on every access change: ``{"uri", "value"}`` on each update (market updates coalesced as
+  below, account ones never dropped). ``resources/subscribe`` of ``binance://stream/<stream>`` is
+  the ``subscribe_stream`` tool.
+
+MCP utilities on the connection (the same code as ``/mcp`` sessions, ``mcpapi.sessions.Peer``):
+``logging/setLevel`` sets the connection's level for ``notifications/message``; a request's
+``_meta.progressToken`` gets ``notifications/progress``; a client that declared ``elicitation`` in
+``initialize`` may be sent ``elicitation/create`` (confirm-mode orders), whose answer it sends
+back as a JSON-RPC response frame.
+
 Backpressure: each connection has one sender task and an ``Outbox``. Responses and account
 events go to a priority queue that is never dropped (a client that lets more than
 ``PRIORITY_LIMIT`` of them pile up is disconnected with 4408; it can reconnect and resume).
@@ -49,7 +61,7 @@ of any stream is dropped; the dropped counts ride on the stream's next notificat
 
 Sessions: the accept carries ``Mcp-Session-Id``; ``initialize`` results carry it in
 ``_meta["tradingmcp/sessionId"]``. A client that reconnects with ``Mcp-Session-Id: <id>`` (header or
-``?session_id=`` query) with the same token gets its pushed subscriptions back (kept in Redis for
+``?session_id=`` query) with the same token gets its pushed subscriptions and log level back (kept in Redis for
 ``SESSION_TTL_S`` after the last change); an id of another token is ignored (a new session starts).
 """
 from __future__ import annotations
@@ -70,11 +82,14 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from marketdata.cache import read_ahead, read_ahead_keys
 from core.events import BATCH_TYPE
 from core.hostcheck import host_allowed, origin_allowed
-from mcpapi.endpoint import MCPEndpoint, parse_message
+from marketdata.ingester import VENUE_GROUP
+from mcpapi import sessions, subscriptions
+from mcpapi.endpoint import MCPEndpoint, declare_capabilities, parse_message
 from risk import access, ratelimit
 from risk.authentication import Identity, authenticate_bearer_async, known_credential
 from risk.signals import ACCESS_CHANGED, access_group
 from risk.trust import envelope, error_text
+from core.errors import NotFound, TradingError
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +214,8 @@ class Connection:
         self.inflight: set[asyncio.Task] = set()
         self.closed = False
         self.slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self.topics: dict[str, subscriptions.Topic] = {}  # resources/subscribe'd tradingmcp:// URIs
+        self.peer = SocketPeer(self)
 
     # -- ASGI I/O -------------------------------------------------------------------------------
     async def receive(self) -> dict:
@@ -347,11 +364,18 @@ class Connection:
         if record and record.get("token_id") == self.identity.token_id:
             self.session_id = wanted
             self.streams = set(record.get("streams") or [])
+            self.peer.level = record.get("level")
+            for uri in record.get("topics") or ():
+                try:
+                    self.topics[uri] = subscriptions.parse(uri)
+                except Exception:
+                    continue
 
     async def _save_session(self) -> None:
         from core.redis import async_redis_shared
 
-        record = {"token_id": self.identity.token_id, "user_id": self.identity.user.pk, "streams": sorted(self.streams)}
+        record = {"token_id": self.identity.token_id, "user_id": self.identity.user.pk, "streams": sorted(self.streams),
+                  "topics": sorted(self.topics), "level": self.peer.level}
         try:
             await async_redis_shared().set(session_key(self.session_id), orjson.dumps(record), ex=SESSION_TTL_S)
         except Exception as exc:
@@ -369,10 +393,16 @@ class Connection:
         if tool_allowed("get_account", self.identity):
             self.account_ids = set(await sync_to_async(_readable_account_ids)(self.identity))
         await self._join(access_group(self.identity.user.pk))
+        await self._join(VENUE_GROUP)
         for account_id in sorted(self.account_ids):
             await self._join(f"account.{account_id}")
         for stream in sorted(self.streams):
             await self._join(group_for_stream(stream))
+        if self.topics:
+            kept = await sync_to_async(_still_allowed, thread_sensitive=False)(self.identity, set(self.topics))
+            self.topics = {uri: topic for uri, topic in self.topics.items() if uri in kept}
+        for topic in self.topics.values():
+            await self._join(topic.group)
         await self._save_session()
         self.tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._layer_reader())]
         if self.identity.expires_at is not None:
@@ -385,7 +415,7 @@ class Connection:
 
     async def _leave_unused(self) -> None:
         needed = {f"account.{a}" for a in self.account_ids} | {group_for_stream(s) for s in self.streams} | \
-            {access_group(self.identity.user.pk)}
+            {access_group(self.identity.user.pk), VENUE_GROUP} | {t.group for t in self.topics.values()}
         for group in sorted(self.groups - needed):
             await self.layer.group_discard(group, self.channel)
             self.groups.discard(group)
@@ -416,8 +446,11 @@ class Connection:
             self._reply(_response_error(rid, types.INVALID_REQUEST, f"Validation error: {exc}"))
             return
         root = message.root
+        if isinstance(root, (types.JSONRPCResponse, types.JSONRPCError)):
+            self.peer.answered(raw)  # the client's answer to one of our requests (elicitation)
+            return
         if not isinstance(root, types.JSONRPCRequest):
-            return  # notifications (initialized, cancelled) and responses: nothing to answer
+            return  # notifications (initialized, cancelled): nothing to answer
         if root.method == "authenticate":
             self._reply({"jsonrpc": "2.0", "id": root.id, "result": self._auth_info()})
             return
@@ -432,12 +465,50 @@ class Connection:
             self._reply(_response_error(root.id, RATE_LIMITED, f"Too Many Requests: this token's rate limit is reached; retry in {retry_after} s.",
                                         {"retryAfter": retry_after}))
             return
-        if root.method == "resources/subscribe" or root.method == "resources/unsubscribe":
+        if root.method in ("resources/subscribe", "resources/unsubscribe", "logging/setLevel"):
+            answered = await self._session_method(root, identity)
+            if answered is not None:
+                self._reply(answered)
+                return
             root = self._resource_subscription_as_tool_call(root)
         with read_ahead(auth.values):
-            response = await self.endpoint.handle_request(root, identity, self.meta)
+            response = await self.endpoint.handle_request(root, identity, self.meta, peer=self.peer)
         await self._after(root, response)
         self._reply(response)
+
+    async def _session_method(self, root: types.JSONRPCRequest, identity: Identity) -> dict | None:
+        """``logging/setLevel`` (the level of this connection) and ``resources/subscribe`` /
+        ``unsubscribe`` of ``tradingmcp://`` URIs (``mcpapi.subscriptions``: authorized, then
+        pushed with their value); None for a ``binance://stream/`` URI (the stream tools)."""
+        params = root.params if isinstance(root.params, dict) else {}
+        ok = {"jsonrpc": "2.0", "id": root.id, "result": {}}
+        if root.method == "logging/setLevel":
+            try:
+                await sessions.set_level(None, params)
+            except ValueError as exc:
+                return _response_error(root.id, types.INVALID_PARAMS, str(exc))
+            self.peer.level = params["level"]
+            await self._save_session()
+            return ok
+        uri = params.get("uri")
+        if not isinstance(uri, str) or not uri.startswith(subscriptions.SCHEME):
+            return None
+        try:
+            topic = subscriptions.parse(uri)
+            if root.method == "resources/subscribe":
+                await sync_to_async(_authorize, thread_sensitive=False)(identity, topic)
+        except NotFound as exc:
+            return _response_error(root.id, -32002, str(exc))
+        except TradingError as exc:
+            return _response_error(root.id, types.INVALID_PARAMS, str(exc))
+        if root.method == "resources/subscribe":
+            self.topics[topic.uri] = topic
+            await self._join(topic.group)
+        else:
+            self.topics.pop(topic.uri, None)
+            await self._leave_unused()
+        await self._save_session()
+        return ok
 
     def _resource_subscription_as_tool_call(self, root: types.JSONRPCRequest) -> types.JSONRPCRequest:
         """``resources/subscribe {uri: "binance://stream/<stream>"}`` is the ``subscribe_stream`` tool
@@ -456,6 +527,9 @@ class Connection:
         if root.method == "initialize":
             meta = result.setdefault("_meta", {})
             meta["tradingmcp/sessionId"] = self.session_id
+            declare_capabilities(result)
+            params = root.params if isinstance(root.params, dict) else {}
+            self.peer.capabilities = params.get("capabilities") or {}
             return
         if root.method != "tools/call" or result.get("isError"):
             return
@@ -520,6 +594,9 @@ class Connection:
         allowed = set(await sync_to_async(_readable_account_ids)(self.identity)) \
             if tool_allowed("get_account", self.identity) else set()
         self.account_ids &= allowed
+        if self.topics:
+            kept = await sync_to_async(_still_allowed, thread_sensitive=False)(self.identity, set(self.topics))
+            self.topics = {uri: topic for uri, topic in self.topics.items() if uri in kept}
         await self._leave_unused()
 
     async def _expire_at(self, expires_at: float) -> None:
@@ -564,10 +641,23 @@ class Connection:
             for one in message.get("messages") or ():
                 self.deliver(one)
             return
+        if self.topics and (kind == "market.update" or kind == "account.event"):
+            for topic, params in subscriptions.updates(message, self.topics):
+                params = envelope(PUSH, params)
+                if topic.priority:
+                    self.outbox.put_priority(orjson.dumps({"jsonrpc": "2.0", "method": PUSH, "params": params}).decode())
+                    self._check_overflow()
+                else:
+                    self.outbox.put_market(topic.uri, params)
         if kind == "market.update":
             stream = f"{str(message.get('symbol', '')).lower()}@{message.get('stream')}"
         elif kind == "stream.message":
             stream = message.get("stream")
+        elif kind == "venue.event":
+            if self.peer.wants("warning"):
+                self._reply({"jsonrpc": "2.0", "method": "notifications/message", "params": {
+                    "level": "warning", "logger": "tradingmcp.venue", "data": sessions.venue_notice(message)}})
+            return
         elif kind == ACCESS_CHANGED:
             task = asyncio.create_task(self.recheck_access())
             self.inflight.add(task)
@@ -586,6 +676,61 @@ class Connection:
             return
         if stream in self.streams:
             self.outbox.put_market(stream, envelope(PUSH, {"uri": stream_uri(stream), "stream": stream, "data": message.get("data")}))
+
+
+class SocketPeer(sessions.Peer):
+    """The client of one ``/mcp/ws`` connection as tools reach it (``mcpapi.sessions.Peer``):
+    messages go to its priority queue; its answers to our requests come back as frames."""
+
+    def __init__(self, connection: "Connection"):
+        self.connection = connection
+        self.capabilities = {}
+        self.level = None
+        self.pending: dict[str, asyncio.Future] = {}
+        self.loop = asyncio.get_running_loop()
+
+    async def notify(self, method: str, params: dict, *, market_key: str | None = None) -> None:
+        self.connection._reply({"jsonrpc": "2.0", "method": method, "params": params})
+
+    async def request(self, method: str, params: dict, timeout: float) -> dict:
+        request_id = f"tmcp-{uuid.uuid4().hex[:16]}"
+        future = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        self.connection._reply({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        try:
+            response = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise sessions.PeerError(f"no answer to {method} within {timeout:.0f} s") from None
+        finally:
+            self.pending.pop(request_id, None)
+        if isinstance(response.get("error"), dict):
+            raise sessions.PeerError(f"the client answered {method} with error {response['error'].get('code')}")
+        if not isinstance(response.get("result"), dict):
+            raise sessions.PeerError(f"the client answered {method} without a result")
+        return response["result"]
+
+    def answered(self, message: dict) -> None:
+        future = self.pending.get(message.get("id")) if isinstance(message.get("id"), str) else None
+        if future is not None and not future.done():
+            future.set_result(message)
+
+
+def _authorize(identity: Identity, topic) -> None:
+    from django.db import connection
+
+    try:
+        subscriptions.authorize(identity, topic)
+    finally:
+        connection.close()
+
+
+def _still_allowed(identity: Identity, uris) -> set[str]:
+    from django.db import connection
+
+    try:
+        return subscriptions.still_allowed(identity, uris)
+    finally:
+        connection.close()
 
 
 def _readable_account_ids(identity: Identity) -> list[int]:

@@ -441,6 +441,16 @@ MCP_WS_MARKET_QUEUE = int(os.environ.get("MCP_WS_MARKET_QUEUE", "256"))
 MCP_WS_PRIORITY_LIMIT = int(os.environ.get("MCP_WS_PRIORITY_LIMIT", "10000"))
 MCP_WS_SESSION_TTL_S = int(os.environ.get("MCP_WS_SESSION_TTL_S", "3600"))
 MCP_WS_MAX_CONCURRENT = int(os.environ.get("MCP_WS_MAX_CONCURRENT", "8"))
+# Sessions on /mcp (mcpapi.sessions, kept in Redis): idle lifetime of a session and its events (s),
+# server-to-client messages kept per session for Last-Event-ID resume, how long a session's updates
+# keep being stored after its GET stream drops (s), how long place_order waits for a confirm-mode
+# client's elicitation answer (s), and the share of a risk limit (%) at which a session or socket
+# gets a notifications/message warning after an order.
+MCP_SESSION_TTL_S = int(os.environ.get("MCP_SESSION_TTL_S", "3600"))
+MCP_SESSION_EVENTS = int(os.environ.get("MCP_SESSION_EVENTS", "1000"))
+MCP_SESSION_LINGER_S = float(os.environ.get("MCP_SESSION_LINGER_S", "30"))
+MCP_ELICITATION_TIMEOUT_S = float(os.environ.get("MCP_ELICITATION_TIMEOUT_S", "120"))
+MCP_RISK_WARN_PCT = int(os.environ.get("MCP_RISK_WARN_PCT", "80"))
 # /mcp before authentication: requests per minute per client IP that carry no valid token (then
 # HTTP 429; /mcp/ws handshakes without a valid token count too, and are then refused with HTTP 429),
 # and seconds allowed to receive a request body (then HTTP 408).

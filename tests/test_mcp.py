@@ -223,8 +223,10 @@ def test_transport_rules_match_the_sdk_streamable_http_server(trader):
     json_headers = {**auth, "Accept": "application/json", "Content-Type": "application/json"}
     body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "ping"}).encode()
 
-    assert asgi_request("GET", "/mcp", headers={**auth, "Accept": "text/event-stream"}).status_code == 405
-    assert asgi_request("DELETE", "/mcp", headers=auth).status_code == 405
+    # Without Mcp-Session-Id there is no stream to open nor session to end (mcpapi.sessions); PUT is not served.
+    assert asgi_request("GET", "/mcp", headers={**auth, "Accept": "text/event-stream"}).status_code == 400
+    assert asgi_request("DELETE", "/mcp", headers=auth).status_code == 400
+    assert asgi_request("PUT", "/mcp", headers=auth).status_code == 405
     assert asgi_request("POST", "/mcp", body, {**json_headers, "Accept": "text/html"}).status_code == 406
     assert asgi_request("POST", "/mcp", body, {**json_headers, "Content-Type": "text/plain"}).status_code == 415
     bad = asgi_request("POST", "/mcp", b"{not json", json_headers)

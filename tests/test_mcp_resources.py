@@ -57,7 +57,7 @@ def _close_thread_connections():
     """In-process tests run sync code in the tool pool: close those threads' database connections
     after each test (PostgreSQL cannot drop the test database while they are open)."""
     yield
-    from project import workers
+    from core import workers
 
     workers.close_tool_connections()
 

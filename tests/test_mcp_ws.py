@@ -478,3 +478,62 @@ def test_authenticate_with_malformed_params_is_a_json_rpc_error(db, params):
     replies = [json.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
     assert replies and replies[0]["id"] == 1 and replies[0]["error"]["code"] == 4401
     assert [m["code"] for m in sent if m["type"] == "websocket.close"] == [4401]
+
+
+def test_resource_subscriptions_log_level_and_elicitation_over_the_socket(live, trader):
+    """The same session features as /mcp (mcpapi.sessions) over /mcp/ws with the SDK's ClientSession:
+    tradingmcp:// subscriptions pushed with their value, setLevel filtering, confirm in the chat."""
+    from risk.models import RiskLimit
+
+    user, account, _ = trader
+    _, token = agent_token_create(user=user, name="ws confirming", confirm_orders=True)
+    RiskLimit.objects.update_or_create(account=account, defaults={"max_orders_per_minute": 1})
+    ticker, orders = "tradingmcp://markets/ETHUSDT/ticker", f"tradingmcp://accounts/{account.pk}/orders/open"
+
+    async def scenario():
+        seen = {"updated": [], "log": []}
+        got = asyncio.Event()
+
+        async def on_message(message):
+            if isinstance(message, mt.ServerNotification):
+                if isinstance(message.root, mt.ResourceUpdatedNotification):
+                    seen["updated"].append(message.root.params.model_dump(mode="json"))
+                elif isinstance(message.root, mt.LoggingMessageNotification):
+                    seen["log"].append(message.root.params.model_dump(mode="json"))
+                got.set()
+
+        async def on_elicit(context, params):
+            return mt.ElicitResult(action="accept", content={"confirm": True})
+
+        async def until(pred):
+            for _ in range(300):
+                if pred():
+                    return
+                got.clear()
+                try:
+                    await asyncio.wait_for(got.wait(), 0.1)
+                except asyncio.TimeoutError:
+                    pass
+            raise AssertionError("no notification")
+
+        async with websocket_client(ws_url(live), token=token) as (read, write, info):
+            async with ClientSession(read, write, message_handler=on_message, elicitation_callback=on_elicit) as session:
+                init = await session.initialize()
+                assert init.capabilities.resources.subscribe
+                await session.subscribe_resource(ticker)
+                await session.subscribe_resource(orders)
+                await until(lambda: any(u["uri"] == ticker for u in seen["updated"]))
+                await session.set_logging_level("warning")
+                placed = await session.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
+                                                                 "client_order_id": "ws-chat"})
+                assert not placed.isError, placed
+                await until(lambda: seen["log"] and any(u["uri"] == orders and u["value"]["kind"] == "order" for u in seen["updated"]))
+                with pytest.raises(Exception):
+                    await session.subscribe_resource("tradingmcp://accounts/999999")
+                return seen, json.loads(placed.content[0].text)
+
+    seen, placed = run(scenario())
+    tick = next(u for u in seen["updated"] if u["uri"] == ticker)
+    assert tick["value"]["symbol"] == "ETHUSDT" and "dropped" in tick
+    assert placed["confirmedInChat"] and Order.objects.get(client_order_id="ws-chat").pk == placed["orderId"]
+    assert seen["log"][0]["logger"] == "tradingmcp.risk" and seen["log"][0]["data"]["limit"] == "max_orders_per_minute"

@@ -144,3 +144,33 @@ def order_reject(*, user, approval_id, channel: str, note: str = "", actor_token
                      result={"before": ApprovalStatus.PENDING, "after": ApprovalStatus.REJECTED})
         publish_approval(approval, data)
     return data
+
+
+def approval_preview(*, approval: OrderApproval) -> dict:
+    """What approving the held ``approval`` now would do, booking nothing: ``{"estimatedNotional",
+    "price" (what the order is valued at: its limit/stop price, or the best ask/bid for MARKET),
+    "quantity" (base asset; derived from quoteOrderQty when that was given), "risk":
+    ``RiskDecision.as_dict()``}`` (amounts in the account's quote asset, as strings). The risk check
+    runs on the locked account row in a transaction that is rolled back. Raises what
+    ``order_hold`` raises for an order that is no longer valid (e.g. stale market data)."""
+    from django.conf import settings
+
+    from marketdata.selectors import quote_get
+    from risk.services import risk_check
+    from trading import services
+    from trading.models import Account
+
+    p = approval.params
+    request = services._validate(
+        symbol=p.get("symbol"), side=p.get("side"), quantity=p.get("quantity"), quote_order_qty=p.get("quote_order_qty"),
+        order_type=p.get("type", "MARKET"), price=p.get("price"), stop_price=p.get("stop_price"),
+        time_in_force=p.get("time_in_force"), client_order_id=p.get("client_order_id"), channel=approval.channel)
+    quote = quote_get(request.symbol.symbol, max_age_s=settings.MARKET_DATA_MAX_AGE_S)
+    price, quantity = services._risk_terms(request, quote)
+    with transaction.atomic():
+        account = Account.objects.select_for_update().get(pk=approval.account_id)
+        decision = risk_check(account=account, symbol=request.symbol.symbol, side=request.side, quantity=quantity,
+                              price=price, order_type=request.type, reference_price=services.reference_price(quote))
+        transaction.set_rollback(True)
+    return {"estimatedNotional": format(price * quantity, "f"), "price": format(price, "f"),
+            "quantity": format(quantity, "f"), "risk": decision.as_dict()}

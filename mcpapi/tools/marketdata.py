@@ -12,6 +12,7 @@ from typing import Optional, Union
 from marketdata import cache, selectors, services
 from mcpapi import results
 from mcpapi.guard import READ_OWN_STORE, READ_VENUE, current_call, mcp_tool
+from mcpapi.sessions import progress_sync
 from risk import access
 from risk.models import Scope
 
@@ -50,7 +51,10 @@ def get_klines(symbol: str, interval: str = "1m", limit: int = 100, start_time: 
     """
     sym = selectors.symbol_get(symbol)
     selectors.interval_check(interval)
-    return selectors.klines_range(symbol=sym.symbol, interval=interval, limit=limit, start_time=start_time, end_time=end_time)
+    progress_sync(0, limit, f"reading {sym.symbol} {interval} klines")  # MCP progress, when the call asked for it
+    result = selectors.klines_range(symbol=sym.symbol, interval=interval, limit=limit, start_time=start_time, end_time=end_time)
+    progress_sync(limit, limit, f"{len(result.get('klines') or [])} klines read")
+    return result
 
 @mcp_tool(scope=Scope.MARKET_READ, title="Markets and their trading rules", annotations=READ_OWN_STORE)
 def list_markets(quote_asset: Optional[str] = None, status: Optional[str] = None, page: int = 1,

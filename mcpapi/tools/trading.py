@@ -15,7 +15,9 @@ from pydantic import BeforeValidator
 
 from marketdata import cache
 from mcpapi import results
+from mcpapi.confirm import place_in_chat
 from mcpapi.guard import CANCEL, ORDER, READ_OWN_STORE, TOOL_SCOPES, current_call, mcp_tool
+from mcpapi.sessions import peer_can_elicit
 from risk import access
 from risk.models import Channel, Scope
 from trading import portfolio, selectors, services
@@ -97,12 +99,18 @@ def place_order(symbol: str, side: str, type: str = "MARKET", quantity: Number =
     limit, its value and the order's), insufficient balance (-2010), bad input, stale market data.
     """
     call = _account(account_id)
-    result = services.order_place(
-        account=call.account, actor_user=call.user, actor_token=call.token, channel=Channel.MCP,
-        symbol=symbol, side=side, order_type=type, quantity=quantity, quote_order_qty=quote_order_qty,
-        price=price, stop_price=stop_price, time_in_force=time_in_force, client_order_id=client_order_id,
-        request_id=call.request_id,
-    )
+
+    def place():
+        return services.order_place(
+            account=call.account, actor_user=call.user, actor_token=call.token, channel=Channel.MCP,
+            symbol=symbol, side=side, order_type=type, quantity=quantity, quote_order_qty=quote_order_qty,
+            price=price, stop_price=stop_price, time_in_force=time_in_force, client_order_id=client_order_id,
+            request_id=call.request_id,
+        )
+
+    if call.identity.confirm_orders and peer_can_elicit():  # confirm mode, asked in the chat (mcpapi.confirm)
+        return place_in_chat(call, place)
+    result = place()
     return {**result.order, "duplicate": result.duplicate}
 
 @mcp_tool(audit=False, title="Place an OCO order pair", annotations=ORDER)
