@@ -43,7 +43,8 @@ import pytest
 from conftest import ARTIFACTS, ROOT
 from mcp_auth_proxy import AuthProxy
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+# django_db: the test database must exist (the stack runs on it); the tests themselves use none.
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 PACKAGE = "@modelcontextprotocol/conformance"
 VERSION = "0.1.16"
@@ -104,9 +105,26 @@ def conformance_runner() -> Path:
 
 
 @pytest.fixture(scope="module")
-def auth_proxy(stack):
-    """The forwarder in front of the stack (its token is set per test)."""
-    proxy = AuthProxy(stack.base_url).start()
+def agent_key(stack, django_db_blocker):
+    """A committed agent token (all scopes) of a user of its own, for the whole module; both are
+    deleted after it (the scenarios call no audited tool). Module-wide rather than per test: a
+    transactional test's database flush cost more than the scenario on PostgreSQL."""
+    from django.contrib.auth import get_user_model
+
+    from risk.services import agent_token_create
+
+    with django_db_blocker.unblock():
+        user = get_user_model().objects.create_user(username="conformance-runner", password="pw-for-tests-1")
+        _, key = agent_token_create(user=user, name="conformance")
+    yield key
+    with django_db_blocker.unblock():
+        user.delete()
+
+
+@pytest.fixture(scope="module")
+def auth_proxy(stack, agent_key):
+    """The forwarder in front of the stack, adding the module's agent token."""
+    proxy = AuthProxy(stack.base_url, agent_key).start()
     yield proxy
     proxy.stop()
 
@@ -127,9 +145,7 @@ def run_scenario(runner: Path, url: str, scenario: str, out: Path) -> tuple[int,
     if name in NEEDS_OTHER_BRANCHES else name
     for name in SCENARIOS
 ])
-def test_conformance_scenario(scenario, conformance_runner, auth_proxy, trader):
-    _, _, key = trader
-    auth_proxy.token = key
+def test_conformance_scenario(scenario, conformance_runner, auth_proxy):
     status, output, checks = run_scenario(conformance_runner, f"{auth_proxy.url}/mcp", scenario,
                                           ARTIFACTS / "conformance" / scenario)
     failures = [c for c in checks if c.get("status") == "FAILURE"
