@@ -43,8 +43,8 @@ import pytest
 from conftest import ARTIFACTS, ROOT
 from mcp_auth_proxy import AuthProxy
 
-# django_db: the test database must exist (the stack runs on it); the tests themselves use none.
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
+# Transactional: the stack's web server must see the test's agent token (committed).
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PACKAGE = "@modelcontextprotocol/conformance"
 VERSION = "0.1.16"
@@ -105,26 +105,9 @@ def conformance_runner() -> Path:
 
 
 @pytest.fixture(scope="module")
-def agent_key(stack, django_db_blocker):
-    """A committed agent token (all scopes) of a user of its own, for the whole module; both are
-    deleted after it (the scenarios call no audited tool). Module-wide rather than per test: a
-    transactional test's database flush cost more than the scenario on PostgreSQL."""
-    from django.contrib.auth import get_user_model
-
-    from risk.services import agent_token_create
-
-    with django_db_blocker.unblock():
-        user = get_user_model().objects.create_user(username="conformance-runner", password="pw-for-tests-1")
-        _, key = agent_token_create(user=user, name="conformance")
-    yield key
-    with django_db_blocker.unblock():
-        user.delete()
-
-
-@pytest.fixture(scope="module")
-def auth_proxy(stack, agent_key):
-    """The forwarder in front of the stack, adding the module's agent token."""
-    proxy = AuthProxy(stack.base_url, agent_key).start()
+def auth_proxy(stack):
+    """The forwarder in front of the stack (each test sets its token)."""
+    proxy = AuthProxy(stack.base_url).start()
     yield proxy
     proxy.stop()
 
@@ -145,10 +128,21 @@ def run_scenario(runner: Path, url: str, scenario: str, out: Path) -> tuple[int,
     if name in NEEDS_OTHER_BRANCHES else name
     for name in SCENARIOS
 ])
-def test_conformance_scenario(scenario, conformance_runner, auth_proxy):
+def test_conformance_scenario(scenario, conformance_runner, auth_proxy, trader):
+    auth_proxy.token = trader[2]
     status, output, checks = run_scenario(conformance_runner, f"{auth_proxy.url}/mcp", scenario,
                                           ARTIFACTS / "conformance" / scenario)
     failures = [c for c in checks if c.get("status") == "FAILURE"
                 or (c.get("status") == "WARNING" and c.get("id") not in ACCEPTED_WARNINGS)]
     assert checks, f"the runner saved no checks:\n{output}"
     assert status == 0 and not failures, f"{scenario}: {json.dumps(failures, indent=1)[:3000]}\n{output[-3000:]}"
+
+
+def test_without_the_token_the_runner_cannot_even_initialize(conformance_runner, auth_proxy, trader):
+    """The forwarder's token is what lets the runner in: without it /mcp answers 401 and the
+    runner reports a FAILURE (and this module's checks are not vacuous)."""
+    auth_proxy.token = None
+    status, output, checks = run_scenario(conformance_runner, f"{auth_proxy.url}/mcp", "server-initialize",
+                                          ARTIFACTS / "conformance" / "no-token")
+    assert status == 1 and [c["status"] for c in checks] == ["FAILURE"], output
+    assert "Invalid, expired or revoked token, or none was sent." in checks[0]["errorMessage"], checks
