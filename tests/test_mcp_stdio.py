@@ -192,3 +192,25 @@ def test_stdout_carries_only_json_rpc_lines(trader, replay):
     assert set(answers) == {1, 2, 3} and all(m["jsonrpc"] == "2.0" for m in answers.values())
     assert answers[2]["result"] == {} and answers[3]["result"]["isError"] is True
     assert "not JSON-RPC" in done.stderr and "serving MCP on stdio" in done.stderr
+
+
+def test_the_dashboard_desktop_snippet_starts_a_working_server(trader, replay):
+    """The ``claude_desktop_config.json`` entry the tokens page shows, run as Claude Desktop runs
+    it (its command, args and env; plus the test services' addresses): it serves the new token."""
+    from html import unescape
+
+    from django.http import HttpRequest
+    from django.test import Client
+
+    client = Client()
+    assert client.login(request=HttpRequest(), username="alice", password="pw-for-tests-1")
+    resp = client.post("/tokens/", {"name": "claude-desktop", "scopes": ["market:read"]})
+    html = resp.content.decode()
+    entry = json.loads(unescape(html.split('<pre id="cfg-desktop">')[1].split("</pre>")[0]))["mcpServers"]["tradingmcp"]
+
+    async def scenario(session, init):
+        return [t.name for t in (await session.list_tools()).tools]
+
+    server = StdioServerParameters(command=entry["command"], args=entry["args"], env=server_env(replay, **entry["env"]))
+    tools = asyncio.run(session_run(server, scenario, "mcp-stdio-desktop-snippet"))
+    assert "get_ticker" in tools and "place_order" not in tools  # the new token's scopes, not alice's other token
