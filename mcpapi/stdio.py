@@ -15,8 +15,8 @@ runs gets JSON-RPC error ``UNAUTHORIZED`` (4401, as ``/mcp/ws``) from its next r
 token over its rate limit gets ``RATE_LIMITED`` (-32029, ``data.retryAfter`` in seconds).
 
 stdout carries nothing but JSON-RPC: ``protocol_streams`` moves the process's file descriptor 1
-(and ``sys.stdout``) onto stderr, so a stray ``print`` or a library writing to stdout cannot
-corrupt the protocol; logging goes to stderr (Django's ``StreamHandler`` default).
+(which ``sys.stdout`` writes to) onto stderr, so a stray ``print`` or a library writing to stdout
+cannot corrupt the protocol; logging goes to stderr (Django's ``StreamHandler`` default).
 """
 from __future__ import annotations
 
@@ -49,13 +49,12 @@ __all__ = ["UNAUTHORIZED", "RATE_LIMITED", "protocol_streams", "token_identity",
 def protocol_streams() -> tuple[anyio.AsyncFile[str], anyio.AsyncFile[str]]:
     """The (stdin, stdout) text streams of the protocol, for ``stdio_server(stdin, stdout)``.
 
-    The process's stdout is duplicated for the protocol first; then file descriptor 1 and
-    ``sys.stdout`` are pointed at stderr, so whatever else writes to "stdout" (a ``print``, a C
+    The process's stdout is duplicated for the protocol first; then file descriptor 1 is pointed
+    at stderr, so whatever else writes to "stdout" (a ``print`` through ``sys.stdout``, a C
     library) lands on stderr and never between two JSON-RPC lines."""
     sys.stdout.flush()
     protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
+    os.dup2(2, 1)  # sys.stdout writes to descriptor 1: from now on, to stderr
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     stdout = io.TextIOWrapper(protocol_out, encoding="utf-8", write_through=True)
     return anyio.wrap_file(stdin), anyio.wrap_file(stdout)

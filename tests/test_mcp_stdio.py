@@ -214,3 +214,17 @@ def test_the_dashboard_desktop_snippet_starts_a_working_server(trader, replay):
     server = StdioServerParameters(command=entry["command"], args=entry["args"], env=server_env(replay, **entry["env"]))
     tools = asyncio.run(session_run(server, scenario, "mcp-stdio-desktop-snippet"))
     assert "get_ticker" in tools and "place_order" not in tools  # the new token's scopes, not alice's other token
+
+
+def test_a_stray_print_lands_on_stderr_not_between_protocol_lines(replay):
+    """``protocol_streams``: after it, ``print`` (sys.stdout, descriptor 1) writes to stderr, and
+    only what is written to the protocol stream reaches the real stdout."""
+    code = ("import anyio; from mcpapi.stdio import protocol_streams\n"
+            "stdin, out = protocol_streams()\nprint('stray print')\n"
+            "async def main():\n    await out.write('{\"jsonrpc\": \"2.0\", \"id\": 1, \"result\": {}}\\n'); await out.flush()\n"
+            "anyio.run(main)\nprint('another stray print')\n")
+    done = subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=ROOT, env=server_env(replay),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == '{"jsonrpc": "2.0", "id": 1, "result": {}}\n'
+    assert "stray print" in done.stderr and "another stray print" in done.stderr
