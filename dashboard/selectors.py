@@ -7,7 +7,9 @@ in ``dashboard.views`` only parse the request and call these.
 """
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from core.errors import InvalidInput, MarketDataUnavailable
 from marketdata import indicators as ind
@@ -203,7 +205,40 @@ def market_snapshot(*, symbol: str, depth: int = 20, trades: int = 30) -> dict:
     }
 
 
-def mcp_client_config(*, mcp_url: str, token: str) -> dict:
-    """The ``mcpServers`` entry for Claude Desktop (``claude_desktop_config.json``) and Claude Code
-    (``.mcp.json``): streamable HTTP at ``mcp_url`` with the bearer ``token``."""
-    return {"mcpServers": {"tradingmcp": {"type": "http", "url": mcp_url, "headers": {"Authorization": f"Bearer {token}"}}}}
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def mcp_client_snippets(*, mcp_url: str, token: str, python: str, manage_py: str) -> dict[str, str]:
+    """The texts to paste into MCP clients (docs/connect-agents.md), with the endpoint ``mcp_url``
+    (``http(s)://host/mcp``) and the agent ``token`` filled in:
+
+    - ``claude_code``: Claude Code's ``.mcp.json`` (streamable HTTP, ``"type": "http"``, the bearer
+      token in ``headers``); ``claude_code_cli``: the same through ``claude mcp add``.
+    - ``desktop_stdio``: Claude Desktop's ``claude_desktop_config.json`` entry starting
+      ``manage.py mcp_stdio`` (``python`` and ``manage_py``: absolute paths of this install) with
+      the token in ``env`` (``TRADINGMCP_TOKEN``): for the machine TradingMCP runs on.
+    - ``desktop_remote``: the same file bridging to ``mcp_url`` with ``npx mcp-remote`` and
+      ``--header Authorization:${AUTH_HEADER}`` (the value in ``env``, as mcp-remote documents;
+      ``--allow-http`` for plain HTTP to a host that is not the loopback): from any machine.
+    - ``cursor``: Cursor's ``.cursor/mcp.json`` (``url`` + ``headers``).
+    - ``inspector``: the MCP Inspector's CLI listing the tools.
+
+    JSON snippets are indented JSON texts; the others are shell command lines."""
+    bearer = f"Bearer {token}"
+    parts = urlsplit(mcp_url)
+    remote_args = ["-y", "mcp-remote", mcp_url, "--header", "Authorization:${AUTH_HEADER}"]
+    if parts.scheme == "http" and (parts.hostname or "") not in LOOPBACK_HOSTS:
+        remote_args.append("--allow-http")
+
+    def servers(entry: dict) -> str:
+        return json.dumps({"mcpServers": {"tradingmcp": entry}}, indent=2)
+
+    return {
+        "claude_code": servers({"type": "http", "url": mcp_url, "headers": {"Authorization": bearer}}),
+        "claude_code_cli": f'claude mcp add --transport http tradingmcp {mcp_url} --header "Authorization: {bearer}"',
+        "desktop_stdio": servers({"command": python, "args": [manage_py, "mcp_stdio"], "env": {"TRADINGMCP_TOKEN": token}}),
+        "desktop_remote": servers({"command": "npx", "args": remote_args, "env": {"AUTH_HEADER": bearer}}),
+        "cursor": servers({"url": mcp_url, "headers": {"Authorization": bearer}}),
+        "inspector": (f'npx @modelcontextprotocol/inspector --cli {mcp_url} --transport http '
+                      f'--header "Authorization: {bearer}" --method tools/list'),
+    }

@@ -5,8 +5,9 @@ session and its CSRF token. Errors are the services'
 typed errors as ``{"code", "msg", ...}`` with their HTTP status (4xx), and change nothing."""
 from __future__ import annotations
 
-import json
+import sys
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -90,14 +91,13 @@ def tokens_view(request):
         except TradingError as exc:
             error = exc.msg
     mcp_url = request.build_absolute_uri("/mcp")
-    config = pages.mcp_client_config(mcp_url=mcp_url, token=created["key"] if created else "tmcp_YOUR_TOKEN")
+    snippets = pages.mcp_client_snippets(mcp_url=mcp_url, token=created["key"] if created else "tmcp_YOUR_TOKEN",
+                                         python=sys.executable, manage_py=str(settings.BASE_DIR / "manage.py"))
     context = {
         "page": "tokens", "tokens": tokens.tokens_list(user=request.user), "scopes": ALL_SCOPES, "created": created,
         "oauth_grants": oauth_grants_list(user=request.user),
         "error": error, "accounts": list(selectors.accounts_for_user(request.user).order_by("id")),
-        "config_json": json.dumps(config, indent=2), "mcp_url": mcp_url,
-        "claude_code_cmd": (f"claude mcp add --transport http tradingmcp {mcp_url} --header "
-                            f"\"Authorization: Bearer {created['key'] if created else 'tmcp_YOUR_TOKEN'}\""),
+        "snippets": snippets, "mcp_url": mcp_url,
     }
     return render(request, "dashboard/tokens.html", context, status=400 if error else 200)
 

@@ -35,6 +35,9 @@ Environment variables (all optional unless noted):
   ``http://127.0.0.1:8000``); the OAuth issuer and the MCP resource URL (``<it>/mcp``) derive from it.
 - ``OAUTH_ACCESS_TOKEN_TTL_S`` (default 900) / ``OAUTH_REFRESH_TOKEN_TTL_S`` (default 30 days):
   lifetimes of OAuth access and refresh tokens (``oauth`` app).
+- ``TRADINGMCP_TOKEN``: the agent token ``manage.py mcp_stdio`` serves MCP over stdio as (Claude
+  Desktop's ``env``; ``--token-file`` instead keeps it out of the environment). Unused by the web
+  server.
 - ``OAUTH_RATE_LIMIT``: django-ratelimit rate of the login, consent, registration and token
   endpoints, per client IP (default ``30/m``).
 - Operating it (``ops``, ``notifications``; docs/operating.md):
@@ -456,6 +459,8 @@ MCP_RISK_WARN_PCT = int(os.environ.get("MCP_RISK_WARN_PCT", "80"))
 # and seconds allowed to receive a request body (then HTTP 408).
 MCP_UNAUTHENTICATED_PER_MINUTE = int(os.environ.get("MCP_UNAUTHENTICATED_PER_MINUTE", "60"))
 MCP_BODY_TIMEOUT_S = float(os.environ.get("MCP_BODY_TIMEOUT_S", "10"))
+# manage.py mcp_stdio (mcpapi.stdio): the agent token it serves as.
+TRADINGMCP_TOKEN = os.environ.get("TRADINGMCP_TOKEN", "")
 # Connections per event loop of the asyncio Redis client (core.redis.async_redis_shared):
 # callers beyond it wait up to REDIS_POOL_TIMEOUT_S for a free connection instead of failing.
 REDIS_ASYNC_MAX_CONNECTIONS = int(os.environ.get("REDIS_ASYNC_MAX_CONNECTIONS", "256"))

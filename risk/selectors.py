@@ -86,13 +86,14 @@ def limit_usage(*, account, symbol: str | None = None) -> list[dict]:
     each limit it has of ``max_daily_loss`` (today's loss, ``risk.services.daily_loss``),
     ``max_orders_per_minute`` (orders of the last 60 s), ``max_open_orders`` (NEW and
     PARTIALLY_FILLED orders) and, given ``symbol``, ``max_position_notional`` (the position at its
-    average entry price). Amounts in the account's quote asset as strings; ``pct`` a float."""
+    average entry price). Amounts in the account's quote asset as strings; ``pct`` a float.
+    ``account``: a ``trading.models.Account`` (read through its ``orders`` / ``positions``
+    relations: risk sits below trading and does not import its models)."""
     from datetime import timedelta
 
     from django.utils import timezone as dj_timezone
 
     from risk.services import daily_loss
-    from trading.models import Order, Position
 
     limits = RiskLimit.objects.filter(account=account).first()
     if limits is None:
@@ -106,13 +107,13 @@ def limit_usage(*, account, symbol: str | None = None) -> list[dict]:
     if limits.max_daily_loss is not None:
         add("max_daily_loss", daily_loss(account=account), limits.max_daily_loss)
     if limits.max_orders_per_minute is not None:
-        recent = Order.objects.filter(account=account, created_at__gte=dj_timezone.now() - timedelta(seconds=60)).count()
+        recent = account.orders.filter(created_at__gte=dj_timezone.now() - timedelta(seconds=60)).count()
         add("max_orders_per_minute", recent, limits.max_orders_per_minute)
     if limits.max_open_orders is not None:
-        add("max_open_orders", Order.objects.filter(account=account, status__in=("NEW", "PARTIALLY_FILLED")).count(),
+        add("max_open_orders", account.orders.filter(status__in=("NEW", "PARTIALLY_FILLED")).count(),
             limits.max_open_orders)
     if symbol and limits.max_position_notional is not None:
-        position = Position.objects.filter(account=account, symbol=symbol).first()
+        position = account.positions.filter(symbol=symbol).first()
         held = (position.quantity * position.avg_entry_price) if position else 0
         add("max_position_notional", held, limits.max_position_notional)
     return out

@@ -3,8 +3,12 @@ replay exchange, real Redis), the WebSocket consumer through Channels' communica
 Redis channel layer, and the per-client coalescing."""
 import asyncio
 import json
+import re
+import shlex
+import sys
 from html import unescape
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,6 +204,55 @@ def test_tokens_created_shown_once_scoped_and_revoked(db, trader, make_user):
     assert agent_token_authenticate(key=key) == token
     assert client.post(f"/tokens/{token.pk}/revoke/").status_code == 302
     assert agent_token_authenticate(key=key) is None
+
+
+def snippet(html: str, element_id: str) -> str:
+    """The text of ``<pre id=element_id>`` on a page (HTML entities decoded)."""
+    match = re.search(rf'<pre id="{element_id}">(.*?)</pre>', html, re.S)
+    assert match, f"no #{element_id} on the page"
+    return unescape(match.group(1))
+
+
+def test_tokens_page_snippets_name_the_endpoint_the_command_and_the_new_token(db, trader):
+    """Every client snippet on the tokens page parses (JSON, or a shell command line) and carries
+    the real endpoint and the token just created; the Claude Desktop one starts this install's
+    ``manage.py mcp_stdio`` (it is run for real in tests/test_mcp_stdio.py)."""
+    client = login("alice")
+    resp = client.post("/tokens/", {"name": "desktop", "scopes": ["market:read"]})
+    key, html = resp.context["created"]["key"], resp.content.decode()
+    url, bearer = "http://testserver/mcp", f"Bearer {key}"
+
+    code = json.loads(snippet(html, "cfg-code"))["mcpServers"]["tradingmcp"]
+    assert code == {"type": "http", "url": url, "headers": {"Authorization": bearer}}
+    assert shlex.split(snippet(html, "cfg-cli")) == ["claude", "mcp", "add", "--transport", "http", "tradingmcp", url,
+                                                     "--header", f"Authorization: {bearer}"]
+    desktop = json.loads(snippet(html, "cfg-desktop"))["mcpServers"]["tradingmcp"]
+    assert desktop["command"] == sys.executable and Path(desktop["command"]).exists()
+    assert desktop["args"] == [str(settings.BASE_DIR / "manage.py"), "mcp_stdio"] and Path(desktop["args"][0]).is_file()
+    assert desktop["env"] == {"TRADINGMCP_TOKEN": key}
+    remote = json.loads(snippet(html, "cfg-desktop-remote"))["mcpServers"]["tradingmcp"]
+    assert remote["command"] == "npx" and remote["env"] == {"AUTH_HEADER": bearer}
+    # Plain HTTP to a host that is not the loopback: mcp-remote wants --allow-http.
+    assert remote["args"] == ["-y", "mcp-remote", url, "--header", "Authorization:${AUTH_HEADER}", "--allow-http"]
+    cursor = json.loads(snippet(html, "cfg-cursor"))["mcpServers"]["tradingmcp"]
+    assert cursor == {"url": url, "headers": {"Authorization": bearer}}
+    assert shlex.split(snippet(html, "cfg-inspector")) == [
+        "npx", "@modelcontextprotocol/inspector", "--cli", url, "--transport", "http", "--header",
+        f"Authorization: {bearer}", "--method", "tools/list"]
+
+    later = client.get("/tokens/").content.decode()  # no token any more: the placeholder
+    assert key not in later and json.loads(snippet(later, "cfg-desktop"))["mcpServers"]["tradingmcp"]["env"] == {
+        "TRADINGMCP_TOKEN": "tmcp_YOUR_TOKEN"}
+
+
+@pytest.mark.parametrize("mcp_url, allow_http", [("http://127.0.0.1:8000/mcp", False), ("http://localhost:8000/mcp", False),
+                                                 ("https://trading.example/mcp", False), ("http://10.0.0.5:8000/mcp", True)])
+def test_the_mcp_remote_bridge_asks_for_plain_http_only_off_the_loopback(mcp_url, allow_http):
+    from dashboard.selectors import mcp_client_snippets
+
+    args = json.loads(mcp_client_snippets(mcp_url=mcp_url, token="tmcp_x", python="/p", manage_py="/m")["desktop_remote"]
+                      )["mcpServers"]["tradingmcp"]["args"]
+    assert args[2] == mcp_url and ("--allow-http" in args) is allow_http
 
 
 # --- market data endpoints -----------------------------------------------------------------------
