@@ -179,7 +179,7 @@ def _step_up(root: types.JSONRPCRequest, identity: Identity) -> bytes | None:
     """The ``WWW-Authenticate`` value of a 403 ``insufficient_scope`` for a ``tools/call`` an OAuth
     access token lacks the scope of (MCP authorization spec 2025-11-25, "Scope Challenge
     Handling"; RFC 6750 §3.1): the scopes it has plus the one needed. None otherwise: a static
-    bearer token keeps the tool error, docs/adr/0007-step-up-for-oauth-tokens-only.md."""
+    bearer token keeps the tool error, docs/adr/0010-step-up-for-oauth-tokens-only.md."""
     if root.method != "tools/call" or identity.kind != "oauth" or not isinstance(root.params, dict):
         return None
     needed = scope_missing(str(root.params.get("name")), identity)

@@ -129,7 +129,7 @@ TOOL_MODELS: dict[str, type[BaseModel]] = {}
 READ_OWN_STORE = types.ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 READ_VENUE = types.ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=True)
 # Orders and closes: a repeat with the same arguments places another order unless the call names
-# its clientOrderId, and the hint cannot say "if", so idempotentHint is false (docs/adr/0007).
+# its clientOrderId, and the hint cannot say "if", so idempotentHint is false (docs/adr/0008).
 ORDER = types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
 # Cancels: canceling the same order(s) again changes nothing more.
 CANCEL = types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=True)

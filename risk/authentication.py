@@ -54,7 +54,7 @@ class Identity:
     - ``expires_at``: seconds since the epoch UTC, or None.
     - ``kind``: the credential kind: ``"agent_token"`` (a static bearer token pasted from the
       tokens page) or ``"oauth"`` (an OAuth access token; its client can re-authorize for more
-      scopes, docs/adr/0007-step-up-for-oauth-tokens-only.md).
+      scopes, docs/adr/0010-step-up-for-oauth-tokens-only.md).
     """
 
     user: object

@@ -638,7 +638,7 @@ def test_a_tool_call_needing_a_scope_the_oauth_token_lacks_is_a_403_step_up(pers
 
 @pytest.mark.django_db(transaction=True)  # /mcp/ws authenticates in its worker threads: they must see the rows
 def test_a_static_token_lacking_a_scope_keeps_the_tool_error_and_mcp_ws_never_answers_403(person, app_client, quotes):
-    """A pasted ``tmcp_`` token cannot step up (docs/adr/0007): HTTP 200 with a tool error naming the
+    """A pasted ``tmcp_`` token cannot step up (docs/adr/0010): HTTP 200 with a tool error naming the
     scope. Over /mcp/ws an OAuth token lacking the scope gets the tool error too, and stays connected."""
     import asyncio
 

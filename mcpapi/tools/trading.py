@@ -7,7 +7,7 @@ since the epoch (UTC), numbers as strings; field names are Binance's.
 The order tools (place_order, place_oco, cancel_order, cancel_all_orders, close_position) act on
 the account's venue: a paper account is simulated here; a Binance testnet or live account sends
 the request to Binance (``openWorldHint: true``). The reads answer from this server's store.
-Result shapes: ``mcpapi.results``; hints: ``mcpapi.guard`` (docs/adr/0007).
+Result shapes: ``mcpapi.results``; hints: ``mcpapi.guard`` (docs/adr/0008).
 """
 from typing import Annotated, Optional, Union
 
