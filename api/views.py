@@ -662,7 +662,8 @@ class AuditEventListView(ApiView):
     def get(self, request, accountId: int):
         q = self.query(s.AuditQuery)
         events = risk_selectors.audit_events_list(account=self.account(), action=q.get("action"), outcome=q.get("outcome"),
-                                                  channel=q.get("channel"), since_ms=q.get("since"), until_ms=q.get("until"))
+                                                  channel=q.get("channel"), since_ms=q.get("since"), until_ms=q.get("until"),
+                                                  symbols=self.symbols_default())
         paginator = AuditPagination()
         page = paginator.paginate_queryset(events, request, view=self)
         return paginator.get_paginated_response([risk_selectors.audit_event_as_dict(e) for e in page])

@@ -32,6 +32,7 @@ from mcp import types
 from marketdata import selectors as md
 from mcpapi.guard import CALLER_LISTS, SERVER, current_call, guard
 from core.workers import run_sync
+from risk import access
 from risk import selectors as risk_selectors
 from risk.models import Scope
 from trading import selectors
@@ -91,18 +92,21 @@ def _accounts() -> dict:
 
 def _account(account_id: str) -> dict:
     account = _account_of_call(account_id)
-    return {**selectors.account_state(account=account), "risk": risk_selectors.risk_limits_get(account=account)}
+    state = selectors.account_state(account=account)
+    state["positions"] = access.visible(current_call().identity, state["positions"])  # the token's symbols only
+    return {**state, "risk": risk_selectors.risk_limits_get(account=account)}
 
 
 def _open_orders(account_id: str) -> dict:
     account = _account_of_call(account_id)
-    return {"accountId": account.pk, "orders": selectors.open_orders_list(account=account)}
+    return {"accountId": account.pk, "orders": selectors.open_orders_list(
+        account=account, symbols=access.symbols_default(current_call().identity))}
 
 
 def _activity(account_id: str) -> dict:
     account = _account_of_call(account_id)
-    events = risk_selectors.audit_events_list(account=account)[:ACTIVITY_LIMIT]
-    return {"accountId": account.pk, "events": [risk_selectors.audit_event_as_dict(e) for e in events]}
+    events = risk_selectors.audit_events_list(account=account, symbols=access.symbols_default(current_call().identity))
+    return {"accountId": account.pk, "events": [risk_selectors.audit_event_as_dict(e) for e in events[:ACTIVITY_LIMIT]]}
 
 
 read_ticker = guard(_ticker, name="resource.ticker", scope=Scope.MARKET_READ)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from django.db.models import Q
+
 from risk.models import AuditEvent, RiskLimit
 
 
@@ -13,11 +15,16 @@ def _dstr(value) -> str | None:
 
 
 def audit_events_list(*, account, action: str | None = None, outcome: str | None = None, channel: str | None = None,
-                      since_ms: int | None = None, until_ms: int | None = None):
+                      since_ms: int | None = None, until_ms: int | None = None, symbols=None):
     """QuerySet of ``account``'s audit events, newest first, filtered by exact ``action``,
     ``outcome``, ``channel`` and time (``since_ms`` inclusive, ``until_ms`` exclusive, ms since the
-    epoch UTC). Rows of other accounts are never included."""
+    epoch UTC). ``symbols`` (a symbol-restricted credential's, ``risk.access.symbols_default``):
+    only events whose ``params.symbol`` is one of them or that name no symbol (token, limit and
+    account changes); None: all. Rows of other accounts are never included."""
     qs = AuditEvent.objects.filter(account=account).select_related("actor_user", "actor_token")
+    if symbols is not None:
+        names = {str(x).upper() for x in symbols} | {str(x).lower() for x in symbols}
+        qs = qs.filter(Q(params__symbol__isnull=True) | Q(params__symbol__in=sorted(names)))
     if action:
         qs = qs.filter(action=action)
     if outcome:

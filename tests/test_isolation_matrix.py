@@ -403,6 +403,41 @@ def test_symbol_a_token_restricted_to_ethusdt_sees_and_trades_nothing_else(world
         assert "pushed-btc" not in texts and "BTCUSDT" not in texts
 
 
+def test_symbol_restricted_token_reads_resources_and_audit_events_of_its_symbols_only(world):
+    """The resources (``tradingmcp://accounts/{id}``, ``/orders/open``, ``/activity``) and the REST
+    audit events narrow to an ETHUSDT-only token's symbol as the tools do; events naming no symbol
+    stay visible, and the full token still sees the BTCUSDT ones."""
+    key = world.token(name="eth-only-reads", symbols=["ETHUSDT"])
+    world.place(world.alice_key, "BTCUSDT", "0.002", "resting-btc")  # a BTCUSDT order event after the fills
+
+    def read(token, uri):
+        resp = httpx.post(f"{world.base_url}/mcp", timeout=30, json={
+            "jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}},
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"})
+        assert resp.status_code == 200, resp.text
+        return json.loads(resp.json()["result"]["contents"][0]["text"])
+
+    def audit(token):
+        resp = httpx.get(f"{world.base_url}/api/v1/accounts/{world.a.pk}/audit-events?page_size=200", timeout=30,
+                         headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["results"]
+
+    def symbols_of(events):
+        return {e["params"].get("symbol") for e in events if isinstance(e.get("params"), dict)} - {None}
+
+    state = read(key, f"tradingmcp://accounts/{world.a.pk}")
+    assert [p["symbol"] for p in state["positions"]] == ["ETHUSDT"], state["positions"]
+    activity = read(key, f"tradingmcp://accounts/{world.a.pk}/activity")
+    assert activity["events"] and symbols_of(activity["events"]) == {"ETHUSDT"}, activity
+    full_activity = read(world.alice_key, f"tradingmcp://accounts/{world.a.pk}/activity")
+    assert {"BTCUSDT", "ETHUSDT"} <= symbols_of(full_activity["events"])
+    narrowed, full = audit(key), audit(world.alice_key)
+    assert symbols_of(narrowed) == {"ETHUSDT"} and {"BTCUSDT", "ETHUSDT"} <= symbols_of(full)
+    assert len(narrowed) < len(full)
+    assert "resting-btc" not in json.dumps(narrowed) + json.dumps(activity)
+
+
 # --- confirm mode ---------------------------------------------------------------------------------------
 
 def test_confirm_mode_holds_the_order_for_a_person(world, transport):
