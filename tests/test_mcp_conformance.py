@@ -51,16 +51,6 @@ VERSION = "0.1.16"
 CACHE = ROOT / "var" / "conformance"
 RUNNER = CACHE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 
-# Expected to fail on this branch until the feature that answers them is merged; the lead removes
-# these marks after merging those branches (strict=False: an early pass is not an error).
-NEEDS_OTHER_BRANCHES = {
-    "logging-set-level": "needs logging/setLevel (branch h19-sessions)",
-    "completion-complete": "needs completion/complete (branch h19-resources)",
-    "server-sse-multiple-streams": "needs sessions: Mcp-Session-Id on /mcp (branch h19-sessions)",
-    "server-sse-polling": "needs sessions: Mcp-Session-Id and SSE on /mcp (branch h19-sessions); it then calls "
-                          "the runner's own test_reconnection tool, which this server does not have",
-}
-
 # A WARNING check fails the test too (the SSE scenarios only warn when there is no session), except
 # these check ids: what they ask for belongs to the runner's reference server, not to ours.
 ACCEPTED_WARNINGS = {
@@ -123,11 +113,7 @@ def run_scenario(runner: Path, url: str, scenario: str, out: Path) -> tuple[int,
     return done.returncode, done.stdout + done.stderr, checks
 
 
-@pytest.mark.parametrize("scenario", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason=NEEDS_OTHER_BRANCHES[name]))
-    if name in NEEDS_OTHER_BRANCHES else name
-    for name in SCENARIOS
-])
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_conformance_scenario(scenario, conformance_runner, auth_proxy, trader):
     auth_proxy.token = trader[2]
     status, output, checks = run_scenario(conformance_runner, f"{auth_proxy.url}/mcp", scenario,
