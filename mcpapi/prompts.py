@@ -33,6 +33,7 @@ from pydantic import Field
 from marketdata import selectors as md
 from marketdata.indicators import INDICATORS
 from mcpapi.guard import CALLER_LISTS, SERVER, check_access, current_call, guard
+from risk import access
 from risk import selectors as risk_selectors
 from risk.models import Scope
 from risk.trust import SECURITY_KEY
@@ -111,11 +112,18 @@ def _market_brief(symbol: str, interval: str = "1h", indicators: str | None = No
             "indicators": md.indicators_compute(symbol=sym.symbol, interval=interval, indicators=_indicator_names(indicators))}
 
 
+def _symbols_of_call() -> list[str] | None:
+    """The symbols the caller's token is restricted to (None: all), as the tools narrow reads."""
+    return access.symbols_default(current_call().identity)
+
+
 def _portfolio_review(account_id: str | None = None) -> dict:
     account = _account_of_call(account_id)
-    return {"accountId": account.pk, "portfolio": portfolio.portfolio_get(account=account),
+    held = portfolio.portfolio_get(account=account)
+    held["positions"] = access.visible(current_call().identity, held["positions"])
+    return {"accountId": account.pk, "portfolio": held,
             "pnl7d": portfolio.pnl_get(account=account, period="7d"),
-            "openOrders": selectors.open_orders_list(account=account),
+            "openOrders": selectors.open_orders_list(account=account, symbols=_symbols_of_call()),
             "riskLimits": risk_selectors.risk_limits_get(account=account)}
 
 
@@ -141,7 +149,7 @@ def _pre_trade_checklist(symbol: str, side: str = "BUY", quantity: str | None = 
                   "minNotional": md.dstr(sym.min_notional), "orderTypes": sym.order_types},
         "balances": selectors.balances_list(account=account),
         "position": positions.get(sym.symbol),
-        "openOrders": len(selectors.open_orders_list(account=account)),
+        "openOrders": len(selectors.open_orders_list(account=account, symbols=_symbols_of_call())),
         "takerFeeRate": selectors.dstr(account.taker_fee_rate),
         "riskLimits": risk_selectors.risk_limits_get(account=account),
     }
@@ -150,8 +158,9 @@ def _pre_trade_checklist(symbol: str, side: str = "BUY", quantity: str | None = 
 def _eod_pnl_report(account_id: str | None = None) -> dict:
     account = _account_of_call(account_id)
     pnl = portfolio.pnl_get(account=account, period="today")
-    fills = [f for f in selectors.trades_list(account=account, limit=1000) if f["time"] >= pnl["from"]]
-    return {"accountId": account.pk, "pnl": pnl, "fills": fills, "positions": portfolio.positions_list(account=account)}
+    fills = [f for f in selectors.trades_list(account=account, limit=1000, symbols=_symbols_of_call()) if f["time"] >= pnl["from"]]
+    return {"accountId": account.pk, "pnl": pnl, "fills": fills,
+            "positions": access.visible(current_call().identity, portfolio.positions_list(account=account))}
 
 
 gather_market_brief = guard(_market_brief, name="prompt.market_brief", scope=Scope.MARKET_READ)

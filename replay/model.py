@@ -581,12 +581,7 @@ class _Sym:
             p = max(a_ask - (d * s2 // -m2), prev + 1)
             asks.append(p)
             prev = p
-        result = (bids, asks)
-        with self._lock:
-            while len(self.deep) >= _BOOK_CACHE:
-                self.deep.pop(next(iter(self.deep)))
-            self.deep[key] = result
-        return result
+        return self._cached(self.deep, key, (bids, asks))
 
     def book(self, s: int) -> tuple[list[int], list[int]]:
         """(bid prices, ask prices) in ticks of the book of replay second ``s``, best first (cached;
@@ -638,11 +633,15 @@ class _Sym:
                     p = prev + 1
                 asks.append(p)
                 prev = p
-        result = (bids, asks)
+        return self._cached(self.books, s, (bids, asks))
+
+    def _cached(self, cache: dict, key, result):
+        """Store ``result`` under ``key`` in ``cache`` (oldest entries out beyond ``_BOOK_CACHE``)
+        and return it."""
         with self._lock:
-            while len(self.books) >= _BOOK_CACHE:
-                self.books.pop(next(iter(self.books)))
-            self.books[s] = result
+            while len(cache) >= _BOOK_CACHE:
+                cache.pop(next(iter(cache)))
+            cache[key] = result
         return result
 
 

@@ -154,6 +154,8 @@ def read_kline_file(path: Path) -> list[Candle]:
 
 
 def sparse_table(values: list[int], pick) -> list[list[int]]:
+    """Sparse table of ``values`` for O(1) range queries with the idempotent ``pick`` (``max`` or
+    ``min``): row ``k`` holds ``pick`` over each window of ``2**k`` values (``sparse_query``)."""
     table = [values]
     span = 1
     while span * 2 <= len(values):
@@ -161,6 +163,14 @@ def sparse_table(values: list[int], pick) -> list[list[int]]:
         table.append([pick(prev[i], prev[i + span]) for i in range(len(values) - span * 2 + 1)])
         span *= 2
     return table
+
+
+def sparse_query(table: list[list[int]], i: int, j: int, pick) -> int:
+    """``pick`` (``max``/``min``, as the table was built) of the values ``i..j`` (inclusive,
+    ``0 <= i <= j < len(values)``) of a ``sparse_table``: two overlapping power-of-two windows."""
+    k = (j - i + 1).bit_length() - 1
+    row = table[k]
+    return pick(row[i], row[j - (1 << k) + 1])
 
 
 def prefix_sums(values: list[int]) -> list[int]:
@@ -233,15 +243,11 @@ class Tape:
 
     def range_high(self, i: int, j: int) -> int:
         """Max of the E8 highs of candles ``i..j`` (inclusive, ``0 <= i <= j < length``)."""
-        k = (j - i + 1).bit_length() - 1
-        row = self._hi[k]
-        return max(row[i], row[j - (1 << k) + 1])
+        return sparse_query(self._hi, i, j, max)
 
     def range_low(self, i: int, j: int) -> int:
         """Min of the E8 lows of candles ``i..j`` (inclusive, ``0 <= i <= j < length``)."""
-        k = (j - i + 1).bit_length() - 1
-        row = self._lo[k]
-        return min(row[i], row[j - (1 << k) + 1])
+        return sparse_query(self._lo, i, j, min)
 
     def __repr__(self) -> str:
         return f"<Tape {self.symbol} {self.length} min from {self.first_open_ms}>"

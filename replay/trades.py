@@ -48,7 +48,7 @@ from math import gcd
 import numpy as np
 
 from .refdata import SymbolSpec, TradeFlow, symbol_spec, trade_flow
-from .tape import E8, MINUTE_MS, Tape, prefix_sums, sparse_table, load_tape
+from .tape import E8, MINUTE_MS, Tape, prefix_sums, sparse_query, sparse_table, load_tape
 
 _MINUTE_CACHE = 128  # candles whose trade arrays are kept (a candle has up to ~10k trades)
 _PHASE_MUL = 7919  # a prime: consecutive candles start the recorded flow at unrelated offsets
@@ -234,15 +234,11 @@ class TradeTape:
 
     def range_high(self, i: int, j: int) -> int:
         """Max trade price (E8) over candles ``i..j`` (inclusive)."""
-        k = (j - i + 1).bit_length() - 1
-        row = self._hi[k]
-        return max(row[i], row[j - (1 << k) + 1])
+        return sparse_query(self._hi, i, j, max)
 
     def range_low(self, i: int, j: int) -> int:
         """Min trade price (E8) over candles ``i..j`` (inclusive)."""
-        k = (j - i + 1).bit_length() - 1
-        row = self._lo[k]
-        return min(row[i], row[j - (1 << k) + 1])
+        return sparse_query(self._lo, i, j, min)
 
 
 @lru_cache(maxsize=None)

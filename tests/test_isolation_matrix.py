@@ -404,8 +404,8 @@ def test_symbol_a_token_restricted_to_ethusdt_sees_and_trades_nothing_else(world
 
 
 def test_symbol_restricted_token_reads_resources_and_audit_events_of_its_symbols_only(world):
-    """The resources (``tradingmcp://accounts/{id}``, ``/orders/open``, ``/activity``) and the REST
-    audit events narrow to an ETHUSDT-only token's symbol as the tools do; events naming no symbol
+    """The resources (``tradingmcp://accounts/{id}``, ``/orders/open``, ``/activity``), the prompts
+    built from an account and the REST audit events narrow to an ETHUSDT-only token's symbol as the tools do; events naming no symbol
     stay visible, and the full token still sees the BTCUSDT ones."""
     key = world.token(name="eth-only-reads", symbols=["ETHUSDT"])
     world.place(world.alice_key, "BTCUSDT", "0.002", "resting-btc")  # a BTCUSDT order event after the fills
@@ -432,6 +432,20 @@ def test_symbol_restricted_token_reads_resources_and_audit_events_of_its_symbols
     assert activity["events"] and symbols_of(activity["events"]) == {"ETHUSDT"}, activity
     full_activity = read(world.alice_key, f"tradingmcp://accounts/{world.a.pk}/activity")
     assert {"BTCUSDT", "ETHUSDT"} <= symbols_of(full_activity["events"])
+    def prompt_data(token, name):
+        resp = httpx.post(f"{world.base_url}/mcp", timeout=30, json={
+            "jsonrpc": "2.0", "id": 1, "method": "prompts/get",
+            "params": {"name": name, "arguments": {"account_id": str(world.a.pk)}}},
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"})
+        assert resp.status_code == 200, resp.text
+        text = resp.json()["result"]["messages"][0]["content"]["text"]
+        return json.loads(text.split("Data (JSON, read from this server just now):", 1)[1])
+
+    eod, eod_full = prompt_data(key, "eod_pnl_report"), prompt_data(world.alice_key, "eod_pnl_report")
+    assert {f["symbol"] for f in eod["fills"]} == {"ETHUSDT"} and [p["symbol"] for p in eod["positions"]] == ["ETHUSDT"]
+    assert {"BTCUSDT", "ETHUSDT"} <= {f["symbol"] for f in eod_full["fills"]}
+    review = prompt_data(key, "portfolio_review")
+    assert [p["symbol"] for p in review["portfolio"]["positions"]] == ["ETHUSDT"]
     narrowed, full = audit(key), audit(world.alice_key)
     assert symbols_of(narrowed) == {"ETHUSDT"} and {"BTCUSDT", "ETHUSDT"} <= symbols_of(full)
     assert len(narrowed) < len(full)
