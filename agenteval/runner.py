@@ -131,9 +131,11 @@ class ObservedEndpoint(MCPEndpoint):
         super().__init__()
         self.observer = observer
 
-    async def handle_request(self, root, identity, meta: dict | None = None) -> dict:
+    async def handle_request(self, root, identity, meta: dict | None = None, **kwargs) -> dict:
+        """``MCPEndpoint.handle_request`` (its keywords, e.g. ``session``, passed on), timed and
+        recorded on the observer."""
         t0 = time.perf_counter()
-        response = await super().handle_request(root, identity, meta)
+        response = await super().handle_request(root, identity, meta, **kwargs)
         ms = (time.perf_counter() - t0) * 1000
         tool = (root.params or {}).get("name") if root.method == "tools/call" else None
         error = None

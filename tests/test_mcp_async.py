@@ -207,7 +207,7 @@ def test_a_tool_called_without_a_bound_identity_is_refused(quotes):
     """``FastMCP.call_tool()`` outside any transport (no identity bound) is a permission error,
     not a call as nobody."""
     result = async_to_sync(mcp_guard.call_tool)("get_ticker", {"symbol": "ETHUSDT"})
-    assert result.isError and "scope" in result.content[0].text
+    assert result.isError and "No credential" in result.content[0].text
 
 
 def test_a_tool_called_through_fastmcp_with_an_identity_answers(quotes, reader):

@@ -54,11 +54,12 @@ def book(replay, symbol="BTCUSDT"):
 def future_trade(replay, pred, symbol="BTCUSDT"):
     """The first replayed trade after now whose price satisfies ``pred``."""
     m = replay.model
-    i = m.trade_index(symbol, replay.clock.now_ms())
-    for j in range(i + 1, i + 24 * 3600):
-        tr = m.trade_at_index(symbol, j)
+    now = replay.clock.now_ms()
+    j = m.trade_index(symbol, now) + 1
+    while (tr := m.trade_at_index(symbol, j)).time <= now + 24 * 3_600_000:  # the tape's recorded trade count
         if pred(tr.price):
             return tr
+        j += 1
     raise AssertionError("no such trade in the next 24 replay hours")
 
 
