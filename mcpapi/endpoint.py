@@ -61,8 +61,9 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from marketdata.cache import read_ahead, read_ahead_keys
-from oauth.selectors import www_authenticate
+from oauth.selectors import same_oauth_client, www_authenticate
 from core.hostcheck import host_allowed, origin_allowed
+from core.workers import run_sync
 from risk.authentication import Identity, authenticate_bearer_async, credential, known_credential
 from risk.ratelimit import unauthenticated_blocked, unauthenticated_count
 from core.errors import NotFound, TradingError
@@ -362,13 +363,23 @@ class MCPEndpoint:
 
     async def session_of(self, sid: str, auth) -> "sessions.Session | None":
         """The session ``sid`` names when it belongs to the caller's token (read with the token
-        check when it could be), else None."""
+        check when it could be), else None. An OAuth client that stepped up to a new grant
+        (``oauth.selectors.same_oauth_client``) keeps its session, which then belongs to the new
+        grant; any other token, even of the same user, gets None (404)."""
         if not sessions.valid_session_id(sid):
             return None
         key = sessions.session_key(sid)
         session = sessions.Session.from_bytes(auth.values[key]) if key in auth.values else await sessions.session_load(sid)
-        if session is None or session.token_id != auth.identity.token_id:
+        if session is None or session.user_id != auth.identity.user.pk:
             return None
+        if session.token_id != auth.identity.token_id:
+            # Another credential of the same user: only the same OAuth client after a step-up
+            # (its new access token stands for a new grant) continues the session, now as that grant.
+            if auth.identity.kind != "oauth" or not await run_sync(
+                    same_oauth_client, user_id=session.user_id, token_ids=(session.token_id, auth.identity.token_id)):
+                return None
+            session.token_id = auth.identity.token_id
+            await sessions.session_save(session)
         return session
 
     async def session_request(self, scope, receive, send, headers: dict, sid: str, auth) -> None:

@@ -121,6 +121,15 @@ def grant_as_dict(grant: OAuthGrant) -> dict:
     }
 
 
+def same_oauth_client(*, user_id: int, token_ids: tuple[int, int]) -> bool:
+    """Are both permission records (``risk.AgentToken`` ids) OAuth grants ``user_id`` gave the
+    same client (``Application``)? True for a client that re-authorized for more scopes
+    (step-up, RFC 6750 §3.1 ``insufficient_scope``): its new access token stands for a new grant."""
+    rows = list(OAuthGrant.objects.filter(user_id=user_id, agent_token_id__in=token_ids)
+                .values_list("agent_token_id", "application_id"))
+    return len(rows) == 2 and rows[0][1] == rows[1][1]
+
+
 def oauth_grants_list(*, user) -> list[dict]:
     """The user's OAuth grants, newest first (``grant_as_dict``); never another user's."""
     rows = (OAuthGrant.objects.filter(user=user).select_related("application", "agent_token")
