@@ -95,6 +95,19 @@ def _transactional(request) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test gets its own channel-layer object (channels' public ``ChannelLayerManager.set``,
+    documented for swapping the backend in tests). channels-redis lets one event loop at a time
+    ``receive()`` on a layer object: a receive a previous test's event loop left pending (a socket
+    or session pump of a loop that was closed, not cancelled) would otherwise make every later
+    in-process socket fail with "bound to a different event loop"."""
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    channel_layers.set(DEFAULT_CHANNEL_LAYER, channel_layers.make_backend(DEFAULT_CHANNEL_LAYER))
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _sqlite_audit_flush(request):
     """A transactional test's database is emptied by Django's flush, which on SQLite is a
     ``DELETE FROM`` per table (PostgreSQL's TRUNCATE fires no row trigger): the audit log's
