@@ -260,6 +260,23 @@ def stack(django_db_setup, django_db_blocker, replay):
 
 
 @pytest.fixture
+def paused_stack(stack, transactional_db):
+    """The running stack with exchangeInfo stored and the ingester's first BTCUSDT quote cached;
+    the replay clock is paused during the test, so quotes, candles and the book stay what they are
+    between two reads (a prompt or resource and the tool it mirrors read the same values)."""
+    from marketdata.cache import book_key, get_redis
+    from marketdata.services import exchange_info_sync
+
+    exchange_info_sync()
+    wait_until(lambda: get_redis().get(book_key("BTCUSDT")), timeout=30, what="the ingester's first BTCUSDT quote")
+    stack.replay.clock.pause()
+    try:
+        yield stack
+    finally:
+        stack.replay.clock.resume()
+
+
+@pytest.fixture
 def live_stack(stack, symbols):
     """The running stack with exchangeInfo stored and live BTCUSDT and ETHUSDT quotes cached by its
     ingester (for tests that place orders through it). Needs ``transactional_db``."""

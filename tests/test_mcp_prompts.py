@@ -11,9 +11,6 @@ import pytest
 from mcp import types
 from mcp.shared.exceptions import McpError
 
-from conftest import wait_until
-from marketdata.cache import book_key, get_redis
-from marketdata.services import exchange_info_sync
 from mcp_sessions import TRANSPORTS, mcp_session
 from risk.models import RiskLimit
 from risk.services import agent_token_create
@@ -31,19 +28,6 @@ INVALID_PARAMS = -32602
 
 def run(coro, timeout=120):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def live(stack, transactional_db):
-    """The stack with exchangeInfo stored and the first BTCUSDT quote cached; the replay clock is
-    paused during the test so a prompt and the tools read the same quote."""
-    exchange_info_sync()
-    wait_until(lambda: get_redis().get(book_key("BTCUSDT")), timeout=30, what="the ingester's first BTCUSDT quote")
-    stack.replay.clock.pause()
-    try:
-        yield stack
-    finally:
-        stack.replay.clock.resume()
 
 
 def tool(result: types.CallToolResult) -> dict:
@@ -64,14 +48,14 @@ async def prompt_error(session, name: str, arguments: dict | None = None) -> typ
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_prompts_carry_the_live_figures_and_the_accounts_limits(live, trader, transport):
+def test_prompts_carry_the_live_figures_and_the_accounts_limits(paused_stack, trader, transport):
     _, account, token = trader
     RiskLimit.objects.update_or_create(account=account, defaults={
         "max_order_notional": Decimal("500"), "max_open_orders": 4, "max_daily_loss": Decimal("75"),
         "allowed_symbols": ["BTCUSDT", "ETHUSDT"]})
 
     async def scenario():
-        async with mcp_session(live, token, transport) as s:
+        async with mcp_session(paused_stack, token, transport) as s:
             listed = {p.name: [a.name for a in p.arguments] for p in (await s.list_prompts()).prompts}
             bought = tool(await s.call_tool("place_order", {"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.002",
                                                             "client_order_id": f"prompt-buy-{transport}"}))
@@ -131,7 +115,7 @@ def test_prompts_carry_the_live_figures_and_the_accounts_limits(live, trader, tr
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_prompts_follow_the_tokens_scopes_accounts_and_symbols(live, trader, make_user, transport):
+def test_prompts_follow_the_tokens_scopes_accounts_and_symbols(paused_stack, trader, make_user, transport):
     user, account, _ = trader
     _, market_key = agent_token_create(user=user, name="market-only", scopes=["market:read"])
     restricted, restricted_key = agent_token_create(user=user, name="btc-only")
@@ -142,18 +126,18 @@ def test_prompts_follow_the_tokens_scopes_accounts_and_symbols(live, trader, mak
     _, bob_key = agent_token_create(user=bob, name="bob-agent")
 
     async def as_market_only():
-        async with mcp_session(live, market_key, transport) as s:
+        async with mcp_session(paused_stack, market_key, transport) as s:
             names = [p.name for p in (await s.list_prompts()).prompts]
             brief = text(await s.get_prompt("market_brief", {"symbol": "ETHUSDT", "interval": "1h"}))
             return names, brief, await prompt_error(s, "portfolio_review"), await prompt_error(s, "pre_trade_checklist", {"symbol": "BTCUSDT"})
 
     async def as_restricted():
-        async with mcp_session(live, restricted_key, transport) as s:
+        async with mcp_session(paused_stack, restricted_key, transport) as s:
             return (await prompt_error(s, "market_brief", {"symbol": "ETHUSDT"}),
                     await prompt_error(s, "pre_trade_checklist", {"symbol": "ETHUSDT"}))
 
     async def as_bob():
-        async with mcp_session(live, bob_key, transport) as s:
+        async with mcp_session(paused_stack, bob_key, transport) as s:
             mine = text(await s.get_prompt("portfolio_review", {}))
             return mine, await prompt_error(s, "eod_pnl_report", {"account_id": str(account.pk)})
 

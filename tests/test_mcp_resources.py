@@ -17,8 +17,6 @@ from mcp import types
 from mcp.shared.exceptions import McpError
 from pydantic import AnyUrl
 
-from conftest import wait_until
-from marketdata.cache import book_key, get_redis
 from marketdata.services import exchange_info_sync
 from mcp_sessions import TRANSPORTS, mcp_session
 from risk.models import AuditEvent, Outcome, RiskLimit
@@ -37,19 +35,6 @@ NOT_FOUND = -32002
 
 def run(coro, timeout=90):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def live(stack, transactional_db):
-    """The stack with exchangeInfo stored and the ingester's first quote cached; the replay clock
-    paused during the test so quotes, candles and the book stay what they are between two reads."""
-    exchange_info_sync()
-    wait_until(lambda: get_redis().get(book_key("BTCUSDT")), timeout=30, what="the ingester's first BTCUSDT quote")
-    stack.replay.clock.pause()
-    try:
-        yield stack
-    finally:
-        stack.replay.clock.resume()
 
 
 @pytest.fixture(autouse=True)
@@ -86,12 +71,12 @@ async def read_error(session, uri: str) -> types.ErrorData:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_resources_list_read_and_templates_answer_what_the_tools_answer(live, trader, transport):
+def test_resources_list_read_and_templates_answer_what_the_tools_answer(paused_stack, trader, transport):
     _, account, token = trader
     a = account.pk
 
     async def scenario():
-        async with mcp_session(live, token, transport) as s:
+        async with mcp_session(paused_stack, token, transport) as s:
             ticker = tool_payload(await s.call_tool("get_ticker", {"symbol": "BTCUSDT"}))
             tick = Decimal("0.01")
             price = (Decimal(ticker["bidPrice"]) * Decimal("0.9")).quantize(tick, rounding=ROUND_DOWN)
@@ -139,7 +124,7 @@ def test_resources_list_read_and_templates_answer_what_the_tools_answer(live, tr
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_another_users_token_neither_lists_reads_nor_completes_the_account(live, trader, make_user, transport):
+def test_another_users_token_neither_lists_reads_nor_completes_the_account(paused_stack, trader, make_user, transport):
     _, account, _ = trader
     bob = make_user("bob")
     bobs = account_create(owner=bob, name="Bob's")
@@ -148,7 +133,7 @@ def test_another_users_token_neither_lists_reads_nor_completes_the_account(live,
     a = account.pk
 
     async def scenario():
-        async with mcp_session(live, bob_token, transport) as s:
+        async with mcp_session(paused_stack, bob_token, transport) as s:
             listed = {str(r.uri) for r in (await s.list_resources()).resources}
             mine = payload(await s.read_resource(AnyUrl("tradingmcp://accounts")))
             errors = {}
@@ -174,7 +159,7 @@ def test_another_users_token_neither_lists_reads_nor_completes_the_account(live,
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_restricted_token_sees_and_reads_only_what_it_may(live, trader, transport):
+def test_a_restricted_token_sees_and_reads_only_what_it_may(paused_stack, trader, transport):
     user, account, _ = trader
     second = account_create(owner=user, name="Second")
     restricted, restricted_key = agent_token_create(user=user, name="btc-only-second")
@@ -185,7 +170,7 @@ def test_a_restricted_token_sees_and_reads_only_what_it_may(live, trader, transp
     _, account_key = agent_token_create(user=user, name="account-only", scopes=["account:read"])
 
     async def restricted_scenario():
-        async with mcp_session(live, restricted_key, transport) as s:
+        async with mcp_session(paused_stack, restricted_key, transport) as s:
             listed = {str(r.uri) for r in (await s.list_resources()).resources}
             btc = payload(await s.read_resource(AnyUrl("tradingmcp://markets/BTCUSDT/ticker")))
             eth = await read_error(s, "tradingmcp://markets/ETHUSDT/ticker")
@@ -196,7 +181,7 @@ def test_a_restricted_token_sees_and_reads_only_what_it_may(live, trader, transp
             return listed, btc, eth, eth_book, first, symbols
 
     async def market_scenario():
-        async with mcp_session(live, market_key, transport) as s:
+        async with mcp_session(paused_stack, market_key, transport) as s:
             listed = {str(r.uri) for r in (await s.list_resources()).resources}
             templates = {t.uriTemplate for t in (await s.list_resource_templates()).resourceTemplates}
             accounts = await read_error(s, "tradingmcp://accounts")
@@ -206,7 +191,7 @@ def test_a_restricted_token_sees_and_reads_only_what_it_may(live, trader, transp
             return listed, templates, accounts, one, ids
 
     async def account_scenario():
-        async with mcp_session(live, account_key, transport) as s:
+        async with mcp_session(paused_stack, account_key, transport) as s:
             templates = {t.uriTemplate for t in (await s.list_resource_templates()).resourceTemplates}
             ticker = await read_error(s, "tradingmcp://markets/BTCUSDT/ticker")
             return templates, ticker
@@ -231,7 +216,7 @@ def test_a_restricted_token_sees_and_reads_only_what_it_may(live, trader, transp
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_completion_of_each_argument_kind(live, trader, transport):
+def test_completion_of_each_argument_kind(paused_stack, trader, transport):
     user, account, token = trader
     second = account_create(owner=user, name="Second")
     template = lambda uri: types.ResourceTemplateReference(type="ref/resource", uri=uri)  # noqa: E731
@@ -250,7 +235,7 @@ def test_completion_of_each_argument_kind(live, trader, transport):
     }
 
     async def scenario():
-        async with mcp_session(live, token, transport) as s:
+        async with mcp_session(paused_stack, token, transport) as s:
             return {k: (await s.complete(ref, {"name": name, "value": value})).completion
                     for k, (ref, name, value) in asks.items()}
 
