@@ -15,10 +15,11 @@ import collections
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from channels.layers import get_channel_layer
 from django.db import transaction
+from redis.exceptions import TimeoutError as RedisTimeout
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +176,25 @@ def _send_on_commit(items: list[tuple[str, dict]]) -> None:
 def drain_account_events(timeout: float = 5.0) -> None:
     """Block until queued pushes were handed to the channel layer."""
     _publisher.drain(timeout)
+
+
+async def layer_messages(layer, channel: str, *, stop: Callable[[], bool], name: str) -> AsyncIterator[dict]:
+    """The messages of ``channel`` on the Channels ``layer``, in order, until ``stop()`` is true
+    (checked before each receive). A receive that times out with nothing popped (redis-py >= 6
+    raises on channels-redis's 5 s BZPOPMIN of an empty channel) is simply retried; any other
+    failure is logged under ``name`` and retried after a backoff doubling from 0.1 s to 5 s."""
+    backoff = 0.1
+    while not stop():
+        try:
+            message = await layer.receive(channel)
+            backoff = 0.1
+        except asyncio.CancelledError:
+            raise
+        except RedisTimeout:
+            continue
+        except Exception as exc:
+            log.warning("%s: channel layer receive failed: %s", name, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        yield message

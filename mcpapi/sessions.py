@@ -56,7 +56,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 from sse_starlette import EventSourceResponse
 
-from marketdata.cache import async_redis_shared
+from core.events import layer_messages
+from core.redis import async_redis_shared
 from marketdata.ingester import VENUE_GROUP
 from mcpapi import subscriptions
 from risk.authentication import authenticate_bearer_async
@@ -560,20 +561,7 @@ class Pump:
             await self._reload()
             await async_redis_shared().set(pump_key(self.session.id), self.owner, ex=settings.MCP_SESSION_TTL_S)
             self.ready.set()
-            backoff = 0.1
-            while not self.closed.is_set():
-                try:
-                    message = await self.layer.receive(self.channel)
-                    backoff = 0.1
-                except asyncio.CancelledError:
-                    raise
-                except RedisTimeout:
-                    continue
-                except Exception as exc:
-                    log.warning("mcp session pump: channel layer receive failed: %s", exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
+            async for message in layer_messages(self.layer, self.channel, stop=self.closed.is_set, name="mcp session pump"):
                 await self.handle(message)
         finally:
             self.ready.set()

@@ -77,10 +77,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from mcp import types
 from pydantic import ValidationError
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from marketdata.cache import read_ahead, read_ahead_keys
-from core.events import BATCH_TYPE
+from core.events import BATCH_TYPE, layer_messages
 from core.hostcheck import host_allowed, origin_allowed
 from marketdata.ingester import VENUE_GROUP
 from mcpapi import sessions, subscriptions
@@ -616,22 +615,7 @@ class Connection:
                 await self._send({"type": "websocket.send", "text": text})
 
     async def _layer_reader(self) -> None:
-        backoff = 0.1
-        while not self.closed:
-            try:
-                message = await self.layer.receive(self.channel)
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except RedisTimeout:
-                # redis-py >= 6 raises on channels_redis's 5 s BZPOPMIN when the channel stays
-                # empty: nothing was popped, so simply wait again.
-                continue
-            except Exception as exc:
-                log.warning("mcp ws: channel layer receive failed: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
+        async for message in layer_messages(self.layer, self.channel, stop=lambda: self.closed, name="mcp ws"):
             self.deliver(message)
 
     def deliver(self, message: dict) -> None:
