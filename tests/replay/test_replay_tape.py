@@ -237,7 +237,11 @@ def test_streams_trades_klines_and_depth_agree():
     depth = got["ethusdt@depth"]
     assert len(trades) > 1000 and len(klines) > 200 and len(depth) > 50
     assert [t["t"] for t in trades] == list(range(trades[0]["t"], trades[0]["t"] + len(trades)))
-    assert agg_gaps(aggs) == 0 and [a["a"] for a in aggs] == [t["t"] for t in trades]
+    # the two streams are cut at the same wall-clock instant, not the same trade: the last few
+    # trades of one may have arrived before their twins on the other (it happened on a loaded machine)
+    both = min(len(aggs), len(trades))
+    assert len(aggs) + len(trades) - 2 * both <= 50, (len(aggs), len(trades))
+    assert agg_gaps(aggs) == 0 and [a["a"] for a in aggs[:both]] == [t["t"] for t in trades[:both]]
     assert all((a["p"], a["q"], a["T"], a["m"]) == (t["p"], t["q"], t["T"], t["m"]) for a, t in zip(aggs, trades))
     assert all(Decimal(t["q"]) % STEP["ETHUSDT"] == 0 and Decimal(t["p"]) % TICK == 0 for t in trades)
     # every kline update against the streamed trades (when the stream holds all of its candle's)
